@@ -1,0 +1,134 @@
+"""The one place that builds everything from Settings and wires it together.
+
+Security: the demo account's password is printed once to the terminal that started the server
+and never logged; TLS keys are read here and handed to the listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from sqlalchemy.engine import Engine
+
+from mailrelay.accounts.passwords import generate_password, make_hasher
+from mailrelay.accounts.service import AccountService
+from mailrelay.settings import ConfigError, Settings, parse_listen
+from mailrelay.smtp.limits import AuthFailureLimiter
+from mailrelay.smtp.server import BindFailure, EngineLimits, Listener, SMTPServer
+from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
+from mailrelay.spool.writer import SpoolWriter
+from mailrelay.store import migrate
+from mailrelay.store.db import create_engine
+from mailrelay.submission.policy import SubmissionPolicy
+
+log = logging.getLogger("mailrelay")
+
+DEMO_ACCOUNT = "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCredentials:
+    username: str
+    password: str
+
+
+def open_storage(settings: Settings) -> Engine:
+    """Engine for `storage.url`, migrated to the current schema."""
+    engine = create_engine(settings.storage_url)
+    migrate.upgrade(engine)
+    return engine
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The server certificate: configured files, or a self-signed one made on first start."""
+    if not settings.tls.cert_file:
+        if ensure_self_signed(settings.cert_path, settings.key_path, settings.server.hostname):
+            log.info("wrote a self-signed certificate for %s to %s", settings.server.hostname,
+                     settings.cert_path)
+    try:
+        return server_context(settings.cert_path, settings.key_path, min_version=settings.tls.min_version)
+    except TLSConfigError as exc:
+        raise ConfigError(settings.source, exc.key, str(exc)) from None
+
+
+def raise_file_limit() -> int:
+    """Lift the soft open-files limit to the hard one: each connection is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class App:
+    """A running mailrelay node: storage, accounts, the spool writer and the SMTP listeners."""
+
+    def __init__(self, settings: Settings, *, hasher: PasswordHasher | None = None,
+                 engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine if engine is not None else open_storage(settings)
+        self.accounts = AccountService(self.engine, hasher or make_hasher())
+        self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max)
+        self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
+        self.ssl_context = tls_context(settings)
+        self.smtp = self._build_smtp()
+
+    def _build_smtp(self) -> SMTPServer:
+        s = self.settings
+        policy = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
+                                  writer=self.writer, trusted_account=s.submission.trusted_account,
+                                  executor=self.auth_executor)
+        listeners = [
+            Listener(
+                name=ls.name,
+                addresses=tuple(parse_listen(a) for a in ls.listen),
+                handler=policy,
+                tls=ls.tls,
+                ssl_context=self.ssl_context if ls.tls != "none" else None,
+                require_auth=ls.require_auth,
+                require_tls=ls.require_tls,
+                allow_plaintext_auth=(s.auth.allow_plaintext if ls.allow_plaintext_auth is None
+                                      else ls.allow_plaintext_auth),
+                trusted_networks=(s.submission.trusted_networks if ls.trusted_networks is None
+                                  else ls.trusted_networks),
+            )
+            for ls in s.listeners
+            if ls.enabled
+        ]
+        limits = EngineLimits(
+            max_message_size=s.smtp.max_message_size, max_recipients=s.smtp.max_recipients,
+            idle_timeout=s.smtp.idle_timeout, max_connections=s.smtp.max_connections,
+            max_connections_per_ip=s.smtp.max_connections_per_ip, bare_newline=s.smtp.bare_newline,
+        )
+        limiter = AuthFailureLimiter(slowdown_after=s.auth.slowdown_after,
+                                     lockout_after=s.auth.lockout_after,
+                                     lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
+        return SMTPServer(hostname=s.server.hostname, banner=s.smtp.banner, limits=limits,
+                          auth_limiter=limiter, listeners=listeners)
+
+    def ensure_demo_account(self) -> DemoCredentials | None:
+        """First start on an empty database: make the demo account (password shown once)."""
+        if not self.settings.server.demo_account or self.accounts.count() > 0:
+            return None
+        password = generate_password()
+        self.accounts.create(DEMO_ACCOUNT, password)
+        return DemoCredentials(DEMO_ACCOUNT, password)
+
+    async def start(self) -> list[BindFailure]:
+        self.writer.start(asyncio.get_running_loop())
+        return await self.smtp.start()
+
+    async def stop(self) -> None:
+        await self.smtp.stop(self.settings.server.shutdown_timeout)
+        await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+        self.auth_executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()

@@ -1,0 +1,91 @@
+"""`mailrelay serve`: write a default config on first run, start the node, stop on a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from mailrelay.app import App, raise_file_limit
+from mailrelay.settings import ConfigError, load_settings, write_default_config
+
+log = logging.getLogger("mailrelay")
+
+DEFAULT_CONFIG_PATH = "mailrelay.toml"
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration, certificate and database, then exit")
+
+
+def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The config file to use, and whether the user named it (then it must exist)."""
+    given = getattr(args, "config", None)
+    if given:
+        return Path(given), True
+    env = os.environ.get("MAILRELAY_CONFIG")
+    if env:
+        return Path(env), True
+    return Path(DEFAULT_CONFIG_PATH), False
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    path, named = _config_path(args)
+    if not path.exists() and not named:
+        write_default_config(path)
+        print(f"mailrelay: wrote a default configuration to {path}", file=sys.stderr)
+    settings = load_settings(path)
+    _setup_logging(settings.server.log_level)
+    app = App(settings)
+    if getattr(args, "check", False):
+        print(f"mailrelay: configuration {path} is valid", file=sys.stderr)
+        app.engine.dispose()
+        return 0
+    demo = app.ensure_demo_account()
+    if demo is not None:
+        print("\n  A demo account was created; its password is shown only this once:\n"
+              f"    username: {demo.username}\n    password: {demo.password}\n"
+              "  (manage accounts with `mailrelay account --help`)\n", file=sys.stderr, flush=True)
+    raise_file_limit()
+    try:
+        import uvloop  # optional speed-up; asyncio's loop works the same
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        runner = asyncio.run
+    return int(runner(_serve(app)))
+
+
+async def _serve(app: App) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    failures = await app.start()
+    for failure in failures:
+        log.warning("%s", failure.advice())
+    if not app.smtp.bound:
+        log.error("no listener could be bound; nothing to serve")
+        await app.stop()
+        return 1
+    bound = ", ".join(f"{name} {host}:{port}" for name, addrs in app.smtp.bound.items()
+                      for host, port in addrs)
+    log.info("mailrelay ready as %s: %s", app.settings.server.hostname, bound)
+    await stop.wait()
+    log.info("stopping: finishing sessions in flight (at most %.0fs)", app.settings.server.shutdown_timeout)
+    await app.stop()
+    log.info("stopped")
+    return 0
+
+
+__all__ = ["ConfigError", "add_serve_arguments", "cmd_serve"]

@@ -1,0 +1,390 @@
+"""The configuration file, parsed once into frozen, typed settings.
+
+Sources, later ones winning: built-in defaults, the TOML file, environment variables
+`MAILRELAY_<SECTION>_<KEY>` (listeners: `MAILRELAY_LISTENER_<NAME>_<KEY>`). Every mistake
+raises `ConfigError` naming the file, the key and what was expected; the CLI turns it into one
+line and exit code 2. `docs/configuration.md` documents every key below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "MAILRELAY_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration: file, key, and what is expected."""
+
+    def __init__(self, source: str, key: str, expected: str) -> None:
+        super().__init__(f"{source}: {key}: {expected}")
+        self.source = source
+        self.key = key
+        self.expected = expected
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    hostname: str = field(default_factory=socket.gethostname)
+    data_dir: str = "data"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: float = 30.0
+    demo_account: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    cert_file: str = ""  # empty: a self-signed certificate in <data_dir>/tls/
+    key_file: str = ""
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    url: str = ""  # empty: sqlite:///<data_dir>/mailrelay.db
+    group_commit_max: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPSettings:
+    max_message_size: int = 31_457_280  # 30 MiB, SendGrid's limit
+    max_recipients: int = 1000
+    idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes
+    max_connections: int = 20_000
+    max_connections_per_ip: int = 50  # Postfix smtpd_client_connection_count_limit
+    bare_newline: Literal["reject", "normalize"] = "reject"
+    banner: str = "ESMTP mailrelay"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    allow_plaintext: bool = False
+    slowdown_after: int = 3  # failed logins per address before replies slow down
+    lockout_after: int = 10  # failed logins per address before it is refused
+    lockout_seconds: float = 300.0
+    failure_window: float = 900.0  # failures older than this are forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionSettings:
+    trusted_networks: tuple[IPNetwork, ...] = ()
+    trusted_account: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    name: str
+    listen: tuple[str, ...]
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    require_auth: bool = False
+    require_tls: bool = False
+    allow_plaintext_auth: bool | None = None  # None: [auth] allow_plaintext
+    trusted_networks: tuple[IPNetwork, ...] | None = None  # None: [submission] trusted_networks
+    enabled: bool = True
+
+
+DEFAULT_LISTENERS: dict[str, dict[str, Any]] = {
+    "smtp": {"listen": ["0.0.0.0:25"], "tls": "starttls"},
+    "submission": {"listen": ["0.0.0.0:587"], "tls": "starttls", "require_auth": True},
+    "submissions": {"listen": ["0.0.0.0:465"], "tls": "implicit", "require_auth": True},
+    "alt": {"listen": ["0.0.0.0:2525"], "tls": "starttls"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: str  # the file the settings came from, or "(defaults)"
+    server: ServerSettings
+    tls: TLSSettings
+    storage: StorageSettings
+    smtp: SMTPSettings
+    auth: AuthSettings
+    submission: SubmissionSettings
+    listeners: tuple[ListenerSettings, ...]
+
+    @property
+    def data_dir(self) -> Path:
+        base = Path(self.source).parent if self.source != "(defaults)" else Path.cwd()
+        return (base / self.server.data_dir).resolve()
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage.url:
+            return self.storage.url
+        return f"sqlite:///{self.data_dir / 'mailrelay.db'}"
+
+    @property
+    def cert_path(self) -> Path:
+        return Path(self.tls.cert_file) if self.tls.cert_file else self.data_dir / "tls" / "cert.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.tls.key_file) if self.tls.key_file else self.data_dir / "tls" / "key.pem"
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "tls": TLSSettings,
+    "storage": StorageSettings,
+    "smtp": SMTPSettings,
+    "auth": AuthSettings,
+    "submission": SubmissionSettings,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Value conversion
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(f'"{a}"' for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if inner is IPNetwork or inner == IPNetwork:
+            return 'a list of networks such as ["10.0.0.0/8", "::1/128"]'
+        return "a list of strings"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, source: str, key: str, *, from_env: bool) -> Any:
+    """Check and convert one value to the declared type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, source, key, from_env=from_env)
+            except ConfigError:
+                continue
+        raise bad
+    if from_env and isinstance(value, str):
+        value = _env_literal(value, tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad
+        inner = typing.get_args(tp)[0]
+        if inner is str:
+            return tuple(value)
+        try:
+            return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+        except ValueError as exc:
+            raise ConfigError(source, key, f"expected {_describe(tp)}: {exc}") from None
+    raise bad  # pragma: no cover - a type the schema does not use
+
+
+def _env_literal(text: str, tp: Any) -> Any:
+    """Environment values are strings; read them as the declared type when they look like it."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        low = text.strip().lower()
+        return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            low, text
+        )
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if origin is tuple:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                return tomllib.loads(f"v = {stripped}")["v"]
+            except tomllib.TOMLDecodeError:
+                return text
+        return [p.strip() for p in stripped.split(",") if p.strip()]
+    return text
+
+
+def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str, env: Mapping[str, str],
+           env_prefix: str, extra: Mapping[str, Any] | None = None) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - set(extra or {})
+    for key in data:
+        if key not in known:
+            raise ConfigError(source, f"{prefix}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = dict(extra or {})
+    for name in sorted(known):
+        env_name = f"{env_prefix}_{name}".upper()
+        if env_name in env:
+            kwargs[name] = _convert(env[env_name], hints[name], f"environment {env_name}", f"{prefix}.{name}", from_env=True)
+        elif name in data:
+            kwargs[name] = _convert(data[name], hints[name], source, f"{prefix}.{name}", from_env=False)
+    return cls(**kwargs)
+
+
+def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` (None: defaults only) and the environment into Settings."""
+    env = os.environ if env is None else env
+    source = "(defaults)"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(source, "(file)", "file not found; run `mailrelay serve` once to write a default, or pass --config") from None
+        except PermissionError:
+            raise ConfigError(source, "(file)", "file not readable (permission denied)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "(file)", f"not valid TOML: {exc}") from None
+    allowed = set(SECTIONS) | {"listener"}
+    for section, value in raw.items():
+        if section not in allowed:
+            raise ConfigError(source, section, f"unknown section (known: {', '.join(sorted(allowed))})")
+        if not isinstance(value, dict):
+            raise ConfigError(source, section, "expected a table, e.g. [" + section + "]")
+    built = {
+        name: _build(cls, raw.get(name, {}), source, name, env, f"{ENV_PREFIX}{name}")
+        for name, cls in SECTIONS.items()
+    }
+    listeners = _build_listeners(raw.get("listener", {}), source, env)
+    settings = Settings(source=source, listeners=listeners, **built)
+    _check(settings)
+    return settings
+
+
+def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str]) -> tuple[ListenerSettings, ...]:
+    names = list(DEFAULT_LISTENERS) + [n for n in raw if n not in DEFAULT_LISTENERS]
+    out = []
+    for name in names:
+        user = raw.get(name, {})
+        if not isinstance(user, dict):
+            raise ConfigError(source, f"listener.{name}", "expected a table, e.g. [listener." + name + "]")
+        merged = {**DEFAULT_LISTENERS.get(name, {}), **user}
+        if "listen" not in merged:
+            raise ConfigError(source, f"listener.{name}.listen", 'required for a new listener, e.g. listen = ["0.0.0.0:2526"]')
+        data = {k: v for k, v in merged.items() if k not in user}
+        # Defaults are trusted values; user values are checked with their file as the source.
+        listener = _build(ListenerSettings, user, source, f"listener.{name}", env, f"{ENV_PREFIX}LISTENER_{name}",
+                          extra={"name": name, **{k: _default_value(k, v) for k, v in data.items()}})
+        for addr in listener.listen:
+            try:
+                parse_listen(addr)
+            except ValueError as exc:
+                raise ConfigError(source, f"listener.{name}.listen", str(exc)) from None
+        out.append(listener)
+    return tuple(out)
+
+
+def _default_value(key: str, value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """'0.0.0.0:25' / '[::1]:587' / ':2525' → (host, port)."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f'expected "HOST:PORT" such as "0.0.0.0:587", got {addr!r}')
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"expected an IP address (or localhost) before the port, got {host!r}") from None
+    return host, int(port_text)
+
+
+def _check(s: Settings) -> None:
+    """Cross-field rules that a single type cannot express."""
+    src = s.source
+    if s.smtp.max_recipients < 1:
+        raise ConfigError(src, "smtp.max_recipients", "expected at least 1 (RFC 5321 §4.5.3.1.8 asks for 100)")
+    if s.smtp.max_message_size < 1024:
+        raise ConfigError(src, "smtp.max_message_size", "expected at least 1024 bytes")
+    if s.auth.lockout_after < s.auth.slowdown_after:
+        raise ConfigError(src, "auth.lockout_after", "expected a number >= auth.slowdown_after")
+    if bool(s.tls.cert_file) != bool(s.tls.key_file):
+        raise ConfigError(src, "tls.cert_file", "set both tls.cert_file and tls.key_file, or neither")
+    uses_trusted = bool(s.submission.trusted_networks) or any(ls.trusted_networks for ls in s.listeners)
+    if uses_trusted and not s.submission.trusted_account:
+        raise ConfigError(src, "submission.trusted_account", "required when trusted_networks is set: the account that mail from those networks is sent as")
+    if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
+        raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
+
+
+DEFAULT_CONFIG = """\
+# mailrelay configuration. Every key, with its default: docs/configuration.md.
+# Any key can be overridden by an environment variable MAILRELAY_<SECTION>_<KEY>.
+
+[server]
+hostname = "{hostname}"
+data_dir = "data"            # SQLite database, TLS certificate
+
+[storage]
+# url = "postgresql://user@127.0.0.1:5432/mailrelay"   # default: SQLite in data_dir
+
+[submission]
+# Networks that may relay without AUTH (like Postfix's mynetworks), sent as trusted_account.
+trusted_networks = []
+# trusted_account = "demo"
+
+# Listeners (as Postfix's master.cf): 25 and 2525 offer STARTTLS; 587 and 465 require AUTH.
+[listener.smtp]
+listen = ["0.0.0.0:25"]
+
+[listener.submission]
+listen = ["0.0.0.0:587"]
+
+[listener.submissions]
+listen = ["0.0.0.0:465"]
+
+[listener.alt]
+listen = ["0.0.0.0:2525"]
+"""
+
+
+def write_default_config(path: Path) -> None:
+    path.write_text(DEFAULT_CONFIG.format(hostname=socket.gethostname()), encoding="utf-8")

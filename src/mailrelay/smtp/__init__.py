@@ -1,0 +1,4 @@
+"""The SMTP session engine: protocol, TLS, AUTH, limits. It knows nothing of accounts.
+
+A `Handler` (the submission policy, later the inbound policy) decides; the engine acts.
+"""

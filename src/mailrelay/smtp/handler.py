@@ -1,0 +1,62 @@
+"""What the engine asks of a policy, and the state it shows it.
+
+`Session` is the connection (peer, TLS, login) and outlives many `Transaction`s (sender,
+recipients); RSET, a new EHLO or the end of DATA drop only the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mailrelay.core.address import Path
+from mailrelay.core.reply import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who logged in: the name they used, and the policy's own object (an account)."""
+
+    username: str
+    principal: Any
+
+
+@dataclass(slots=True)
+class Session:
+    listener: str
+    peer_ip: str
+    peer_port: int
+    trusted: bool  # peer is in the listener's trusted networks
+    helo: str = ""
+    esmtp: bool = False
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    identity: Identity | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    sender: Path
+    recipients: list[Path] = field(default_factory=list)
+    declared_size: int | None = None
+
+    @property
+    def smtputf8(self) -> bool:
+        return "SMTPUTF8" in self.sender.params
+
+
+class Handler(Protocol):
+    """The policy behind a listener. Refuse by raising `mailrelay.core.reply.Refusal`."""
+
+    async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
+        """Check credentials (off the event loop); None when they are wrong."""
+
+    def check_sender(self, session: Session, txn: Transaction) -> None:
+        """MAIL FROM: raise Refusal to refuse the sender."""
+
+    def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> None:
+        """RCPT TO: raise Refusal to refuse this recipient (relay policy lives here)."""
+
+    def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
+        """End of DATA: store the message durably, then give the reply (250 with queue id)."""

@@ -1,0 +1,177 @@
+"""Listening sockets, connection limits, idle sweeping and graceful shutdown for SMTP sessions.
+
+Security: connections are limited in total and per client address (trusted networks exempt,
+as Postfix exempts mynetworks); an address locked out for failed logins is refused at connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mailrelay.core import reply as R
+from mailrelay.core.reply import Reply
+from mailrelay.smtp.handler import Handler
+from mailrelay.smtp.limits import AuthFailureLimiter, ConnectionCounter
+from mailrelay.smtp.session import SMTPSession
+
+log = logging.getLogger("mailrelay.smtp")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    max_message_size: int = 31_457_280
+    max_recipients: int = 1000
+    idle_timeout: float = 300.0
+    max_connections: int = 20_000
+    max_connections_per_ip: int = 50
+    bare_newline: Literal["reject", "normalize"] = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listening endpoint and its overrides (as a master.cf line in Postfix)."""
+
+    name: str
+    addresses: tuple[tuple[str, int], ...]
+    handler: Handler
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    ssl_context: ssl.SSLContext | None = None
+    require_auth: bool = False
+    require_tls: bool = False
+    allow_plaintext_auth: bool = False
+    trusted_networks: tuple[Network, ...] = field(default_factory=tuple)
+
+    def is_trusted(self, ip: str) -> bool:
+        if not self.trusted_networks:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.trusted_networks)
+
+
+@dataclass(frozen=True, slots=True)
+class BindFailure:
+    listener: str
+    address: str
+    port: int
+    error: OSError
+
+    def advice(self) -> str:
+        if self.error.errno == errno.EACCES:
+            return (f"listener {self.listener}: cannot bind {self.address}:{self.port} (permission denied); "
+                    f"run as root, grant the capability with `setcap cap_net_bind_service=+ep` on the "
+                    f"Python binary, or change listener.{self.listener}.listen in the config")
+        if self.error.errno == errno.EADDRINUSE:
+            return (f"listener {self.listener}: {self.address}:{self.port} is already in use by another "
+                    f"program; stop it or change listener.{self.listener}.listen in the config")
+        return (f"listener {self.listener}: cannot bind {self.address}:{self.port}: {self.error.strerror}; "
+                f"change listener.{self.listener}.listen in the config")
+
+
+class SMTPServer:
+    """All listeners of one process and the sessions they carry."""
+
+    def __init__(self, *, hostname: str, banner: str, limits: EngineLimits,
+                 auth_limiter: AuthFailureLimiter, listeners: Sequence[Listener]) -> None:
+        self.hostname = hostname
+        self.banner = banner
+        self.limits = limits
+        self.auth_limiter = auth_limiter
+        self.listeners = tuple(listeners)
+        self.counter = ConnectionCounter()
+        self.sessions: set[SMTPSession] = set()
+        self.draining = False
+        self._servers: list[asyncio.Server] = []
+        self.bound: dict[str, list[tuple[str, int]]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> list[BindFailure]:
+        """Bind every listener address; return those that failed (the rest still serve)."""
+        loop = asyncio.get_running_loop()
+        failures: list[BindFailure] = []
+        for listener in self.listeners:
+            for host, port in listener.addresses:
+                ssl_ctx = listener.ssl_context if listener.tls == "implicit" else None
+                try:
+                    server = await loop.create_server(
+                        lambda lst=listener: SMTPSession(self, lst),  # type: ignore[misc]
+                        host=host, port=port, ssl=ssl_ctx, backlog=4096, reuse_address=True,
+                        ssl_handshake_timeout=30.0 if ssl_ctx else None,
+                        family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                    )
+                except OSError as exc:
+                    failures.append(BindFailure(listener.name, host, port, exc))
+                    continue
+                self._servers.append(server)
+                for sock in server.sockets:
+                    addr = sock.getsockname()
+                    self.bound.setdefault(listener.name, []).append((str(addr[0]), int(addr[1])))
+        self._sweeper = loop.create_task(self._sweep())
+        return failures
+
+    def admit(self, session: SMTPSession) -> Reply | None:
+        """Count a new connection; a Reply means refuse it (the caller closes)."""
+        s = session.session
+        self.sessions.add(session)
+        per_ip = self.counter.add(s.peer_ip)
+        if self.draining:
+            return R.SHUTTING_DOWN
+        if self.counter.total > self.limits.max_connections:
+            return R.TOO_MANY_CONNECTIONS
+        if per_ip > self.limits.max_connections_per_ip and not s.trusted:
+            return R.TOO_MANY_FROM_YOU
+        if self.auth_limiter.locked(s.peer_ip):
+            return R.AUTH_LOCKED_OUT
+        return None
+
+    def release(self, session: SMTPSession) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.counter.remove(session.session.peer_ip)
+
+    async def _sweep(self) -> None:
+        """Close idle sessions; one timer for all connections instead of one each."""
+        timeout = self.limits.idle_timeout
+        interval = max(0.05, min(timeout / 4, 5.0))
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - timeout
+            for session in [s for s in self.sessions if s.last_activity < deadline]:
+                session.close(R.IDLE_TIMEOUT)
+            self.auth_limiter.prune()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let transactions in flight finish (bounded), then close the rest."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for session in list(self.sessions):
+            if not session.in_transaction:
+                session.close(R.SHUTTING_DOWN)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(s.in_transaction for s in self.sessions):
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.close(R.SHUTTING_DOWN)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except TimeoutError:
+                pass

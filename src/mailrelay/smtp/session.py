@@ -1,0 +1,593 @@
+"""One SMTP connection: the command loop, DATA, STARTTLS and AUTH, on asyncio.Protocol.
+
+Commands are parsed straight out of `data_received` without a coroutine per connection, which
+keeps an idle connection to a few kilobytes and the accept path short. Only AUTH (password
+hashing in a thread) and the end of DATA (the group commit) wait; while they do, pipelined input
+stays buffered and is processed in order afterwards.
+
+Security:
+- Only CRLF.CRLF ends DATA (RFC 5321 §4.1.1.4); bare CR or LF in a message is refused or
+  normalised (Postfix 3.9 smtpd_forbid_bare_newline), so no SMTP smuggling through us.
+- Input pipelined after STARTTLS is discarded and never runs inside TLS (CVE-2011-0411); all
+  session knowledge is reset after the handshake (RFC 3207 §4.2).
+- Command lines are limited to 512 octets (RFC 5321 §4.5.3.1.4; AUTH lines 12288, RFC 4954 §4),
+  messages to SIZE, recipients to a count; errors beyond a limit close the connection.
+- Credentials are decoded here and handed to the policy; they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from mailrelay.core import reply as R
+from mailrelay.core.address import has_control_chars, parse_path
+from mailrelay.core.reply import Refusal, Reply
+from mailrelay.smtp.handler import Identity, Session, Transaction
+
+if TYPE_CHECKING:
+    from mailrelay.smtp.server import Listener, SMTPServer
+
+log = logging.getLogger("mailrelay.smtp")
+
+MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, including CRLF
+MAX_AUTH_LINE = 12288  # RFC 4954 §4
+MAX_ERRORS = 20  # like Postfix smtpd_hard_error_limit
+TERMINATOR = b"\r\n.\r\n"
+
+_CMD, _DATA, _AUTH_PLAIN, _AUTH_USER, _AUTH_PASS, _TLS, _CLOSED = range(7)
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+_HELO_OK = re.compile(r"[\x21-\x7e\x80-\U0010ffff]{1,255}\Z")
+
+_BODY_VALUES = {"7BIT", "8BITMIME"}
+
+
+class SMTPSession(asyncio.Protocol):
+    """The engine for one connection. Policy decisions come from `listener.handler`."""
+
+    __slots__ = (
+        "_auth_user",
+        "_busy",
+        "_buf",
+        "_data",
+        "_data_size",
+        "_discarding",
+        "_errors",
+        "_out",
+        "_paused",
+        "_state",
+        "_too_big",
+        "last_activity",
+        "listener",
+        "server",
+        "session",
+        "transport",
+        "txn",
+    )
+
+    def __init__(self, server: SMTPServer, listener: Listener) -> None:
+        self.server = server
+        self.listener = listener
+        self.transport: Any = None
+        self.session: Session = Session(listener.name, "", 0, False)
+        self.txn: Transaction | None = None
+        self._buf = bytearray()
+        self._data = bytearray()
+        self._data_size = 0
+        self._too_big = False
+        self._discarding = False
+        self._state = _CMD
+        self._busy = False
+        self._paused = False
+        self._errors = 0
+        self._auth_user = ""
+        self._out: list[bytes] = []
+        self.last_activity = time.monotonic()
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        ip = str(peer[0])
+        self.session = Session(self.listener.name, ip, int(peer[1]), self.listener.is_trusted(ip))
+        self._note_tls()
+        refusal = self.server.admit(self)
+        if refusal is not None:
+            self._state = _CLOSED
+            transport.write(refusal.render())  # type: ignore[attr-defined]
+            transport.close()
+            return
+        transport.write(  # type: ignore[attr-defined]
+            f"220 {self.server.hostname} {self.server.banner}\r\n".encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        self.server.release(self)
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its commands until it does.
+        self._paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self.transport.resume_reading()
+
+    def close(self, reply: Reply | None = None) -> None:
+        if self._state == _CLOSED:
+            return
+        if reply is not None:
+            self._out.append(reply.render())
+        self._flush()
+        self._state = _CLOSED
+        self.transport.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.txn is not None or self._busy
+
+    # -- input ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        state = self._state
+        if state == _CLOSED or state == _TLS:
+            return  # after STARTTLS: plaintext sent before the handshake is dropped
+        if state == _DATA and not self._busy:
+            self._feed_data(data)
+        else:
+            self._buf += data
+        if not self._busy:
+            self._process()
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def _process(self) -> None:
+        """Run complete command lines from the buffer until it is empty or we must wait."""
+        buf = self._buf
+        while not self._busy and self._state not in (_CLOSED, _TLS):
+            if self._state == _DATA:
+                if buf:
+                    pending = bytes(buf)
+                    buf.clear()
+                    self._feed_data(pending)
+                return
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > MAX_AUTH_LINE:
+                    # No end in sight: drop what we have, answer once the line ends.
+                    self._discarding = True
+                    buf.clear()
+                return
+            raw = bytes(buf[:nl])
+            del buf[: nl + 1]
+            if self._discarding:
+                self._discarding = False
+                self._error(R.LINE_TOO_LONG)
+                continue
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            try:
+                self._line(line, len(raw) + 1)
+            except Refusal as refusal:
+                self._error(refusal.reply, disconnect=refusal.disconnect)
+
+    def _error(self, reply: Reply, *, disconnect: bool = False) -> None:
+        if reply.is_permanent:
+            self._errors += 1
+        if disconnect or self._errors >= MAX_ERRORS:
+            if not disconnect:
+                self._out.append(reply.render())
+                reply = R.Reply(421, "4.7.0", "Too many errors, closing connection")
+            self.close(reply)
+            return
+        self._out.append(reply.render())
+
+    def _reply(self, reply: Reply) -> None:
+        self._out.append(reply.render())
+
+    def _flush(self) -> None:
+        if self._out:
+            out = self._out
+            self._out = []
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"".join(out))
+
+    # -- command dispatch -----------------------------------------------------------------
+
+    def _line(self, raw: bytes, wire_len: int) -> None:
+        state = self._state
+        if state in (_AUTH_PLAIN, _AUTH_USER, _AUTH_PASS):
+            self._auth_response(raw)
+            return
+        if wire_len > MAX_COMMAND_LINE and not raw[:5].upper().startswith(b"AUTH "):
+            raise Refusal(R.LINE_TOO_LONG)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refusal(R.SYNTAX_ERROR.with_text("Invalid UTF-8 in command")) from None
+        if "\x00" in line or "\r" in line:
+            raise Refusal(R.SYNTAX_ERROR.with_text("NUL or bare CR in command"))
+        verb, _, arg = line.partition(" ")
+        handler = _COMMANDS.get(verb.upper())
+        if handler is None:
+            raise Refusal(R.SYNTAX_ERROR)
+        handler(self, arg.strip(" "))
+
+    def _cmd_helo(self, arg: str, *, esmtp: bool = False) -> None:
+        if not arg:
+            raise Refusal(R.BAD_HELO.with_text("Syntax: EHLO hostname"))
+        if not _HELO_OK.match(arg) or has_control_chars(arg):
+            raise Refusal(R.BAD_HELO)
+        self.session.helo = arg
+        self.session.esmtp = esmtp
+        self.txn = None
+        host = self.server.hostname
+        if not esmtp:
+            self._reply(Reply(250, "", host))
+            return
+        lines = [host, "PIPELINING", f"SIZE {self.server.limits.max_message_size}", "8BITMIME",
+                 "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        if self._can_starttls():
+            lines.append("STARTTLS")
+        if self._auth_allowed():
+            lines.append("AUTH PLAIN LOGIN")
+        self._reply(Reply(250, "", "\n".join(lines)))
+
+    def _cmd_ehlo(self, arg: str) -> None:
+        self._cmd_helo(arg, esmtp=True)
+
+    def _can_starttls(self) -> bool:
+        return self.session.tls_version is None and self.listener.ssl_context is not None and \
+            self.listener.tls == "starttls"
+
+    def _auth_allowed(self) -> bool:
+        return self.session.tls_version is not None or self.listener.allow_plaintext_auth
+
+    def _cmd_starttls(self, arg: str) -> None:
+        if self.session.tls_version is not None:
+            raise Refusal(R.TLS_ALREADY_ACTIVE)
+        if arg:
+            raise Refusal(R.PARAM_SYNTAX.with_text("STARTTLS takes no parameters"))
+        if not self._can_starttls():
+            raise Refusal(R.NOT_IMPLEMENTED.with_text("STARTTLS not available"))
+        self._buf.clear()  # CVE-2011-0411: pipelined plaintext never runs inside TLS
+        self._reply(R.READY_TLS)
+        self._flush()
+        self._state = _TLS
+        self._busy = True
+        asyncio.get_running_loop().create_task(self._upgrade())
+
+    async def _upgrade(self) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = self.listener.ssl_context
+        assert ctx is not None
+        try:
+            transport = await loop.start_tls(self.transport, self, ctx, server_side=True,
+                                             ssl_handshake_timeout=30.0)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.info("TLS handshake failed from %s: %s", self.session.peer_ip, exc)
+            self._state = _CLOSED
+            self.transport.abort()
+            return
+        if transport is None or self._state == _CLOSED:
+            return
+        self.transport = transport
+        # RFC 3207 §4.2: forget everything learnt before the handshake.
+        s = self.session
+        self.session = Session(s.listener, s.peer_ip, s.peer_port, s.trusted)
+        self._note_tls()
+        self.txn = None
+        self._buf.clear()
+        self._state = _CMD
+        self._busy = False
+
+    def _note_tls(self) -> None:
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if ssl_object is not None:
+            self.session.tls_version = ssl_object.version()
+            cipher = ssl_object.cipher()
+            self.session.tls_cipher = cipher[0] if cipher else None
+
+    def _cmd_auth(self, arg: str) -> None:
+        s = self.session
+        if not s.esmtp:
+            raise Refusal(R.NEED_HELO)
+        if s.identity is not None:
+            raise Refusal(R.ALREADY_AUTHENTICATED)
+        if self.txn is not None:
+            raise Refusal(R.BAD_SEQUENCE.with_text("AUTH not allowed during a mail transaction"))
+        if not self._auth_allowed():
+            raise Refusal(R.AUTH_ENCRYPTION_REQUIRED)
+        if self.server.auth_limiter.locked(s.peer_ip):
+            raise Refusal(R.AUTH_LOCKED_OUT, disconnect=True)
+        mech, _, initial = arg.partition(" ")
+        mech = mech.upper()
+        initial = initial.strip()
+        if mech == "PLAIN":
+            if initial:
+                self._auth_plain(initial.encode("ascii", "replace"))
+            else:
+                self._state = _AUTH_PLAIN
+                self._reply(Reply(334, "", ""))
+        elif mech == "LOGIN":
+            if initial:
+                self._auth_user_received(initial.encode("ascii", "replace"))
+            else:
+                self._state = _AUTH_USER
+                self._reply(Reply(334, "", "VXNlcm5hbWU6"))  # "Username:"
+        else:
+            raise Refusal(R.AUTH_MECH_UNSUPPORTED)
+
+    def _auth_response(self, raw: bytes) -> None:
+        state = self._state
+        self._state = _CMD
+        if raw.strip() == b"*":
+            raise Refusal(R.AUTH_CANCELLED)
+        if len(raw) + 2 > MAX_AUTH_LINE:
+            raise Refusal(R.LINE_TOO_LONG)
+        if state == _AUTH_PLAIN:
+            self._auth_plain(raw)
+        elif state == _AUTH_USER:
+            self._auth_user_received(raw)
+        else:
+            password = _b64(raw)
+            self._start_auth(self._auth_user, password.decode("utf-8", "replace"))
+
+    def _auth_plain(self, payload: bytes) -> None:
+        decoded = _b64(payload) if payload != b"=" else b""
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3:
+            raise Refusal(R.AUTH_BAD_PAYLOAD)
+        authzid, authcid, password = (p.decode("utf-8", "replace") for p in parts)
+        if authzid and authzid != authcid:
+            # RFC 4616 §2: we do not let one identity act as another.
+            self._auth_failed(R.AUTH_AUTHZID_REFUSED)
+            return
+        self._start_auth(authcid, password)
+
+    def _auth_user_received(self, payload: bytes) -> None:
+        self._auth_user = _b64(payload).decode("utf-8", "replace")
+        self._state = _AUTH_PASS
+        self._reply(Reply(334, "", "UGFzc3dvcmQ6"))  # "Password:"
+
+    def _start_auth(self, username: str, password: str) -> None:
+        self._auth_user = ""
+        if not username or has_control_chars(username):
+            self._auth_failed(R.AUTH_INVALID)
+            return
+        self._busy = True
+        aw = self.listener.handler.authenticate(self.session, username, password)
+        asyncio.get_running_loop().create_task(self._finish_auth(aw, username))
+
+    async def _finish_auth(self, aw: Awaitable[Identity | None], username: str) -> None:
+        try:
+            identity = await aw
+        except Exception:
+            log.exception("authentication backend failed")
+            self._resume(R.AUTH_TEMP_FAIL)
+            return
+        if self._state == _CLOSED:
+            return
+        if identity is None:
+            log.info("AUTH failed from %s user=%r", self.session.peer_ip, username[:64])
+            delay = self.server.auth_limiter.record_failure(self.session.peer_ip)
+            if delay:
+                await asyncio.sleep(delay)
+            self._busy = False
+            self._auth_failed(R.AUTH_INVALID, counted=True)
+            self._resume(None)
+            return
+        self.server.auth_limiter.record_success(self.session.peer_ip)
+        self.session.identity = identity
+        log.info("AUTH ok from %s user=%r", self.session.peer_ip, username[:64])
+        self._resume(R.AUTH_OK)
+
+    def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:
+        if not counted:
+            self.server.auth_limiter.record_failure(self.session.peer_ip)
+        if self.server.auth_limiter.locked(self.session.peer_ip):
+            self.close(R.AUTH_LOCKED_OUT)
+            return
+        self._error(reply)
+
+    def _resume(self, reply: Reply | None) -> None:
+        """Called when an awaited step ends: answer, then go on with buffered input."""
+        if self._state == _CLOSED:
+            return
+        self._busy = False
+        if reply is not None:
+            self._reply(reply)
+        self._process()
+        self._flush()
+
+    def _cmd_mail(self, arg: str) -> None:
+        s = self.session
+        if not s.helo:
+            raise Refusal(R.NEED_HELO)
+        if self.txn is not None:
+            raise Refusal(R.NESTED_MAIL)
+        if self.listener.require_tls and s.tls_version is None:
+            raise Refusal(R.TLS_REQUIRED)
+        if self.listener.require_auth and s.identity is None:
+            raise Refusal(R.AUTH_REQUIRED)
+        path = parse_path(arg, "FROM", allow_null=True)
+        declared: int | None = None
+        for key, value in path.params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    raise Refusal(R.PARAM_SYNTAX.with_text("SIZE needs a number"))
+                declared = int(value)
+                if declared > self.server.limits.max_message_size:
+                    raise Refusal(R.MESSAGE_TOO_BIG)
+            elif key == "BODY":
+                if (value or "").upper() not in _BODY_VALUES:
+                    raise Refusal(R.PARAM_SYNTAX.with_text("BODY must be 7BIT or 8BITMIME"))
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    raise Refusal(R.PARAM_SYNTAX.with_text("SMTPUTF8 takes no value"))
+            elif key == "AUTH":
+                pass  # RFC 4954 §5: accepted, not trusted
+            else:
+                raise Refusal(Reply(555, "5.5.4", f"Unsupported MAIL parameter {key[:20]}"))
+        if not s.esmtp and path.params:
+            raise Refusal(Reply(555, "5.5.4", "Parameters need EHLO"))
+        txn = Transaction(path, declared_size=declared)
+        self.listener.handler.check_sender(s, txn)
+        self.txn = txn
+        self._reply(R.SENDER_OK)
+
+    def _cmd_rcpt(self, arg: str) -> None:
+        txn = self.txn
+        if txn is None:
+            raise Refusal(R.NEED_MAIL)
+        if len(txn.recipients) >= self.server.limits.max_recipients:
+            raise Refusal(R.TOO_MANY_RECIPIENTS)
+        path = parse_path(arg, "TO", allow_null=False)
+        if not txn.smtputf8 and not path.address.isascii():
+            raise Refusal(R.SMTPUTF8_REQUIRED)
+        if path.params:
+            raise Refusal(Reply(555, "5.5.4", f"Unsupported RCPT parameter {next(iter(path.params))[:20]}"))
+        self.listener.handler.check_recipient(self.session, txn, path)
+        txn.recipients.append(path)
+        self._reply(R.RCPT_OK)
+
+    def _cmd_data(self, arg: str) -> None:
+        if arg:
+            raise Refusal(R.PARAM_SYNTAX.with_text("DATA takes no parameters"))
+        if self.txn is None:
+            raise Refusal(R.NEED_MAIL)
+        if not self.txn.recipients:
+            raise Refusal(Reply(554, "5.5.1", "No valid recipients"))
+        self._reply(R.START_DATA)
+        self._state = _DATA
+        self._data = bytearray(b"\r\n")  # so a "." first line is found like any other
+        self._data_size = 0
+        self._too_big = False
+
+    def _cmd_rset(self, arg: str) -> None:
+        self.txn = None
+        self._reply(R.RESET_OK)
+
+    def _cmd_noop(self, arg: str) -> None:
+        self._reply(R.NOOP_OK)
+
+    def _cmd_quit(self, arg: str) -> None:
+        self.close(R.BYE)
+
+    def _cmd_vrfy(self, arg: str) -> None:
+        self._reply(R.VRFY_CANNOT)
+
+    def _cmd_help(self, arg: str) -> None:
+        self._reply(Reply(214, "2.0.0", "See RFC 5321; mailrelay accepts EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT"))
+
+    def _cmd_unimplemented(self, arg: str) -> None:
+        raise Refusal(R.NOT_IMPLEMENTED)
+
+    # -- DATA -----------------------------------------------------------------------------
+
+    def _feed_data(self, chunk: bytes) -> None:
+        data = self._data
+        start = max(0, len(data) - 4)
+        data += chunk
+        end = data.find(TERMINATOR, start)
+        if end < 0:
+            limit = self.server.limits.max_message_size
+            if len(data) - 2 > limit:
+                # Too big: keep counting to the terminator but hold only its possible start.
+                self._too_big = True
+                self._data_size += len(data) - 4
+                del data[:-4]
+            return
+        rest = bytes(data[end + 5 :])
+        del data[end + 2 :]
+        self._state = _CMD
+        if rest:
+            self._buf[:0] = rest
+        self._end_of_data()
+
+    def _end_of_data(self) -> None:
+        txn = self.txn
+        data = self._data
+        self._data = bytearray()
+        if self._too_big or txn is None:
+            self.txn = None
+            self._reply(R.MESSAGE_TOO_BIG)
+            return
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            if self.server.limits.bare_newline == "reject":
+                self.txn = None
+                log.info("bare CR/LF in DATA from %s; message refused", self.session.peer_ip)
+                self._error(R.BARE_NEWLINE)
+                return
+            data = bytearray(_NEWLINES.sub(b"\r\n", data))
+        if b"\r\n." in data:
+            data = bytearray(data.replace(b"\r\n..", b"\r\n."))  # RFC 5321 §4.5.2
+        body = bytes(data[2:])
+        if len(body) > self.server.limits.max_message_size:
+            self.txn = None
+            self._reply(R.MESSAGE_TOO_BIG)
+            return
+        self._busy = True
+        try:
+            aw = self.listener.handler.accept(self.session, txn, body)
+        except Refusal as refusal:
+            self._busy = False
+            self.txn = None
+            self._error(refusal.reply, disconnect=refusal.disconnect)
+            return
+        fut = asyncio.ensure_future(aw)
+        fut.add_done_callback(self._accepted)
+
+    def _accepted(self, fut: asyncio.Future[Reply]) -> None:
+        self.txn = None
+        if fut.cancelled():
+            reply = R.LOCAL_ERROR
+        elif (exc := fut.exception()) is not None:
+            if isinstance(exc, Refusal):
+                reply = exc.reply
+            else:
+                log.error("storing message failed: %s", exc)
+                reply = R.STORAGE_ERROR
+        else:
+            reply = fut.result()
+        self._resume(reply)
+        if self.server.draining and not self.in_transaction and self._state != _CLOSED:
+            self.close(R.SHUTTING_DOWN)
+
+
+def _b64(payload: bytes) -> bytes:
+    try:
+        return base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Refusal(R.AUTH_BAD_PAYLOAD) from None
+
+
+_COMMANDS: dict[str, Any] = {
+    "EHLO": SMTPSession._cmd_ehlo,
+    "HELO": SMTPSession._cmd_helo,
+    "STARTTLS": SMTPSession._cmd_starttls,
+    "AUTH": SMTPSession._cmd_auth,
+    "MAIL": SMTPSession._cmd_mail,
+    "RCPT": SMTPSession._cmd_rcpt,
+    "DATA": SMTPSession._cmd_data,
+    "RSET": SMTPSession._cmd_rset,
+    "NOOP": SMTPSession._cmd_noop,
+    "QUIT": SMTPSession._cmd_quit,
+    "VRFY": SMTPSession._cmd_vrfy,
+    "HELP": SMTPSession._cmd_help,
+    "EXPN": SMTPSession._cmd_unimplemented,
+    "BDAT": SMTPSession._cmd_unimplemented,
+    "ETRN": SMTPSession._cmd_unimplemented,
+    "TURN": SMTPSession._cmd_unimplemented,
+}

@@ -1,0 +1,1 @@
+"""The durable queue: the enqueue transaction (group commit) and, later, scheduling."""

@@ -1,0 +1,1 @@
+"""Persistence: one SQLAlchemy implementation for SQLite and PostgreSQL, with migrations."""

@@ -1,0 +1,69 @@
+"""Tables, as SQLAlchemy Core metadata. Migrations in `migrations/versions` must match this."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# Times are stored as UTC epoch seconds (float): portable between SQLite and PostgreSQL and
+# cheap to compare in the scheduler's queries.
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("plan", sa.String(32), nullable=False, server_default="free"),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public part of the key, for lookup
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("label", sa.String(128), nullable=False, server_default=""),
+    sa.Column("secret_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # queue id
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("mail_from", sa.String(320), nullable=False),
+    sa.Column("mail_params", sa.Text, nullable=False, server_default="{}"),  # JSON object
+    sa.Column("client_ip", sa.String(64), nullable=False),
+    sa.Column("helo", sa.String(255), nullable=False),
+    sa.Column("auth_user", sa.String(128), nullable=True),
+    sa.Column("tls_version", sa.String(16), nullable=True),
+    sa.Column("tls_cipher", sa.String(128), nullable=True),
+    sa.Column("listener", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),  # len(trace_headers) + len(body)
+    sa.Column("trace_headers", sa.LargeBinary, nullable=False),  # headers we add, a prefix
+    sa.Column("body", sa.LargeBinary, nullable=False),  # bytes exactly as received (unstuffed)
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("address", sa.String(320), nullable=False),
+    sa.Column("domain", sa.String(255), nullable=False),
+    sa.Column("params", sa.Text, nullable=False, server_default="{}"),  # JSON object
+    sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=True),
+    sa.Column("last_reply", sa.Text, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_recipients_status_next", "status", "next_attempt_at"),
+)

@@ -1,0 +1,62 @@
+"""Trace headers we add in front of a stored message: Received, and Message-ID/Date if missing.
+
+Stored bodies are never rewritten (STYLE habit 8): these lines are kept apart as a prefix.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+
+from mailrelay.smtp.handler import Session, Transaction
+
+_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
+_DATE = re.compile(rb"(?im)^date[ \t]*:")
+
+
+def header_block(body: bytes) -> bytes:
+    """The header section of a message (RFC 5322 §2.1): up to the first empty line."""
+    if body.startswith(b"\r\n"):
+        return b""
+    end = body.find(b"\r\n\r\n")
+    return body if end < 0 else body[: end + 2]
+
+
+def protocol_name(session: Session, txn: Transaction) -> str:
+    """RFC 3848 / RFC 6531 §3.7.4 `with` keyword: ESMTP + S (TLS) + A (AUTH), UTF8 variants."""
+    if not session.esmtp:
+        return "SMTP"
+    base = "UTF8SMTP" if txn.smtputf8 else "ESMTP"
+    return base + ("S" if session.tls_version else "") + ("A" if session.identity else "")
+
+
+def ip_literal(ip: str) -> str:
+    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
+
+
+def received(session: Session, txn: Transaction, *, hostname: str, queue_id: str,
+             now: float | None = None) -> bytes:
+    """The Received line (RFC 5321 §4.4) we prepend, folded over several lines."""
+    date = email.utils.formatdate(now if now is not None else time.time(), localtime=False)
+    parts = [f"Received: from {session.helo} ({ip_literal(session.peer_ip)})"]
+    if session.tls_version:
+        parts.append(f"\t(using {session.tls_version} with cipher {session.tls_cipher})")
+    parts.append(f"\tby {hostname} (mailrelay) with {protocol_name(session, txn)} id {queue_id}")
+    if len(txn.recipients) == 1:
+        parts.append(f"\tfor <{txn.recipients[0].address}>; {date}")
+    else:
+        parts[-1] += ";"
+        parts.append(f"\t{date}")
+    return ("\r\n".join(parts) + "\r\n").encode("utf-8")
+
+
+def trace_headers(session: Session, txn: Transaction, body: bytes, *, hostname: str,
+                  queue_id: str, now: float) -> bytes:
+    headers = header_block(body)
+    out = received(session, txn, hostname=hostname, queue_id=queue_id, now=now)
+    if not _MESSAGE_ID.search(headers):
+        out += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode()
+    if not _DATE.search(headers):
+        out += f"Date: {email.utils.formatdate(now, localtime=True)}\r\n".encode()
+    return out
