@@ -41,7 +41,7 @@ MAX_AUTH_LINE = 12288  # RFC 4954 §4
 MAX_ERRORS = 20  # like Postfix smtpd_hard_error_limit
 TERMINATOR = b"\r\n.\r\n"
 
-_CMD, _DATA, _AUTH_PLAIN, _AUTH_USER, _AUTH_PASS, _TLS, _CLOSED = range(7)
+_CMD, _DATA, _AUTH_PLAIN, _AUTH_USER, _AUTH_PASS, _TLS, _HANDSHAKE, _CLOSED = range(8)
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
 _HELO_OK = re.compile(r"[\x21-\x7e\x80-\U0010ffff]{1,255}\Z")
 
@@ -271,6 +271,9 @@ class SMTPSession(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         ctx = self.listener.ssl_context
         assert ctx is not None
+        # start_tls swaps the socket's protocol before its first await, so from here on all
+        # input is decrypted TLS data (kept, answered after the handshake), never plaintext.
+        self._state = _HANDSHAKE
         try:
             transport = await loop.start_tls(self.transport, self, ctx, server_side=True,
                                              ssl_handshake_timeout=30.0)
@@ -287,9 +290,8 @@ class SMTPSession(asyncio.Protocol):
         self.session = Session(s.listener, s.peer_ip, s.peer_port, s.trusted)
         self._note_tls()
         self.txn = None
-        self._buf.clear()
         self._state = _CMD
-        self._busy = False
+        self._resume(None)
 
     def _note_tls(self) -> None:
         ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
