@@ -75,11 +75,11 @@ class App:
     def __init__(self, settings: Settings, *, hasher: PasswordHasher | None = None,
                  engine: Engine | None = None) -> None:
         self.settings = settings
+        self.ssl_context = tls_context(settings)  # before storage: a bad file should fail fast
         self.engine = engine if engine is not None else open_storage(settings)
         self.accounts = AccountService(self.engine, hasher or make_hasher())
         self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max)
         self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
-        self.ssl_context = tls_context(settings)
         self.smtp = self._build_smtp()
 
     def _build_smtp(self) -> SMTPServer:

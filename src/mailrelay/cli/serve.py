@@ -37,6 +37,8 @@ def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # alembic narrates every migration step at INFO; we log what matters ourselves.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
