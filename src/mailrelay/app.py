@@ -47,9 +47,9 @@ def open_storage(settings: Settings) -> Engine:
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """The server certificate: configured files, or a self-signed one made on first start."""
-    if not settings.tls.cert_file:
-        if ensure_self_signed(settings.cert_path, settings.key_path, settings.server.hostname):
-            log.info("wrote a self-signed certificate for %s to %s", settings.server.hostname,
+    if not settings.tls.cert_file and ensure_self_signed(settings.cert_path, settings.key_path,
+                                                          settings.server.hostname):
+        log.info("wrote a self-signed certificate for %s to %s", settings.server.hostname,
                      settings.cert_path)
     try:
         return server_context(settings.cert_path, settings.key_path, min_version=settings.tls.min_version)

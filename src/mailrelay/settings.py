@@ -258,7 +258,8 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str, env: Ma
     for name in sorted(known):
         env_name = f"{env_prefix}_{name}".upper()
         if env_name in env:
-            kwargs[name] = _convert(env[env_name], hints[name], f"environment {env_name}", f"{prefix}.{name}", from_env=True)
+            kwargs[name] = _convert(env[env_name], hints[name], f"environment {env_name}", f"{prefix}.{name}",
+                                    from_env=True)
         elif name in data:
             kwargs[name] = _convert(data[name], hints[name], source, f"{prefix}.{name}", from_env=False)
     return cls(**kwargs)
@@ -275,7 +276,8 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
         except FileNotFoundError:
-            raise ConfigError(source, "(file)", "file not found; run `mailrelay serve` once to write a default, or pass --config") from None
+            raise ConfigError(source, "(file)",
+                              "file not found; run `mailrelay serve` once to write one, or pass --config") from None
         except PermissionError:
             raise ConfigError(source, "(file)", "file not readable (permission denied)") from None
         except tomllib.TOMLDecodeError as exc:
@@ -305,7 +307,8 @@ def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str]
             raise ConfigError(source, f"listener.{name}", "expected a table, e.g. [listener." + name + "]")
         merged = {**DEFAULT_LISTENERS.get(name, {}), **user}
         if "listen" not in merged:
-            raise ConfigError(source, f"listener.{name}.listen", 'required for a new listener, e.g. listen = ["0.0.0.0:2526"]')
+            raise ConfigError(source, f"listener.{name}.listen",
+                              'required for a new listener, e.g. listen = ["0.0.0.0:2526"]')
         data = {k: v for k, v in merged.items() if k not in user}
         # Defaults are trusted values; user values are checked with their file as the source.
         listener = _build(ListenerSettings, user, source, f"listener.{name}", env, f"{ENV_PREFIX}LISTENER_{name}",
@@ -350,7 +353,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(src, "tls.cert_file", "set both tls.cert_file and tls.key_file, or neither")
     uses_trusted = bool(s.submission.trusted_networks) or any(ls.trusted_networks for ls in s.listeners)
     if uses_trusted and not s.submission.trusted_account:
-        raise ConfigError(src, "submission.trusted_account", "required when trusted_networks is set: the account that mail from those networks is sent as")
+        raise ConfigError(src, "submission.trusted_account",
+                          "required when trusted_networks is set: the account that mail from those networks is sent as")
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
 

@@ -60,12 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "  (manage accounts with `mailrelay account --help`)\n", file=sys.stderr, flush=True)
     raise_file_limit()
     try:
-        import uvloop  # optional speed-up; asyncio's loop works the same
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        runner = asyncio.run
-    return int(runner(_serve(app)))
+        import uvloop  # a faster loop; asyncio's own works the same, only slower
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency on POSIX
+        return asyncio.run(_serve(app))
+    return int(uvloop.run(_serve(app)))
 
 
 async def _serve(app: App) -> int:

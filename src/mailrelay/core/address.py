@@ -114,7 +114,8 @@ def parse_path(arg: str, keyword: str, *, allow_null: bool) -> Path:
         raise R.Refusal(bad.with_text("Control characters are not allowed in addresses"))
     parts = split_path_argument(arg, keyword)
     if parts is None:
-        raise R.Refusal(R.PARAM_SYNTAX.with_text(f"Syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address> [parameters]"))
+        verb = "MAIL FROM" if keyword == "FROM" else "RCPT TO"
+        raise R.Refusal(R.PARAM_SYNTAX.with_text(f"Syntax: {verb}:<address> [parameters]"))
     raw, param_text = parts
     params = parse_params(param_text)
     address = strip_source_route(raw)

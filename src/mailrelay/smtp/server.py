@@ -7,6 +7,7 @@ as Postfix exempts mynetworks); an address locked out for failed logins is refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -109,7 +110,7 @@ class SMTPServer:
                 ssl_ctx = listener.ssl_context if listener.tls == "implicit" else None
                 try:
                     server = await loop.create_server(
-                        lambda lst=listener: SMTPSession(self, lst),  # type: ignore[misc]
+                        lambda lst=listener: SMTPSession(self, lst),
                         host=host, port=port, ssl=ssl_ctx, backlog=4096, reuse_address=True,
                         ssl_handshake_timeout=30.0 if ssl_ctx else None,
                         family=socket.AF_INET6 if ":" in host else socket.AF_INET,
@@ -171,7 +172,5 @@ class SMTPServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for server in self._servers:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-            except TimeoutError:
-                pass

@@ -53,8 +53,8 @@ class SMTPSession(asyncio.Protocol):
 
     __slots__ = (
         "_auth_user",
-        "_busy",
         "_buf",
+        "_busy",
         "_data",
         "_data_size",
         "_discarding",
@@ -139,7 +139,7 @@ class SMTPSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
         state = self._state
-        if state == _CLOSED or state == _TLS:
+        if state in (_CLOSED, _TLS):
             return  # after STARTTLS: plaintext sent before the handshake is dropped
         if state == _DATA and not self._busy:
             self._feed_data(data)
@@ -277,7 +277,7 @@ class SMTPSession(asyncio.Protocol):
         try:
             transport = await loop.start_tls(self.transport, self, ctx, server_side=True,
                                              ssl_handshake_timeout=30.0)
-        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             log.info("TLS handshake failed from %s: %s", self.session.peer_ip, exc)
             self._state = _CLOSED
             self.transport.abort()
@@ -490,7 +490,7 @@ class SMTPSession(asyncio.Protocol):
         self._reply(R.VRFY_CANNOT)
 
     def _cmd_help(self, arg: str) -> None:
-        self._reply(Reply(214, "2.0.0", "See RFC 5321; mailrelay accepts EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT"))
+        self._reply(Reply(214, "2.0.0", "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT"))
 
     def _cmd_unimplemented(self, arg: str) -> None:
         raise Refusal(R.NOT_IMPLEMENTED)

@@ -9,6 +9,7 @@ it at once: under load the cost of an fsync is shared, at rest a message waits f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -146,10 +147,9 @@ class SpoolWriter:
 
     def _resolve(self, results: list[_Result]) -> None:
         assert self._loop is not None
-        try:
+        # A closed loop raises RuntimeError: nobody waits for these replies any more.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_set_results, results)
-        except RuntimeError:
-            pass  # loop already closed: nobody waits for these replies any more
 
 
 def _set_results(results: list[_Result]) -> None:

@@ -56,7 +56,8 @@ recipients = sa.Table(
     "recipients",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False,
+              index=True),
     sa.Column("address", sa.String(320), nullable=False),
     sa.Column("domain", sa.String(255), nullable=False),
     sa.Column("params", sa.Text, nullable=False, server_default="{}"),  # JSON object

@@ -143,8 +143,9 @@ def node_factory(tmp_path: Path, db_url: str, fast_hasher: Any, ca: trustme.CA) 
                 failures.extend(await app.start())
                 started.set()
 
-            loop.create_task(boot())
+            task = loop.create_task(boot())
             loop.run_forever()
+            assert task.done()
             loop.close()
 
         thread = threading.Thread(target=run, daemon=True)

@@ -99,7 +99,8 @@ def test_smuggling_variants_do_not_end_data(node: Node, name: str) -> None:
     c.cmd("MAIL FROM:<alice@example.net>")
     c.cmd("RCPT TO:<bob@example.com>")
     assert c.cmd("DATA")[0] == 354
-    smuggled = b"MAIL FROM:<admin@example.net>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n"
+    smuggled = (b"MAIL FROM:<admin@example.net>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
+                b"Subject: smuggled\r\n\r\nevil\r\n")
     c.send(b"Subject: outer\r\n\r\nfirst" + SMUGGLING[name] + smuggled + b".\r\n")
     code, text = c.reply()
     # One message, refused for its bare CR/LF; the smuggled commands were content, not commands.
@@ -202,7 +203,7 @@ def test_plain_listener_without_tls_when_configured(node_factory) -> None:  # ty
     node = node_factory('[listener.alt]\ntls = "none"\nallow_plaintext_auth = true')
     c = RawClient(node.port("alt"))
     c.reply()
-    code, text = c.cmd("EHLO client.test")
+    _code, text = c.cmd("EHLO client.test")
     assert "STARTTLS" not in text and "AUTH PLAIN LOGIN" in text
     assert c.cmd("STARTTLS")[0] == 502
     c.close()
@@ -236,7 +237,7 @@ def test_auth_cancel_and_garbage(node: Node) -> None:
     c.reply()
     c.cmd("EHLO client.test")
     assert c.cmd("AUTH LOGIN")[0] == 334
-    code, text = c.cmd("*")
+    code, _text = c.cmd("*")
     assert code == 501
     assert c.cmd("AUTH PLAIN")[0] == 334
     assert c.cmd("!!!notbase64")[0] == 501
@@ -330,7 +331,7 @@ def test_too_many_errors_disconnects(node: Node) -> None:
     c.reply()
     codes = [c.cmd("BOGUS")[0] for _ in range(19)]
     assert set(codes) == {500}
-    code, text = c.cmd("BOGUS")
+    code, _text = c.cmd("BOGUS")
     assert code == 500
     assert c.reply()[0] == 421
     assert c.closed()

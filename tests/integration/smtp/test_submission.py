@@ -18,7 +18,7 @@ MSG = b"From: alice@example.net\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nHel
 
 def test_starttls_auth_plain_on_submission_stores_message(node: Node) -> None:
     client = node.smtp("submission")
-    code, caps = client.ehlo()
+    code, _caps = client.ehlo()
     assert code == 250
     assert client.has_extn("starttls")
     assert not client.has_extn("auth"), "AUTH must not be offered before TLS"
@@ -61,7 +61,8 @@ def test_auth_login_and_queue_id_in_reply(node: Node) -> None:
     assert client.auth("LOGIN", client.auth_login)[0] == 235
     client.mail("alice@example.net")
     client.rcpt("bob@example.com")
-    code, text = client.data(b"Subject: x\r\nMessage-ID: <given@example.net>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n")
+    code, text = client.data(b"Subject: x\r\nMessage-ID: <given@example.net>\r\n"
+                             b"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n")
     assert code == 250
     assert text.startswith(b"2.0.0 Ok: queued as ")
     queue_id = text.decode().rsplit(" ", 1)[1]
