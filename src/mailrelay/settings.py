@@ -248,7 +248,9 @@ def _env_literal(text: str, tp: Any) -> Any:
 
 
 def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str, env: Mapping[str, str],
-           env_prefix: str, extra: Mapping[str, Any] | None = None) -> Any:
+           env_prefix: str, extra: Mapping[str, Any] | None = None,
+           defaults: Mapping[str, Any] | None = None) -> Any:
+    """Make `cls` from file values `data`, environment overrides, then `defaults`."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)} - set(extra or {})
     for key in data:
@@ -262,6 +264,8 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str, env: Ma
                                     from_env=True)
         elif name in data:
             kwargs[name] = _convert(data[name], hints[name], source, f"{prefix}.{name}", from_env=False)
+        elif defaults and name in defaults:
+            kwargs[name] = _default_value(defaults[name])
     return cls(**kwargs)
 
 
@@ -298,21 +302,21 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
     return settings
 
 
-def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str]) -> tuple[ListenerSettings, ...]:
+def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str],
+                     ) -> tuple[ListenerSettings, ...]:
     names = list(DEFAULT_LISTENERS) + [n for n in raw if n not in DEFAULT_LISTENERS]
     out = []
     for name in names:
         user = raw.get(name, {})
         if not isinstance(user, dict):
             raise ConfigError(source, f"listener.{name}", "expected a table, e.g. [listener." + name + "]")
-        merged = {**DEFAULT_LISTENERS.get(name, {}), **user}
-        if "listen" not in merged:
+        defaults = DEFAULT_LISTENERS.get(name, {})
+        env_prefix = f"{ENV_PREFIX}LISTENER_{name}"
+        if "listen" not in user and "listen" not in defaults and f"{env_prefix}_LISTEN".upper() not in env:
             raise ConfigError(source, f"listener.{name}.listen",
                               'required for a new listener, e.g. listen = ["0.0.0.0:2526"]')
-        data = {k: v for k, v in merged.items() if k not in user}
-        # Defaults are trusted values; user values are checked with their file as the source.
-        listener = _build(ListenerSettings, user, source, f"listener.{name}", env, f"{ENV_PREFIX}LISTENER_{name}",
-                          extra={"name": name, **{k: _default_value(k, v) for k, v in data.items()}})
+        listener = _build(ListenerSettings, user, source, f"listener.{name}", env, env_prefix,
+                          extra={"name": name}, defaults=defaults)
         for addr in listener.listen:
             try:
                 parse_listen(addr)
@@ -322,7 +326,7 @@ def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str]
     return tuple(out)
 
 
-def _default_value(key: str, value: Any) -> Any:
+def _default_value(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
