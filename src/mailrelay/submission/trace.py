@@ -5,6 +5,7 @@ Stored bodies are never rewritten (STYLE habit 8): these lines are kept apart as
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import re
 import time
@@ -13,6 +14,11 @@ from mailrelay.smtp.handler import Session, Transaction
 
 _MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
 _DATE = re.compile(rb"(?im)^date[ \t]*:")
+
+
+def rfc5322_date(when: float) -> str:
+    """`Wed, 18 Nov 2026 11:06:40 +0000`: UTC with an explicit offset (-0000 means "unknown")."""
+    return email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.UTC))
 
 
 def header_block(body: bytes) -> bytes:
@@ -38,7 +44,7 @@ def ip_literal(ip: str) -> str:
 def received(session: Session, txn: Transaction, *, hostname: str, queue_id: str,
              now: float | None = None) -> bytes:
     """The Received line (RFC 5321 §4.4) we prepend, folded over several lines."""
-    date = email.utils.formatdate(now if now is not None else time.time(), localtime=False)
+    date = rfc5322_date(now if now is not None else time.time())
     parts = [f"Received: from {session.helo} ({ip_literal(session.peer_ip)})"]
     if session.tls_version:
         parts.append(f"\t(using {session.tls_version} with cipher {session.tls_cipher})")
@@ -58,5 +64,5 @@ def trace_headers(session: Session, txn: Transaction, body: bytes, *, hostname: 
     if not _MESSAGE_ID.search(headers):
         out += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode()
     if not _DATE.search(headers):
-        out += f"Date: {email.utils.formatdate(now, localtime=True)}\r\n".encode()
+        out += f"Date: {rfc5322_date(now)}\r\n".encode()
     return out
