@@ -18,13 +18,12 @@ from sqlalchemy.engine import Engine
 
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
+from mailrelay.cli.common import open_storage
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.server import BindFailure, EngineLimits, Listener, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
 from mailrelay.spool.writer import SpoolWriter
-from mailrelay.store import migrate
-from mailrelay.store.db import create_engine
 from mailrelay.submission.policy import SubmissionPolicy
 
 log = logging.getLogger("mailrelay")
@@ -36,13 +35,6 @@ DEMO_ACCOUNT = "demo"
 class DemoCredentials:
     username: str
     password: str
-
-
-def open_storage(settings: Settings) -> Engine:
-    """Engine for `storage.url`, migrated to the current schema."""
-    engine = create_engine(settings.storage_url)
-    migrate.upgrade(engine)
-    return engine
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -15,23 +14,9 @@ from mailrelay.settings import ConfigError, load_settings, write_default_config
 
 log = logging.getLogger("mailrelay")
 
-DEFAULT_CONFIG_PATH = "mailrelay.toml"
-
-
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="validate the configuration, certificate and database, then exit")
-
-
-def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
-    """The config file to use, and whether the user named it (then it must exist)."""
-    given = getattr(args, "config", None)
-    if given:
-        return Path(given), True
-    env = os.environ.get("MAILRELAY_CONFIG")
-    if env:
-        return Path(env), True
-    return Path(DEFAULT_CONFIG_PATH), False
 
 
 def _setup_logging(level: str) -> None:
@@ -42,8 +27,8 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    path, named = _config_path(args)
-    if not path.exists() and not named:
+    path = Path(args.config_path)
+    if not path.exists() and not args.config_given:
         write_default_config(path)
         print(f"mailrelay: wrote a default configuration to {path}", file=sys.stderr)
     settings = load_settings(path)

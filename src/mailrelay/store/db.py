@@ -28,12 +28,13 @@ def is_sqlite(url: str) -> bool:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # First, so that the pragmas below wait for a busy database instead of failing at once.
+    cur.execute("PRAGMA busy_timeout=10000")
     # WAL lets readers (CLI, API) run beside the writer; FULL fsyncs the WAL on every commit,
     # so a 250 reply after commit survives power loss, not only kill -9.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
 
 

@@ -1,0 +1,1 @@
+"""Command line: `mailrelay serve | account | queue`, built on argparse."""

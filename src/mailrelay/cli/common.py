@@ -1,0 +1,60 @@
+"""What every non-serve command shares: the config file, the database, user errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mailrelay.settings import ConfigError, Settings, load_settings
+from mailrelay.store import db, migrate
+
+CONFIG_ENV = "MAILRELAY_CONFIG"
+DEFAULT_CONFIG_PATH = "mailrelay.toml"
+
+
+class UsageError(Exception):
+    """Bad input on the command line (unknown queue id, mismatched passwords): exit code 2."""
+
+
+def resolve_config(args: argparse.Namespace) -> None:
+    """Set `args.config_path` and `args.config_given` (named by -c or $MAILRELAY_CONFIG).
+
+    `args.config` is left as typed (None without -c): `cli/serve.py` reads it itself.
+    """
+    if args.config is not None:
+        args.config_path, args.config_given = args.config, True
+    elif os.environ.get(CONFIG_ENV):
+        args.config_path, args.config_given = os.environ[CONFIG_ENV], True
+    else:
+        args.config_path, args.config_given = DEFAULT_CONFIG_PATH, False
+
+
+def load_config(args: argparse.Namespace) -> Settings:
+    """A missing default file means built-in defaults; a file the user named must exist."""
+    if not args.config_given and not Path(args.config_path).exists():
+        return load_settings(None)
+    return load_settings(args.config_path)
+
+
+def open_storage(settings: Settings) -> sa.Engine:
+    """The engine for `storage.url`, migrated to the current schema."""
+    try:
+        engine = db.create_engine(settings.storage_url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(settings.source, "storage.url",
+                          f"not a usable database URL ({exc}); expected sqlite:///PATH "
+                          "or postgresql://USER@HOST:PORT/DB") from None
+    try:
+        migrate.upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def open_from_args(args: argparse.Namespace) -> tuple[Settings, sa.Engine]:
+    settings = load_config(args)
+    return settings, open_storage(settings)

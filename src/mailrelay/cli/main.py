@@ -1,0 +1,116 @@
+"""`mailrelay` entry point: parses the command line, dispatches, and maps errors to exits.
+
+Exit codes: 0 success, 2 a user mistake (bad option, config or input; one line on stderr),
+1 a runtime failure (database unreachable, ...), 130 interrupted. No tracebacks, except with
+MAILRELAY_DEBUG=1 for failures that are bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import NoReturn
+
+import sqlalchemy as sa
+
+from mailrelay import __version__
+from mailrelay.accounts.service import AccountError
+from mailrelay.cli import account_cmd, queue_cmd
+from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
+from mailrelay.settings import ConfigError
+from mailrelay.store.db import StorageError
+
+PROG = "mailrelay"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other mailrelay error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _serve_module() -> ModuleType | None:
+    # cli/serve.py pulls in the whole server (asyncio, ssl, cryptography: ~0.1 s), so it is
+    # imported only for `serve`, and by name so that this file does not depend on it.
+    try:
+        return importlib.import_module("mailrelay.cli.serve")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mailrelay.cli.serve":
+            raise
+        return None
+
+
+def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; `serve_options=False` skips importing the server."""
+    parser = _Parser(prog=PROG, description="Self-hosted email delivery service.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-c", "--config", metavar="PATH", default=None,
+        help=f"configuration file (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG_PATH}; "
+             "when the default file is missing, built-in defaults are used)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
+    serve_parser = sub.add_parser("serve", help="run the SMTP server")
+    serve_parser.set_defaults(func=_cmd_serve)
+    serve = _serve_module() if serve_options else None
+    add_serve_arguments = getattr(serve, "add_serve_arguments", None)
+    if add_serve_arguments is not None:
+        add_serve_arguments(serve_parser)
+    account_cmd.add_arguments(sub)
+    queue_cmd.add_arguments(sub)
+    return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    serve = _serve_module()
+    if serve is None:
+        raise StorageError("the server is not part of this build (mailrelay.cli.serve is missing)")
+    return int(serve.cmd_serve(args))
+
+
+def _error(message: str) -> None:
+    # One line, whatever the exception text holds.
+    text = " ".join(message.split())
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(serve_options="serve" in argv).parse_args(argv)
+        resolve_config(args)
+        return int(args.func(args))
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, AccountError, UsageError) as exc:
+        _error(str(exc))
+        return 2
+    except StorageError as exc:
+        _error(str(exc))
+        return 1
+    except sa.exc.SQLAlchemyError as exc:
+        _error(f"database error: {_reason(exc)}")
+        return 1
+    except BrokenPipeError:
+        # `mailrelay queue list | head`: the reader went away; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if os.environ.get("MAILRELAY_DEBUG") == "1":
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc} (set MAILRELAY_DEBUG=1 for a traceback)")
+        return 1

@@ -1,0 +1,163 @@
+"""Read side of the queue for the CLI and API: list queued messages, show one in detail.
+
+Read-only: it never changes a message or a recipient status.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailrelay.store.schema import accounts, messages, recipients
+
+# Display order of recipient statuses in summaries; unknown ones follow alphabetically.
+STATUS_ORDER = ("queued", "deferred", "delivered", "bounced", "dropped", "captured")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    id: str
+    account: str
+    mail_from: str
+    recipient_count: int
+    recipients: tuple[str, ...]
+    size: int
+    status: str  # "queued", or a summary such as "2 queued, 1 delivered"
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientDetail:
+    address: str
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: float | None
+    last_reply: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    id: str
+    account: str
+    mail_from: str
+    mail_params: dict[str, Any]
+    recipients: tuple[RecipientDetail, ...]
+    status: str
+    client_ip: str
+    helo: str
+    auth_user: str | None
+    tls_version: str | None
+    tls_cipher: str | None
+    listener: str
+    created_at: float
+    size: int
+    headers: str  # trace headers + the message's own header section, without the blank line
+
+
+def summarize_statuses(statuses: list[str]) -> str:
+    """["queued", "queued", "delivered"] → "2 queued, 1 delivered"; all alike → "queued"."""
+    counts = Counter(statuses)
+    if not counts:
+        return "empty"
+    if len(counts) == 1:
+        return next(iter(counts))
+    order = {s: i for i, s in enumerate(STATUS_ORDER)}
+    ranked = sorted(counts, key=lambda s: (order.get(s, len(order)), s))
+    return ", ".join(f"{counts[s]} {s}" for s in ranked)
+
+
+def header_section(body: bytes) -> bytes:
+    """The header section of a message: everything before the first empty line."""
+    if body.startswith((b"\r\n", b"\n")):
+        return b""  # RFC 5322 §2.1: an empty line first means no header fields
+    candidates = [i for i in (body.find(b"\r\n\r\n"), body.find(b"\n\n")) if i >= 0]
+    if not candidates:
+        return body  # no body at all: the message is only headers
+    end = min(candidates)
+    return body[: end + (2 if body.startswith(b"\r\n", end) else 1)]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class QueueReader:
+    """Queries over messages and recipients; newest first."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
+
+    def list(self, limit: int = 100) -> builtins.list[QueueEntry]:
+        query = (
+            sa.select(messages.c.id, accounts.c.name.label("account"), messages.c.mail_from,
+                      messages.c.size, messages.c.created_at)
+            .join(accounts, accounts.c.id == messages.c.account_id)
+            .order_by(messages.c.created_at.desc(), messages.c.id.desc())
+            .limit(max(0, limit))
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+            ids = [r.id for r in rows]
+            rcpts: dict[str, builtins.list[tuple[str, str]]] = {i: [] for i in ids}
+            if ids:
+                for r in conn.execute(
+                    sa.select(recipients.c.message_id, recipients.c.address, recipients.c.status)
+                    .where(recipients.c.message_id.in_(ids))
+                    .order_by(recipients.c.id)
+                ):
+                    rcpts[r.message_id].append((r.address, r.status))
+        return [
+            QueueEntry(
+                id=r.id, account=r.account, mail_from=r.mail_from,
+                recipient_count=len(rcpts[r.id]),
+                recipients=tuple(a for a, _ in rcpts[r.id]),
+                size=r.size, status=summarize_statuses([s for _, s in rcpts[r.id]]),
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    def show(self, queue_id: str) -> MessageDetail | None:
+        with self._engine.connect() as conn:
+            m = conn.execute(
+                sa.select(messages, accounts.c.name.label("account"))
+                .join(accounts, accounts.c.id == messages.c.account_id)
+                .where(messages.c.id == queue_id)
+            ).first()
+            if m is None:
+                return None
+            rows = conn.execute(
+                sa.select(recipients).where(recipients.c.message_id == queue_id)
+                .order_by(recipients.c.id)
+            ).all()
+        rcpts = tuple(
+            RecipientDetail(address=r.address, params=_json_object(r.params), status=r.status,
+                            attempts=r.attempts, next_attempt_at=r.next_attempt_at,
+                            last_reply=r.last_reply)
+            for r in rows
+        )
+        headers = bytes(m.trace_headers) + header_section(bytes(m.body))
+        return MessageDetail(
+            id=m.id, account=m.account, mail_from=m.mail_from,
+            mail_params=_json_object(m.mail_params), recipients=rcpts,
+            status=summarize_statuses([r.status for r in rcpts]),
+            client_ip=m.client_ip, helo=m.helo, auth_user=m.auth_user,
+            tls_version=m.tls_version, tls_cipher=m.tls_cipher, listener=m.listener,
+            created_at=m.created_at, size=m.size,
+            # Headers may carry 8-bit text (RFC 6532); show it, replacing what is not UTF-8.
+            headers=headers.decode("utf-8", "replace").rstrip("\r\n"),
+        )

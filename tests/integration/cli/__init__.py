@@ -1,0 +1,1 @@
+"""The `mailrelay` command run as a subprocess against SQLite and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Migrations, accounts and the queue reader on SQLite and PostgreSQL."""

@@ -1,0 +1,123 @@
+"""Migrations: from empty to head, idempotent, equal to store/schema.py, isolated per test."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from mailrelay.store import migrate
+from mailrelay.store.db import StorageError, create_engine
+from mailrelay.store.schema import metadata
+
+TABLES = {"accounts", "api_keys", "messages", "recipients", "alembic_version"}
+
+
+def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        assert migrate.current_revision(engine) is None
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0001"
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO accounts (name, password_hash, created_at, "
+                                 "updated_at) VALUES ('keep', 'h', 1, 1)"))
+        migrate.upgrade(engine)  # second run: nothing recreated, nothing lost
+        assert migrate.current_revision(engine) == "0001"
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT name, plan, status FROM accounts")).all() == [
+                ("keep", "free", "active")]
+            assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_head_constant_matches_the_revision_files() -> None:
+    # migrate.HEAD_REVISION lets a CLI command skip importing alembic; a new revision must
+    # update it, or databases would stop one revision short.
+    assert migrate.head_revision() == migrate.script_head()
+    assert migrate.known_revisions() == {"0001"}
+
+
+def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        names = set(sa.inspect(conn).get_table_names())
+        indexes = {ix["name"] for t in metadata.tables for ix in sa.inspect(conn).get_indexes(t)}
+    assert diff == []
+    assert names == TABLES
+    assert {"ix_api_keys_account_id", "ix_messages_account_id", "ix_messages_created_at",
+            "ix_recipients_message_id", "ix_recipients_status_next"} <= indexes
+
+
+def test_concurrent_upgrades_on_an_empty_database_both_succeed(db_url: str) -> None:
+    engines = [create_engine(db_url) for _ in range(2)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(engine: sa.Engine) -> None:
+        try:
+            barrier.wait()
+            migrate.upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert errors == []
+        assert migrate.current_revision(engines[0]) == "0001"
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_postgresql_tables_land_in_the_test_schema(engine: sa.Engine, db_url: str) -> None:
+    assert engine.dialect.name == "postgresql"
+    schema = db_url.rsplit("%3D", 1)[1]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_schema()")).scalar() == schema
+        rows = conn.execute(sa.text(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name IN ('accounts', 'alembic_version')")).all()
+    assert {r.table_name for r in rows if r.table_schema == schema} == {"accounts",
+                                                                         "alembic_version"}
+    assert not [r for r in rows if r.table_schema == "public"]  # nothing leaked into public
+
+
+def test_newer_database_revision_is_refused_clearly(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StorageError, match=r"revision '9999'.*newer version"):
+        migrate.upgrade(engine)
+
+
+def test_unreachable_postgresql_is_a_storage_error_naming_host_and_key() -> None:
+    engine = create_engine("postgresql://postgres@127.0.0.1:1/test")
+    try:
+        with pytest.raises(StorageError) as info:
+            migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    message = str(info.value)
+    assert message.startswith("cannot connect to postgresql at 127.0.0.1:1: ")
+    assert message.endswith("check storage.url")
+    assert "\n" not in message
+
+
+def test_unopenable_sqlite_file_is_a_storage_error(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}")  # a directory, not a file
+    try:
+        with pytest.raises(StorageError, match=r"cannot open sqlite database .*check storage.url"):
+            migrate.upgrade(engine)
+    finally:
+        engine.dispose()
