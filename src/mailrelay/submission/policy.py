@@ -9,6 +9,7 @@ routes, bang paths and quoted local parts route nowhere special here).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable
@@ -100,4 +101,17 @@ class SubmissionPolicy:
             body=body,
             created_at=now,
         )
-        return self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
+        fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
+        if log.isEnabledFor(logging.INFO):
+            fut.add_done_callback(functools.partial(_log_queued, record, account.name))
+        return fut
+
+
+def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -> None:
+    """One line per committed message, as Postfix's cleanup/qmgr log them."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s helo=%s tls=%s",
+             record.queue_id, record.mail_from, len(record.recipients),
+             len(record.trace_headers) + len(record.body), account, record.client_ip, record.helo,
+             record.tls_version or "no")

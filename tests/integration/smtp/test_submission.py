@@ -74,7 +74,8 @@ def test_auth_login_and_queue_id_in_reply(node: Node) -> None:
     assert "for <bob@example.com>; " in trace
 
 
-def test_implicit_tls_port_465(node: Node) -> None:
+def test_implicit_tls_port_465(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="mailrelay")
     client = node.smtps("submissions")
     client.ehlo()
     assert not client.has_extn("starttls")
@@ -85,6 +86,8 @@ def test_implicit_tls_port_465(node: Node) -> None:
     [stored] = node.stored()
     assert stored["listener"] == "submissions"
     assert "with ESMTPSA" in stored["trace_headers"].decode()
+    assert f"{stored['id']}: queued from=<alice@example.net> nrcpt=1 size={stored['size']} account=alice" \
+        in caplog.text
 
 
 @pytest.mark.parametrize("listener", ["submission", "submissions"])
