@@ -23,7 +23,7 @@ serve: $(VENV)/.installed
 	$(BIN)/mailrelay serve
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: $(VENV)/.installed-test lint
