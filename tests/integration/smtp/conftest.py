@@ -22,6 +22,7 @@ import trustme
 from mailrelay.app import App
 from mailrelay.settings import load_settings
 from mailrelay.store.schema import messages, recipients
+from tests.integration.smtp.rawclient import RawClient, auth_plain
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -57,6 +58,26 @@ class Node:
         client = self.smtp("submission")
         client.starttls(context=self.client_ssl)
         client.login(user, password)
+        return client
+
+    def raw(self, listener: str = "smtp", *, implicit_tls: bool = False) -> RawClient:
+        """A byte-level client that has read the greeting (and done TLS first if asked)."""
+        client = RawClient(self.port(listener))
+        if implicit_tls:
+            client.sock = self.client_ssl.wrap_socket(client.sock, server_hostname="localhost")
+        code, text = client.reply()
+        assert code == 220, text
+        return client
+
+    def raw_login(self, listener: str = "submission", user: str = "alice", password: str = PASSWORD) -> RawClient:
+        """A byte-level client after EHLO, STARTTLS, EHLO and a successful AUTH PLAIN."""
+        client = self.raw(listener)
+        client.cmd("EHLO client.test")
+        assert client.cmd("STARTTLS")[0] == 220
+        client.starttls(self.client_ssl)
+        client.cmd("EHLO client.test")
+        code, text = client.cmd(auth_plain(user, password))
+        assert code == 235, text
         return client
 
     def stored(self) -> list[dict[str, Any]]:

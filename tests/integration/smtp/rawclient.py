@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
+
+
+def auth_plain(user: str, password: str, authzid: str = "") -> str:
+    """The AUTH PLAIN command line with its initial response (RFC 4616)."""
+    token = base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode()
+    return f"AUTH PLAIN {token}"
 
 
 class RawClient:

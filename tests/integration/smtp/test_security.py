@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.integration.smtp.conftest import PASSWORD, Node
-from tests.integration.smtp.rawclient import RawClient
+from tests.integration.smtp.rawclient import RawClient, auth_plain
 
 MSG = b"Subject: t\r\n\r\nbody\r\n"
 
@@ -89,13 +89,7 @@ SMUGGLING = {
 
 @pytest.mark.parametrize("name", list(SMUGGLING))
 def test_smuggling_variants_do_not_end_data(node: Node, name: str) -> None:
-    c = RawClient(node.port("submission"))
-    c.reply()
-    c.cmd("EHLO client.test")
-    c.cmd("STARTTLS")
-    c.starttls(node.client_ssl)
-    c.cmd("EHLO client.test")
-    assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode())[0] == 235
+    c = node.raw_login()
     c.cmd("MAIL FROM:<alice@example.net>")
     c.cmd("RCPT TO:<bob@example.com>")
     assert c.cmd("DATA")[0] == 354
@@ -115,7 +109,7 @@ def test_normalize_mode_keeps_smuggled_text_as_content(node_factory) -> None:  #
     c = RawClient(node.port("alt"))
     c.reply()
     c.cmd("EHLO client.test")
-    assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode())[0] == 235
+    assert c.cmd(auth_plain("alice", PASSWORD))[0] == 235
     c.cmd("MAIL FROM:<alice@example.net>")
     c.cmd("RCPT TO:<bob@example.com>")
     c.cmd("DATA")
@@ -129,11 +123,9 @@ def test_normalize_mode_keeps_smuggled_text_as_content(node_factory) -> None:  #
 
 
 def test_dot_stuffing_is_undone_and_empty_line_dot_ends(node: Node) -> None:
-    c = RawClient(node.port("submissions"))
-    c.sock = node.client_ssl.wrap_socket(c.sock, server_hostname="localhost")
-    c.reply()
+    c = node.raw("submissions", implicit_tls=True)
     c.cmd("EHLO client.test")
-    c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode())
+    c.cmd(auth_plain("alice", PASSWORD))
     c.cmd("MAIL FROM:<alice@example.net>")
     c.cmd("RCPT TO:<bob@example.com>")
     c.cmd("DATA")
@@ -169,7 +161,7 @@ def test_starttls_resets_authentication_state(node_factory) -> None:  # type: ig
     c = RawClient(node.port("submission"))
     c.reply()
     c.cmd("EHLO client.test")
-    assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode())[0] == 235
+    assert c.cmd(auth_plain("alice", PASSWORD))[0] == 235
     assert c.cmd("STARTTLS")[0] == 220
     c.starttls(node.client_ssl)
     c.cmd("EHLO client.test")
@@ -194,7 +186,7 @@ def test_auth_before_tls_is_refused(node: Node) -> None:
     c.reply()
     code, text = c.cmd("EHLO client.test")
     assert "AUTH" not in text
-    code, text = c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode())
+    code, text = c.cmd(auth_plain("alice", PASSWORD))
     assert code == 538 and "5.7.11" in text
     c.close()
 
@@ -220,21 +212,17 @@ def test_require_tls_listener(node_factory) -> None:  # type: ignore[no-untyped-
 # -- AUTH abuse -------------------------------------------------------------------------------
 
 def test_plain_authzid_other_than_login_is_refused(node: Node) -> None:
-    c = RawClient(node.port("submissions"))
-    c.sock = node.client_ssl.wrap_socket(c.sock, server_hostname="localhost")
-    c.reply()
+    c = node.raw("submissions", implicit_tls=True)
     c.cmd("EHLO client.test")
-    code, text = c.cmd("AUTH PLAIN " + base64.b64encode(b"bob\0alice\0" + PASSWORD.encode()).decode())
+    code, text = c.cmd(auth_plain("alice", PASSWORD, authzid="bob"))
     assert code == 535 and "5.7.8" in text
-    code, _ = c.cmd("AUTH PLAIN " + base64.b64encode(b"alice\0alice\0" + PASSWORD.encode()).decode())
+    code, _ = c.cmd(auth_plain("alice", PASSWORD, authzid="alice"))
     assert code == 235, "an authzid equal to the login is fine"
     c.close()
 
 
 def test_auth_cancel_and_garbage(node: Node) -> None:
-    c = RawClient(node.port("submissions"))
-    c.sock = node.client_ssl.wrap_socket(c.sock, server_hostname="localhost")
-    c.reply()
+    c = node.raw("submissions", implicit_tls=True)
     c.cmd("EHLO client.test")
     assert c.cmd("AUTH LOGIN")[0] == 334
     code, _text = c.cmd("*")
@@ -247,33 +235,31 @@ def test_auth_cancel_and_garbage(node: Node) -> None:
 
 def test_failed_logins_slow_down_then_lock_out_across_reconnects(node_factory) -> None:  # type: ignore[no-untyped-def]
     node = node_factory("[auth]\nslowdown_after = 2\nlockout_after = 4\nlockout_seconds = 60")
-    bad = "AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong-password").decode()
+    bad = auth_plain("alice", "wrong-password")
     timings = []
-    for _ in range(3):  # three connections, failures add up
-        c = RawClient(node.port("submissions"))
-        c.sock = node.client_ssl.wrap_socket(c.sock, server_hostname="localhost")
-        c.reply()
+    for _ in range(3):  # three connections: the failures add up across them
+        c = node.raw("submissions", implicit_tls=True)
         c.cmd("EHLO client.test")
         started = time.monotonic()
         code, text = c.cmd(bad)
         timings.append(time.monotonic() - started)
-        if code == 421:
-            assert "4.7.0" in text
-            break
-        assert code == 535
+        assert code == 535 and "5.7.8" in text
         c.close()
-    assert timings[-1] >= 0.9, f"replies slow down after repeated failures: {timings}"
-    # 4th failure locked the address: now even the right password is refused, at connect time.
-    c = RawClient(node.port("submissions"))
-    c.sock = node.client_ssl.wrap_socket(c.sock, server_hostname="localhost")
-    code, text = c.reply()
-    assert code in (220, 421)
-    if code == 220:
-        c.cmd("EHLO client.test")
-        code, text = c.cmd(bad)
-        assert code == 421 and "4.7.0" in text
-    else:
-        assert "4.7.0" in text
+    assert timings[0] < 0.5 and timings[2] >= 0.9, f"the third failure is answered slowly: {timings}"
+    # The 4th failure locks the address out...
+    c = node.raw("submissions", implicit_tls=True)
+    c.cmd("EHLO client.test")
+    code, text = c.cmd(bad)
+    assert code == 421 and "4.7.0" in text
+    assert c.closed()
+    # ...so a new connection is refused at once, even one that would bring the right password.
+    late = RawClient(node.port("submissions"))
+    late.sock = node.client_ssl.wrap_socket(late.sock, server_hostname="localhost")
+    code, text = late.reply()
+    assert code == 421 and "4.7.0" in text
+    # Other listeners refuse it too: the count is per address, not per port.
+    other = RawClient(node.port("smtp"))
+    assert other.reply()[0] == 421
 
 
 def test_secrets_never_reach_the_log(node: Node, caplog: pytest.LogCaptureFixture) -> None:
