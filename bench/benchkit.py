@@ -1,9 +1,12 @@
-"""Shared parts of the benchmarks: a mailrelay under test, a private Postfix, load, /proc probes.
+"""Shared parts of the benchmarks: mailrelay, a private Postfix, bare aiosmtpd, load, /proc probes.
 
 Security: every server started here listens on 127.0.0.1 only, runs under a time limit and is
 stopped by the PID recorded at start; the private Postfix keeps its config and queue in a
 temporary folder and never touches /etc/postfix's own instance. Scratch data (databases,
-queues, logs with the demo account's one-time password) stays in that temporary folder.
+queues, spools, logs with the demo account's one-time password) stays in that temporary folder.
+
+The bare aiosmtpd server comes from the shared yardstick kit, found at ../shared/bench relative
+to the repo root (SMTPBENCH_KIT overrides), and runs in a venv made by the kit's setup-venv.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTSUPER = shutil.which("postsuper") or "/usr/sbin/postsuper"
 POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# PostgreSQL schemas made for one run each are named like this (and dropped afterwards)
+PG_SCHEMA_PREFIX = "mailrelay_bench_"
 
 
 class BenchError(Exception):
@@ -218,6 +223,9 @@ trusted_account = "demo"
 max_connections_per_ip = 100000
 idle_timeout = 600
 {smtp_extra}
+[storage]
+url = "{storage_url}"
+
 [listener.smtp]
 listen = ["127.0.0.1:{port}"]
 
@@ -238,7 +246,8 @@ class Mailrelay:
     """One mailrelay process on a fresh data dir, under `timeout`, stopped by PID."""
 
     def __init__(self, workdir: Path, port: int, *, time_limit: float,
-                 smtp_extra: str = "") -> None:
+                 smtp_extra: str = "", storage_url: str = "") -> None:
+        """storage_url: "" for SQLite in the data dir, else a PostgreSQL URL (see PgSchema)."""
         self.workdir = workdir
         self.port = port
         self.time_limit = time_limit
@@ -246,14 +255,15 @@ class Mailrelay:
         self.log = workdir / "server.log"
         self.db = workdir / "data" / "mailrelay.db"
         self.smtp_extra = smtp_extra
+        self.storage_url = storage_url
         self._proc: subprocess.Popen[bytes] | None = None
         self.pid = 0  # the Python process (child of `timeout`)
         self.exit_code: int | None = None
 
     def start(self, python: str) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(MAILRELAY_CONFIG.format(port=self.port,
-                                                       smtp_extra=self.smtp_extra))
+        self.config.write_text(MAILRELAY_CONFIG.format(port=self.port, smtp_extra=self.smtp_extra,
+                                                       storage_url=self.storage_url))
         with open(self.log, "wb") as log:
             # `timeout` bounds the server's life even if this script dies; SIGTERM sent to it
             # is passed on to the server, which then stops gracefully.
@@ -293,6 +303,8 @@ class Mailrelay:
         return self.exit_code
 
     def count_messages(self) -> int | None:
+        if self.storage_url:
+            return pg_count(self.storage_url, "messages")
         if not self.db.exists():
             return None
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
@@ -469,6 +481,199 @@ class Postfix:
         if log.exists():
             with open(log, "r+b") as f:
                 f.truncate(0)
+
+
+# ---------------------------------------------------------------- PostgreSQL (optional)
+
+PSQL = shutil.which("psql") or "/usr/bin/psql"
+
+
+def _psql(url: str, sql: str, timeout: float = 120) -> str:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise BenchError(f"--storage-url must be postgresql://..., got {url.split('://')[0]}://")
+    p = subprocess.run([PSQL, url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode:
+        raise BenchError(f"psql failed: {p.stderr.strip()[-500:]}")
+    return p.stdout.strip()
+
+
+def pg_count(url: str, table: str) -> int | None:
+    try:
+        return int(_psql(url, f"SELECT count(*) FROM {table}"))
+    except (BenchError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+class PgSchema:
+    """A fresh schema in a PostgreSQL database for one mailrelay run, dropped by drop().
+
+    `url` is what mailrelay gets: the base URL with `options=-csearch_path=<schema>`, so its
+    migrations create their tables in the new schema and nothing else in the database is touched.
+    """
+
+    def __init__(self, base_url: str, tag: str) -> None:
+        self.base_url = base_url
+        safe = re.sub(r"[^a-z0-9_]", "_", tag.lower())
+        self.schema = f"{PG_SCHEMA_PREFIX}{os.getpid()}_{safe}"
+        sep = "&" if "?" in base_url else "?"
+        self.url = f"{base_url}{sep}options=-csearch_path%3D{self.schema}"
+
+    def create(self) -> None:
+        _psql(self.base_url, f"DROP SCHEMA IF EXISTS {self.schema} CASCADE;"
+                             f" CREATE SCHEMA {self.schema}")
+
+    def drop(self) -> None:
+        with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
+            _psql(self.base_url, f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
+
+def pg_version(base_url: str) -> str:
+    try:
+        return _psql(base_url, "SHOW server_version") + ", synchronous_commit=" + _psql(
+            base_url, "SHOW synchronous_commit")
+    except (BenchError, subprocess.TimeoutExpired):
+        return ""
+
+
+# ---------------------------------------------------------------- bare aiosmtpd (yardstick kit)
+
+
+def kit_dir() -> Path:
+    """The shared yardstick kit: $SMTPBENCH_KIT, else ../shared/bench from the repo root."""
+    given = os.environ.get("SMTPBENCH_KIT")
+    kit = Path(given) if given else REPO.parent / "shared" / "bench"
+    if not (kit / "aiosmtpd-server").is_file() or not (kit / "setup-venv").is_file():
+        raise BenchError(f"the yardstick kit (aiosmtpd-server, setup-venv) is not in {kit};"
+                         " set SMTPBENCH_KIT to its folder")
+    return kit
+
+
+def aiosmtpd_python(venv: Path) -> str:
+    """The interpreter for the kit's aiosmtpd-server.
+
+    $SMTPBENCH_PY (the kit's own variable) if set; else the kit's setup-venv is run on `venv`
+    (it creates it if needed and installs the pinned aiosmtpd, aiosmtplib and uvloop).
+    """
+    given = os.environ.get("SMTPBENCH_PY")
+    if given:
+        if not os.access(given, os.X_OK):
+            raise BenchError(f"SMTPBENCH_PY={given} is not executable")
+        return given
+    try:
+        p = subprocess.run([str(kit_dir() / "setup-venv"), str(venv)], capture_output=True,
+                           text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"setup-venv {venv} took more than 600 s") from None
+    python = venv / "bin" / "python"
+    if p.returncode or not os.access(python, os.X_OK):
+        raise BenchError(f"setup-venv {venv} failed:\n{(p.stdout + p.stderr).strip()[-1500:]}")
+    return str(python)
+
+
+def aiosmtpd_versions(python: str) -> str:
+    p = subprocess.run([python, "-c", "import sys, aiosmtpd, uvloop; print('Python',"
+                        " sys.version.split()[0], 'aiosmtpd', aiosmtpd.__version__,"
+                        " 'uvloop', uvloop.__version__)"], capture_output=True, text=True)
+    return p.stdout.strip() or p.stderr.strip()[-300:]
+
+
+class Aiosmtpd:
+    """The kit's bare aiosmtpd server on a fresh spool file, stopped by PID.
+
+    It appends every message (envelope + content) to one spool file and answers 250 only after
+    the chosen durability step; "group": one fsync in a worker thread covers every message
+    written before it started. --max-seconds is its own time limit.
+    """
+
+    def __init__(self, workdir: Path, port: int, *, time_limit: float,
+                 durability: str = "group", use_uvloop: bool = True) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.time_limit = time_limit
+        self.durability = durability
+        self.use_uvloop = use_uvloop
+        self.spool = workdir / "spool"
+        self.log = workdir / "server.log"
+        self.pidfile = workdir / "pid"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.exit_code: int | None = None
+
+    def start(self, python: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = [python, str(kit_dir() / "aiosmtpd-server"), "--host", "127.0.0.1",
+               "--port", str(self.port), "--durability", self.durability,
+               "--store", str(self.spool), "--pidfile", str(self.pidfile),
+               "--max-seconds", str(int(self.time_limit))]
+        if self.use_uvloop:
+            cmd.append("--uvloop")
+        with open(self.log, "wb") as log:
+            self._proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if "aiosmtpd-server: pid" in self.log.read_text(errors="replace"):
+                self.pid = int(self.pidfile.read_text().split()[0])
+                if self.pid != self._proc.pid:
+                    self.stop()
+                    raise BenchError(f"aiosmtpd-server wrote PID {self.pid}, started"
+                                     f" {self._proc.pid}")
+                wait_port(self.port)
+                return
+            if self._proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        tail = self.log.read_text(errors="replace")[-1500:]
+        raise BenchError(f"aiosmtpd-server did not start on port {self.port}:\n{tail}")
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return self.exit_code
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # it stops its Controller and closes the spool
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.exit_code = proc.returncode
+        self._proc = None
+        return self.exit_code
+
+    def count_messages(self) -> int | None:
+        """Records in the spool file: each starts with `From <sender>` and `X-Rcpt-To: ...`."""
+        if not self.spool.exists():
+            return None
+        n, prev_from = 0, False
+        with open(self.spool, "rb") as f:
+            for line in f:
+                if prev_from and line.startswith(b"X-Rcpt-To: "):
+                    n += 1
+                prev_from = line.startswith(b"From ")
+        return n
+
+    def reported(self) -> dict[str, int]:
+        """What the server printed when it stopped: messages handled and fsyncs done."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        m = re.search(r"stopped; messages=(\d+)(?: fsyncs=(\d+))?", text)
+        if not m:
+            return {}
+        out = {"messages": int(m.group(1))}
+        if m.group(2):
+            out["fsyncs"] = int(m.group(2))
+        return out
+
+    def problems(self, limit: int = 20) -> list[str]:
+        if not self.log.exists():
+            return []
+        lines = [ln for ln in self.log.read_text(errors="replace").splitlines()
+                 if _PROBLEM.search(ln)]
+        if len(lines) > limit:
+            lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
+        return lines
 
 
 # ---------------------------------------------------------------- load

@@ -1,15 +1,31 @@
 """Per-address counters: open connections and failed logins.
 
 Security: failed logins are counted per client address across connections (not per session),
-so reconnecting does not reset the count. State is per process; each node of a cluster keeps
-its own.
+so reconnecting does not reset the count, and a successful login does not reset it (one good
+login to an attacker's own account must not buy guesses at others'). State is per process;
+each node of a cluster keeps its own.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 from collections.abc import Callable
+
+
+def client_key(ip: str) -> str:
+    """What per-client limits count by: an IPv4 address, or an IPv6 /64 (one host usually has
+    a whole /64 and could rotate through it). IPv4-mapped IPv6 counts as the IPv4 address."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((addr, 64), strict=False).network_address) + "/64"
 
 
 class ConnectionCounter:
@@ -89,8 +105,6 @@ class AuthFailureLimiter:
             return min(float(n - self.slowdown_after), self.max_delay)
         return 0.0
 
-    def record_success(self, ip: str) -> None:
-        self._failures.pop(ip, None)
 
     def prune(self) -> None:
         """Forget stale entries so the tables cannot grow without bound."""

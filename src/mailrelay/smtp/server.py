@@ -129,21 +129,21 @@ class SMTPServer:
         """Count a new connection; a Reply means refuse it (the caller closes)."""
         s = session.session
         self.sessions.add(session)
-        per_ip = self.counter.add(s.peer_ip)
+        per_ip = self.counter.add(session.client_key)
         if self.draining:
             return R.SHUTTING_DOWN
         if self.counter.total > self.limits.max_connections:
             return R.TOO_MANY_CONNECTIONS
         if per_ip > self.limits.max_connections_per_ip and not s.trusted:
             return R.TOO_MANY_FROM_YOU
-        if self.auth_limiter.locked(s.peer_ip):
+        if self.auth_limiter.locked(session.client_key):
             return R.AUTH_LOCKED_OUT
         return None
 
     def release(self, session: SMTPSession) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
-            self.counter.remove(session.session.peer_ip)
+            self.counter.remove(session.client_key)
 
     async def _sweep(self) -> None:
         """Close idle sessions; one timer for all connections instead of one each."""

@@ -23,6 +23,7 @@ import binascii
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from mailrelay.core import reply as R
 from mailrelay.core.address import has_control_chars, parse_path
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.smtp.handler import Identity, Session, Transaction
+from mailrelay.smtp.limits import client_key
 
 if TYPE_CHECKING:
     from mailrelay.smtp.server import Listener, SMTPServer
@@ -39,6 +41,8 @@ log = logging.getLogger("mailrelay.smtp")
 MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, including CRLF
 MAX_AUTH_LINE = 12288  # RFC 4954 §4
 MAX_ERRORS = 20  # like Postfix smtpd_hard_error_limit
+MAX_JUNK = 100  # NOOP/RSET/VRFY/HELP before they count as errors (Postfix smtpd_junk_command_limit)
+MAX_PENDING_INPUT = 65536  # input held while a step is awaited; beyond it we stop reading
 TERMINATOR = b"\r\n.\r\n"
 
 _CMD, _DATA, _AUTH_PLAIN, _AUTH_USER, _AUTH_PASS, _TLS, _HANDSHAKE, _CLOSED = range(8)
@@ -58,11 +62,15 @@ class SMTPSession(asyncio.Protocol):
         "_data",
         "_data_size",
         "_discarding",
+        "_eof",
         "_errors",
+        "_junk",
         "_out",
         "_paused",
         "_state",
+        "_throttled",
         "_too_big",
+        "client_key",
         "last_activity",
         "listener",
         "server",
@@ -77,6 +85,7 @@ class SMTPSession(asyncio.Protocol):
         self.transport: Any = None
         self.session: Session = Session(listener.name, "", 0, False)
         self.txn: Transaction | None = None
+        self.client_key = ""  # what per-client limits count by (see limits.client_key)
         self._buf = bytearray()
         self._data = bytearray()
         self._data_size = 0
@@ -85,7 +94,10 @@ class SMTPSession(asyncio.Protocol):
         self._state = _CMD
         self._busy = False
         self._paused = False
+        self._throttled = False
+        self._eof = False
         self._errors = 0
+        self._junk = 0
         self._auth_user = ""
         self._out: list[bytes] = []
         self.last_activity = time.monotonic()
@@ -97,6 +109,7 @@ class SMTPSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         ip = str(peer[0])
         self.session = Session(self.listener.name, ip, int(peer[1]), self.listener.is_trusted(ip))
+        self.client_key = client_key(ip)
         self._note_tls()
         refusal = self.server.admit(self)
         if refusal is not None:
@@ -119,10 +132,18 @@ class SMTPSession(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        self.transport.resume_reading()
+        if not self._throttled:
+            self.transport.resume_reading()
 
     def close(self, reply: Reply | None = None) -> None:
         if self._state == _CLOSED:
+            return
+        if self._state in (_TLS, _HANDSHAKE):
+            # Mid-handshake nothing can be said in clear, and asyncio will not report the
+            # connection as lost: give the slot back ourselves.
+            self._state = _CLOSED
+            self.transport.abort()
+            self.server.release(self)
             return
         if reply is not None:
             self._out.append(reply.render())
@@ -147,21 +168,36 @@ class SMTPSession(asyncio.Protocol):
             self._buf += data
         if not self._busy:
             self._process()
+        elif len(self._buf) > MAX_PENDING_INPUT and not self._throttled:
+            # Waiting for AUTH or a commit: hold at most this much, let TCP push back the rest.
+            self._throttled = True
+            self.transport.pause_reading()
         self._flush()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        # A half-closed client (shutdown(SHUT_WR), `nc -N`) still gets the replies to what it
+        # sent, the 250 for its message above all; we close once they are written.
+        self._eof = True
+        if not self._busy:
+            self._finish_eof()
+        return True
+
+    def _finish_eof(self) -> None:
+        self._process()
+        if not self._busy:
+            self.close()
 
     def _process(self) -> None:
         """Run complete command lines from the buffer until it is empty or we must wait."""
         buf = self._buf
         while not self._busy and self._state not in (_CLOSED, _TLS):
             if self._state == _DATA:
-                if buf:
-                    pending = bytes(buf)
-                    buf.clear()
-                    self._feed_data(pending)
-                return
+                if not buf:
+                    return
+                pending = bytes(buf)
+                buf.clear()
+                self._feed_data(pending)
+                continue
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_AUTH_LINE:
@@ -180,6 +216,10 @@ class SMTPSession(asyncio.Protocol):
                 self._line(line, len(raw) + 1)
             except Refusal as refusal:
                 self._error(refusal.reply, disconnect=refusal.disconnect)
+            except Exception:
+                # A bug must cost one session, never the server or a silent hang.
+                log.exception("internal error in SMTP session from %s", self.session.peer_ip)
+                self.close(R.LOCAL_ERROR)
 
     def _error(self, reply: Reply, *, disconnect: bool = False) -> None:
         if reply.is_permanent:
@@ -209,7 +249,8 @@ class SMTPSession(asyncio.Protocol):
         if state in (_AUTH_PLAIN, _AUTH_USER, _AUTH_PASS):
             self._auth_response(raw)
             return
-        if wire_len > MAX_COMMAND_LINE and not raw[:5].upper().startswith(b"AUTH "):
+        limit = MAX_AUTH_LINE if raw[:5].upper() == b"AUTH " else MAX_COMMAND_LINE
+        if wire_len > limit:
             raise Refusal(R.LINE_TOO_LONG)
         try:
             line = raw.decode("utf-8")
@@ -226,7 +267,7 @@ class SMTPSession(asyncio.Protocol):
     def _cmd_helo(self, arg: str, *, esmtp: bool = False) -> None:
         if not arg:
             raise Refusal(R.BAD_HELO.with_text("Syntax: EHLO hostname"))
-        if not _HELO_OK.match(arg) or has_control_chars(arg):
+        if not _HELO_OK.match(arg) or has_control_chars(arg) or not _printable(arg):
             raise Refusal(R.BAD_HELO)
         self.session.helo = arg
         self.session.esmtp = esmtp
@@ -277,12 +318,14 @@ class SMTPSession(asyncio.Protocol):
         try:
             transport = await loop.start_tls(self.transport, self, ctx, server_side=True,
                                              ssl_handshake_timeout=30.0)
-        except (TimeoutError, OSError, ConnectionError) as exc:
+        except Exception as exc:  # any failure ends this connection alone
             log.info("TLS handshake failed from %s: %s", self.session.peer_ip, exc)
             self._state = _CLOSED
             self.transport.abort()
+            self.server.release(self)  # asyncio reports no connection_lost for a failed handshake
             return
         if transport is None or self._state == _CLOSED:
+            self.server.release(self)
             return
         self.transport = transport
         # RFC 3207 §4.2: forget everything learnt before the handshake.
@@ -310,7 +353,7 @@ class SMTPSession(asyncio.Protocol):
             raise Refusal(R.BAD_SEQUENCE.with_text("AUTH not allowed during a mail transaction"))
         if not self._auth_allowed():
             raise Refusal(R.AUTH_ENCRYPTION_REQUIRED)
-        if self.server.auth_limiter.locked(s.peer_ip):
+        if self.server.auth_limiter.locked(self.client_key):
             raise Refusal(R.AUTH_LOCKED_OUT, disconnect=True)
         mech, _, initial = arg.partition(" ")
         mech = mech.upper()
@@ -364,6 +407,9 @@ class SMTPSession(asyncio.Protocol):
 
     def _start_auth(self, username: str, password: str) -> None:
         self._auth_user = ""
+        if self.server.auth_limiter.locked(self.client_key):
+            # Locked out while this exchange was open: no more guesses, right or wrong.
+            raise Refusal(R.AUTH_LOCKED_OUT, disconnect=True)
         if not username or has_control_chars(username):
             self._auth_failed(R.AUTH_INVALID)
             return
@@ -382,22 +428,24 @@ class SMTPSession(asyncio.Protocol):
             return
         if identity is None:
             log.info("AUTH failed from %s user=%r", self.session.peer_ip, username[:64])
-            delay = self.server.auth_limiter.record_failure(self.session.peer_ip)
+            delay = self.server.auth_limiter.record_failure(self.client_key)
             if delay:
                 await asyncio.sleep(delay)
             self._busy = False
             self._auth_failed(R.AUTH_INVALID, counted=True)
             self._resume(None)
             return
-        self.server.auth_limiter.record_success(self.session.peer_ip)
+        if self.server.auth_limiter.locked(self.client_key):
+            self.close(R.AUTH_LOCKED_OUT)  # fail closed: never confirm a guess after a lockout
+            return
         self.session.identity = identity
         log.info("AUTH ok from %s user=%r", self.session.peer_ip, username[:64])
         self._resume(R.AUTH_OK)
 
     def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:
         if not counted:
-            self.server.auth_limiter.record_failure(self.session.peer_ip)
-        if self.server.auth_limiter.locked(self.session.peer_ip):
+            self.server.auth_limiter.record_failure(self.client_key)
+        if self.server.auth_limiter.locked(self.client_key):
             self.close(R.AUTH_LOCKED_OUT)
             return
         self._error(reply)
@@ -410,7 +458,13 @@ class SMTPSession(asyncio.Protocol):
         if reply is not None:
             self._reply(reply)
         self._process()
+        if self._throttled and not self._busy and len(self._buf) <= MAX_PENDING_INPUT:
+            self._throttled = False
+            if not self._paused:
+                self.transport.resume_reading()
         self._flush()
+        if self._eof and not self._busy:
+            self.close()
 
     def _cmd_mail(self, arg: str) -> None:
         s = self.session
@@ -426,7 +480,7 @@ class SMTPSession(asyncio.Protocol):
         declared: int | None = None
         for key, value in path.params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit():
+                if value is None or not (value.isascii() and value.isdigit()):
                     raise Refusal(R.PARAM_SYNTAX.with_text("SIZE needs a number"))
                 declared = int(value)
                 if declared > self.server.limits.max_message_size:
@@ -476,20 +530,33 @@ class SMTPSession(asyncio.Protocol):
         self._data_size = 0
         self._too_big = False
 
+    def _count_junk(self) -> None:
+        """Past MAX_JUNK, commands that move no mail count as errors (a slot is not a parking)."""
+        self._junk += 1
+        if self._junk > MAX_JUNK:
+            self._errors += 1
+            if self._errors >= MAX_ERRORS:
+                raise Refusal(R.Reply(421, "4.7.0", "Too many commands without mail, closing connection"),
+                              disconnect=True)
+
     def _cmd_rset(self, arg: str) -> None:
+        self._count_junk()
         self.txn = None
         self._reply(R.RESET_OK)
 
     def _cmd_noop(self, arg: str) -> None:
+        self._count_junk()
         self._reply(R.NOOP_OK)
 
     def _cmd_quit(self, arg: str) -> None:
         self.close(R.BYE)
 
     def _cmd_vrfy(self, arg: str) -> None:
+        self._count_junk()
         self._reply(R.VRFY_CANNOT)
 
     def _cmd_help(self, arg: str) -> None:
+        self._count_junk()
         self._reply(Reply(214, "2.0.0", "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT"))
 
     def _cmd_unimplemented(self, arg: str) -> None:
@@ -503,8 +570,10 @@ class SMTPSession(asyncio.Protocol):
         data += chunk
         end = data.find(TERMINATOR, start)
         if end < 0:
+            # Dot-stuffing and a terminator split across reads make the raw size a little larger
+            # than the message; the exact check comes after unstuffing.
             limit = self.server.limits.max_message_size
-            if len(data) - 2 > limit:
+            if len(data) - 2 > limit + limit // 64 + 1024:
                 # Too big: keep counting to the terminator but hold only its possible start.
                 self._too_big = True
                 self._data_size += len(data) - 4
@@ -526,15 +595,18 @@ class SMTPSession(asyncio.Protocol):
             self._reply(R.MESSAGE_TOO_BIG)
             return
         crlf = data.count(b"\r\n")
-        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-            if self.server.limits.bare_newline == "reject":
-                self.txn = None
-                log.info("bare CR/LF in DATA from %s; message refused", self.session.peer_ip)
-                self._error(R.BARE_NEWLINE)
-                return
-            data = bytearray(_NEWLINES.sub(b"\r\n", data))
+        bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
+        if bare and self.server.limits.bare_newline == "reject":
+            self.txn = None
+            log.info("bare CR/LF in DATA from %s; message refused", self.session.peer_ip)
+            self._error(R.BARE_NEWLINE)
+            return
         if b"\r\n." in data:
-            data = bytearray(data.replace(b"\r\n..", b"\r\n."))  # RFC 5321 §4.5.2
+            # RFC 5321 §4.5.2: drop the first "." of every line that starts with one. Only
+            # CRLF-started lines were stuffed by the client, so this comes before normalising.
+            data = bytearray(data.replace(b"\r\n.", b"\r\n"))
+        if bare:
+            data = bytearray(_NEWLINES.sub(b"\r\n", data))
         body = bytes(data[2:])
         if len(body) > self.server.limits.max_message_size:
             self.txn = None
@@ -566,6 +638,11 @@ class SMTPSession(asyncio.Protocol):
         self._resume(reply)
         if self.server.draining and not self.in_transaction and self._state != _CLOSED:
             self.close(R.SHUTTING_DOWN)
+
+
+def _printable(text: str) -> bool:
+    """No control, format or separator characters (C1, U+2028, ...) beyond ASCII either."""
+    return text.isascii() or not any(unicodedata.category(ch)[0] in "CZ" for ch in text)
 
 
 def _b64(payload: bytes) -> bytes:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import errno
 
-from mailrelay.smtp.limits import AuthFailureLimiter, ConnectionCounter
+from mailrelay.smtp.limits import AuthFailureLimiter, ConnectionCounter, client_key
 from mailrelay.smtp.server import BindFailure
 
 
@@ -27,15 +27,24 @@ def test_failures_slow_down_then_lock_and_expire() -> None:
     assert lim.record_failure("192.0.2.1") == 0.0, "the count starts again after a lockout"
 
 
-def test_old_failures_are_forgotten_and_success_resets() -> None:
+def test_old_failures_are_forgotten() -> None:
     clock = Clock()
     lim = AuthFailureLimiter(slowdown_after=1, lockout_after=3, lockout_seconds=60, window=10, clock=clock)
     lim.record_failure("a")
     clock.now += 11
     assert lim.record_failure("a") == 0.0
-    lim.record_success("a")
-    assert lim.record_failure("a") == 0.0
+    assert lim.record_failure("a") == 1.0
+    clock.now += 11
     lim.prune()
+    assert lim.record_failure("a") == 0.0
+
+
+def test_client_key_groups_ipv6_by_64() -> None:
+    assert client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
 
 
 def test_connection_counter() -> None:
