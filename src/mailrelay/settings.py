@@ -81,6 +81,49 @@ class AuthSettings:
 class SubmissionSettings:
     trusted_networks: tuple[IPNetwork, ...] = ()
     trusted_account: str = ""
+    require_own_domain: bool = True  # From: must be one of the sending account's domains
+
+
+TLSPolicy = Literal["none", "may", "encrypt", "verify"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """`[delivery.routes."DOMAIN"]`: send mail for DOMAIN (or `*`) to a smarthost, not its MX."""
+
+    domain: str
+    host: str
+    port: int = 25
+    username: str = ""
+    password: str = ""
+    tls: TLSPolicy = "may"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    enabled: bool = True  # run delivery workers in this node's serve process
+    max_connections: int = 100
+    max_per_domain: int = 20  # Postfix default_destination_concurrency_limit
+    retry_first: float = 300.0  # Postfix minimal_backoff_time
+    retry_max: float = 4000.0  # Postfix maximal_backoff_time
+    max_lifetime: float = 432_000.0  # 5 days, Postfix maximal_queue_lifetime
+    delay_warning: float = 0.0  # send a "delayed" DSN after this many seconds; 0: never
+    lease_seconds: float = 900.0
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
+    connection_reuse_seconds: float = 5.0
+    mx_port: int = 25  # for tests only
+    source_address: str = ""
+    allow_private_destinations: bool = False
+    tls: TLSPolicy = "may"
+    tls_policy: tuple[tuple[str, TLSPolicy], ...] = ()  # per domain, from [delivery.tls_policy]
+    routes: tuple[Route, ...] = ()  # from [delivery.routes."DOMAIN"]
+
+
+@dataclass(frozen=True, slots=True)
+class DNSSettings:
+    nameservers: tuple[str, ...] = ()  # "IP" or "IP:PORT"; empty: the system resolver
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +155,8 @@ class Settings:
     smtp: SMTPSettings
     auth: AuthSettings
     submission: SubmissionSettings
+    delivery: DeliverySettings
+    dns: DNSSettings
     listeners: tuple[ListenerSettings, ...]
 
     @property
@@ -141,7 +186,12 @@ SECTIONS: dict[str, type] = {
     "smtp": SMTPSettings,
     "auth": AuthSettings,
     "submission": SubmissionSettings,
+    "delivery": DeliverySettings,
+    "dns": DNSSettings,
 }
+
+# Keys of these sections that are tables, parsed apart from the scalar keys.
+_TABLE_KEYS = {"delivery": ("routes", "tls_policy")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,14 +342,44 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
             raise ConfigError(source, section, f"unknown section (known: {', '.join(sorted(allowed))})")
         if not isinstance(value, dict):
             raise ConfigError(source, section, "expected a table, e.g. [" + section + "]")
-    built = {
-        name: _build(cls, raw.get(name, {}), source, name, env, f"{ENV_PREFIX}{name}")
-        for name, cls in SECTIONS.items()
-    }
+    built: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        data = dict(raw.get(name, {}))
+        extra = {key: data.pop(key) for key in _TABLE_KEYS.get(name, ()) if key in data}
+        if name == "delivery":
+            extra = {"routes": _build_routes(extra.get("routes", {}), source),
+                     "tls_policy": _build_tls_policy(extra.get("tls_policy", {}), source)}
+        built[name] = _build(cls, data, source, name, env, f"{ENV_PREFIX}{name}", extra=extra)
     listeners = _build_listeners(raw.get("listener", {}), source, env)
     settings = Settings(source=source, listeners=listeners, **built)
     _check(settings)
     return settings
+
+
+def _build_routes(raw: Any, source: str) -> tuple[Route, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "delivery.routes", 'expected tables, e.g. [delivery.routes."example.com"]')
+    routes = []
+    for domain, table in raw.items():
+        key = f'delivery.routes."{domain}"'
+        if not isinstance(table, dict):
+            raise ConfigError(source, key, 'expected a table with host = "smtp.example.net", port = 587, ...')
+        if "host" not in table:
+            raise ConfigError(source, f"{key}.host", 'required, e.g. host = "smtp.example.net"')
+        routes.append(_build(Route, table, source, key, {}, "", extra={"domain": domain.lower().rstrip(".")}))
+    return tuple(routes)
+
+
+def _build_tls_policy(raw: Any, source: str) -> tuple[tuple[str, TLSPolicy], ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "delivery.tls_policy", 'expected a table, e.g. "example.com" = "verify"')
+    out = []
+    for domain, policy in raw.items():
+        if policy not in typing.get_args(TLSPolicy):
+            raise ConfigError(source, f'delivery.tls_policy."{domain}"',
+                              f'expected one of "none", "may", "encrypt", "verify", got {policy!r}')
+        out.append((domain.lower().rstrip("."), policy))
+    return tuple(out)
 
 
 def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str],

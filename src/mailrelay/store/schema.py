@@ -66,5 +66,64 @@ recipients = sa.Table(
     sa.Column("next_attempt_at", sa.Float, nullable=True),
     sa.Column("last_reply", sa.Text, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # A claimed recipient carries a lease: if the node dies mid-delivery the lease expires and
+    # another (or the restarted) node picks it up at next_attempt_at, written before the attempt.
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
     sa.Index("ix_recipients_status_next", "status", "next_attempt_at"),
+)
+
+# One row per delivery attempt of one recipient: what `queue show` explains a wait with.
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("recipient_id", sa.Integer, sa.ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("mx_host", sa.String(255), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("tls", sa.String(160), nullable=True),  # "TLSv1.3 TLS_AES_256_GCM_SHA384", or null
+    sa.Column("reply", sa.Text, nullable=False),  # remote reply or our own diagnostic
+    sa.Column("outcome", sa.String(16), nullable=False),  # delivered | deferred | bounced
+)
+
+# What happened to mail, for people and webhooks: delivered, deferred, bounced, expired,
+# dropped, deleted, bounced-by-operator, retried-by-operator, suppressed.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.Integer, nullable=True, index=True),
+    sa.Column("message_id", sa.String(32), nullable=True, index=True),
+    sa.Column("recipient", sa.String(320), nullable=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("address", sa.String(320), nullable=False),  # lower-cased
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("account_id", "address", name="uq_suppressions_account_address"),
+)
+
+# Sender domains of an account, with their DKIM keys (PEM, PKCS#8).
+domains = sa.Table(
+    "domains",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),  # lower-case, no trailing dot
+    sa.Column("selector", sa.String(63), nullable=False),
+    sa.Column("rsa_private_key", sa.Text, nullable=True),
+    sa.Column("ed25519_private_key", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
