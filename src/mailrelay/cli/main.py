@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from mailrelay import __version__
 from mailrelay.accounts.service import AccountError
-from mailrelay.cli import account_cmd, queue_cmd
+from mailrelay.cli import account_cmd, domain_cmd, queue_cmd, suppression_cmd
 from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
 from mailrelay.settings import ConfigError
 from mailrelay.store.db import StorageError
@@ -62,7 +62,9 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     if add_serve_arguments is not None:
         add_serve_arguments(serve_parser)
     account_cmd.add_arguments(sub)
+    domain_cmd.add_arguments(sub)
     queue_cmd.add_arguments(sub)
+    suppression_cmd.add_arguments(sub)
     return parser
 
 
