@@ -218,6 +218,11 @@ demo_account = true
 [submission]
 trusted_networks = ["127.0.0.0/8"]
 trusted_account = "demo"
+require_own_domain = false
+
+[delivery]
+# accept-only: the benchmark measures acceptance; nothing may leave this machine
+enabled = false
 
 [smtp]
 max_connections_per_ip = 100000

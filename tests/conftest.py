@@ -20,6 +20,8 @@ from mailrelay.accounts.passwords import make_hasher
 from mailrelay.store import migrate
 from mailrelay.store.db import create_engine
 
+pytest_plugins = ["tests.support.fixtures"]
+
 PG_URL = os.environ.get("MAILRELAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("MAILRELAY_TEST_REQUIRE_PG") == "1"
 

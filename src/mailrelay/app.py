@@ -19,6 +19,8 @@ from sqlalchemy.engine import Engine
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
 from mailrelay.cli.common import open_storage
+from mailrelay.delivery.agent import DeliveryAgent
+from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.server import BindFailure, EngineLimits, Listener, SMTPServer
@@ -71,8 +73,23 @@ class App:
         self.engine = engine if engine is not None else open_storage(settings)
         self.accounts = AccountService(self.engine, hasher or make_hasher())
         self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max)
+        self.signer = None  # DKIM: set up with the sender domains (delivery.signing)
         self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
         self.smtp = self._build_smtp()
+        self.agent: DeliveryAgent | None = self._build_agent() if settings.delivery.enabled else None
+
+    def _build_agent(self) -> DeliveryAgent:
+        s = self.settings
+        try:
+            resolver = DNSResolver(s.dns.nameservers, s.dns.timeout)
+        except DNSConfigError as exc:
+            raise ConfigError(s.source, exc.key, str(exc)) from None
+        except ValueError as exc:
+            raise ConfigError(s.source, "dns.nameservers", str(exc)) from None
+        agent = DeliveryAgent(settings=s.delivery, writer=self.writer, resolver=resolver,
+                              hostname=s.server.hostname, signer=self.signer)
+        self.writer.on_enqueued = agent.wake
+        return agent
 
     def _build_smtp(self) -> SMTPServer:
         s = self.settings
@@ -117,10 +134,14 @@ class App:
 
     async def start(self) -> list[BindFailure]:
         self.writer.start(asyncio.get_running_loop())
+        if self.agent is not None:
+            await self.agent.start()
         return await self.smtp.start()
 
     async def stop(self) -> None:
         await self.smtp.stop(self.settings.server.shutdown_timeout)
+        if self.agent is not None:
+            await self.agent.stop(self.settings.server.shutdown_timeout)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
         self.auth_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()

@@ -95,7 +95,7 @@ class Route:
     host: str
     port: int = 25
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     tls: TLSPolicy = "may"
 
 
@@ -359,14 +359,22 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
 def _build_routes(raw: Any, source: str) -> tuple[Route, ...]:
     if not isinstance(raw, dict):
         raise ConfigError(source, "delivery.routes", 'expected tables, e.g. [delivery.routes."example.com"]')
-    routes = []
+    routes: list[Route] = []
     for domain, table in raw.items():
         key = f'delivery.routes."{domain}"'
         if not isinstance(table, dict):
             raise ConfigError(source, key, 'expected a table with host = "smtp.example.net", port = 587, ...')
         if "host" not in table:
             raise ConfigError(source, f"{key}.host", 'required, e.g. host = "smtp.example.net"')
-        routes.append(_build(Route, table, source, key, {}, "", extra={"domain": domain.lower().rstrip(".")}))
+        name = domain.lower().rstrip(".")
+        if any(r.domain == name for r in routes):
+            raise ConfigError(source, key, f'a second route for "{name}" (domains are case-insensitive)')
+        route = _build(Route, table, source, key, {}, "", extra={"domain": name})
+        if not route.host.strip():
+            raise ConfigError(source, f"{key}.host", 'expected a host name or IP, e.g. host = "smtp.example.net"')
+        if not 0 < route.port <= 65535:
+            raise ConfigError(source, f"{key}.port", f"expected a port number 1-65535, got {route.port}")
+        routes.append(route)
     return tuple(routes)
 
 

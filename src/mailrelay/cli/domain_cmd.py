@@ -1,10 +1,236 @@
-"""`mailrelay domain ...` (placeholder; filled in by the domains work)."""
+"""`mailrelay domain ...`: add sender domains with DKIM keys, list, show, verify DNS, remove.
+
+Security: `--private-key` reads a private key from a file (never from argv); keys are stored
+in the database and never printed, only their public DNS records.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
+
+from mailrelay.accounts.domains import (
+    ALGORITHM_CHOICES,
+    DEFAULT_SELECTOR,
+    DNSRecord,
+    Domain,
+    DomainService,
+    RecordCheck,
+    dns_records,
+    verify,
+)
+from mailrelay.cli.common import UsageError, open_from_args
+from mailrelay.cli.output import format_table, format_time, to_json
+from mailrelay.settings import ConfigError, Settings
+
+MAX_KEY_FILE = 64 * 1024  # a PEM key is a few KB; refuse to read a mistaken huge file
+
+TXT_NOTE = ("TXT values longer than 255 characters are split into several strings in the zone; "
+            "most DNS providers do this for you.")
 
 
 def add_arguments(sub: Any) -> None:
-    _ = (sub, argparse)
+    domain = sub.add_parser("domain", help="manage sender domains and their DKIM keys")
+    dom = domain.add_subparsers(dest="domain_command", metavar="COMMAND", required=True)
+
+    p = dom.add_parser("add", help="add a sender domain to an account, with DKIM keys")
+    p.add_argument("domain")
+    p.add_argument("--account", required=True, metavar="NAME")
+    p.add_argument("--selector", default=DEFAULT_SELECTOR,
+                   help=f"DKIM selector (default {DEFAULT_SELECTOR}; with both algorithms the "
+                        "Ed25519 key uses SELECTOR-ed)")
+    p.add_argument("--algorithm", choices=ALGORITHM_CHOICES, default=None,
+                   help="keys to generate (default rsa); with --private-key, the key's type decides")
+    p.add_argument("--private-key", metavar="FILE",
+                   help="import this PEM private key (RSA >= 1024 bits or Ed25519) instead of "
+                        "generating one")
+    _json(p)
+    p.set_defaults(func=cmd_add)
+
+    p = dom.add_parser("list", help="list sender domains")
+    p.add_argument("--account", metavar="NAME")
+    _json(p)
+    p.set_defaults(func=cmd_list)
+
+    p = dom.add_parser("show", help="show a domain and the DNS records to publish")
+    p.add_argument("domain")
+    _json(p)
+    p.set_defaults(func=cmd_show)
+
+    p = dom.add_parser("verify", help="check the domain's DNS records (exit 1 unless all are ok)")
+    p.add_argument("domain")
+    _json(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = dom.add_parser("remove", help="remove a domain and delete its DKIM keys")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_remove)
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _service(args: argparse.Namespace) -> tuple[Settings, DomainService]:
+    settings, engine = open_from_args(args)
+    return settings, DomainService(engine)
+
+
+def _records(settings: Settings, domain: Domain) -> list[DNSRecord]:
+    return dns_records(domain, hostname=settings.server.hostname,
+                       source_address=settings.delivery.source_address)
+
+
+def read_key_file(path: str) -> tuple[str, bytes]:
+    """(kind, PEM) of the key in `path`, checked; errors name the file."""
+    from mailrelay.mailauth.dkim import DKIMKeyError, normalize_private_key
+
+    try:
+        with open(path, "rb") as fh:
+            pem = fh.read(MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        raise UsageError(f"--private-key {path}: file not found") from None
+    except PermissionError:
+        raise UsageError(f"--private-key {path}: file not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise UsageError(f"--private-key {path}: is a directory, expected a PEM file") from None
+    except OSError as exc:
+        raise UsageError(f"--private-key {path}: cannot read ({exc.strerror})") from None
+    if len(pem) > MAX_KEY_FILE:
+        raise UsageError(f"--private-key {path}: larger than {MAX_KEY_FILE // 1024} KB, "
+                         "not a PEM private key")
+    try:
+        kind, _ = normalize_private_key(pem)
+    except DKIMKeyError as exc:
+        raise UsageError(f"--private-key {path}: {exc}") from None
+    return kind, pem
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    pem = None
+    if args.private_key is not None:
+        kind, pem = read_key_file(args.private_key)
+        if args.algorithm not in (None, kind):
+            raise UsageError(f"--private-key {args.private_key} is an {kind} key, but --algorithm "
+                             f"is {args.algorithm}: drop --algorithm (the key's type decides)")
+    settings, svc = _service(args)
+    domain = svc.add(args.domain, args.account, selector=args.selector,
+                     algorithm=args.algorithm or "rsa", private_key_pem=pem)
+    records = _records(settings, domain)
+    if args.json:
+        print(to_json(_domain_json(domain, records)))
+        return 0
+    how = "imported" if pem is not None else "new"
+    print(f"added domain {domain.name} to account {domain.account_name} "
+          f"({how} DKIM key: {', '.join(_describe_keys(domain))})")
+    print()
+    print("Publish these DNS records:")
+    print(_records_table(records))
+    print()
+    print(TXT_NOTE)
+    print(f"Then run `mailrelay domain verify {domain.name}` to check them.")
+    return 0
+
+
+def _describe_keys(domain: Domain) -> list[str]:
+    return [f"{k.kind} selector {k.selector}" for k in domain.dkim]
+
+
+def _records_table(records: list[DNSRecord]) -> str:
+    return format_table(("type", "name", "value"), [(r.type, r.name, r.value) for r in records])
+
+
+def _record_json(r: DNSRecord) -> dict[str, Any]:
+    return {"purpose": r.purpose, "type": r.type, "name": r.name, "value": r.value}
+
+
+def _domain_json(d: Domain, records: list[DNSRecord] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": d.name, "account": d.account_name, "selector": d.selector,
+        "algorithms": list(d.algorithms), "created_at": d.created_at,
+        "dkim": [{"algorithm": k.kind, "selector": k.selector, "record": k.record} for k in d.dkim],
+    }
+    if records is not None:
+        out["dns_records"] = [_record_json(r) for r in records]
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _, svc = _service(args)
+    found = svc.list(args.account)
+    if args.json:
+        print(to_json([_domain_json(d) for d in found]))
+    elif not found:
+        print("no domains; add one with `mailrelay domain add DOMAIN --account NAME`")
+    else:
+        rows = [(d.name, d.account_name, ", ".join(_describe_keys(d)), format_time(d.created_at))
+                for d in found]
+        print(format_table(("domain", "account", "dkim", "created"), rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings, svc = _service(args)
+    domain = svc.require(args.domain)
+    records = _records(settings, domain)
+    if args.json:
+        print(to_json(_domain_json(domain, records)))
+        return 0
+    print(f"domain:   {domain.name}")
+    print(f"account:  {domain.account_name}")
+    print(f"dkim:     {', '.join(_describe_keys(domain))}")
+    print(f"created:  {format_time(domain.created_at)}")
+    print()
+    print("DNS records:")
+    print(_records_table(records))
+    return 0
+
+
+def _check_json(c: RecordCheck) -> dict[str, Any]:
+    return {**_record_json(c.record), "status": c.status, "found": list(c.found), "note": c.note}
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings, svc = _service(args)
+    domain = svc.require(args.domain)
+    records = _records(settings, domain)
+    # Imported here: dnspython is only needed by this command.
+    from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
+
+    try:
+        resolver = DNSResolver(settings.dns.nameservers, settings.dns.timeout)
+    except DNSConfigError as exc:
+        raise ConfigError(settings.source, exc.key, str(exc)) from None
+    checks = asyncio.run(verify(domain, records, resolver))
+    ok = all(c.status == "ok" for c in checks)
+    if args.json:
+        print(to_json({"domain": domain.name, "ok": ok, "checks": [_check_json(c) for c in checks]}))
+        return 0 if ok else 1
+    rows = [(c.record.purpose.upper(), c.record.type, c.record.name, c.status) for c in checks]
+    print(format_table(("record", "type", "name", "status"), rows))
+    for c in checks:
+        if c.status == "ok":
+            continue
+        print()
+        print(f"{c.record.purpose.upper()} {c.record.type} {c.record.name}: {c.status}"
+              + (f" ({c.note})" if c.note else ""))
+        print(f"  expected: {c.record.value}")
+        for value in c.found:
+            print(f"  found:    {value}")
+    print()
+    if ok:
+        print(f"all DNS records of {domain.name} are in place")
+    else:
+        print(f"{sum(c.status != 'ok' for c in checks)} of {len(checks)} records are not in place "
+              "yet; DNS changes can take a while to appear")
+    return 0 if ok else 1
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    _, svc = _service(args)
+    domain = svc.remove(args.domain)
+    print(f"removed domain {domain.name} from account {domain.account_name}; its DKIM keys are "
+          "deleted, so remove its _domainkey DNS records too")
+    return 0
+

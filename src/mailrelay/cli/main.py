@@ -17,6 +17,7 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from mailrelay import __version__
+from mailrelay.accounts.domains import DomainError
 from mailrelay.accounts.service import AccountError
 from mailrelay.cli import account_cmd, domain_cmd, queue_cmd, suppression_cmd
 from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except KeyboardInterrupt:
         return 130
-    except (ConfigError, AccountError, UsageError) as exc:
+    except (ConfigError, AccountError, DomainError, UsageError) as exc:
         _error(str(exc))
         return 2
     except StorageError as exc:

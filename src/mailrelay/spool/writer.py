@@ -14,10 +14,11 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from mailrelay.store.schema import messages, recipients
 
@@ -61,9 +62,10 @@ class SpoolRecord:
         return msg, rcpts
 
 
-_Item = tuple[SpoolRecord, "asyncio.Future[Any]", Any]
+_Item = tuple[Any, "asyncio.Future[Any]", Any]  # (SpoolRecord or op, future, result)
 _Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
 _STOP = object()
+_FROM_OP = object()  # marks an op's item: its future gets what the op returned
 T = TypeVar("T")
 
 
@@ -78,6 +80,7 @@ class SpoolWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.written = 0
+        self.on_enqueued: Callable[[], None] | None = None  # called on the loop after new mail commits
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -89,6 +92,14 @@ class SpoolWriter:
         assert self._loop is not None, "SpoolWriter.start() first"
         fut: asyncio.Future[T] = self._loop.create_future()
         self._queue.put((record, fut, result))
+        return fut
+
+    def run(self, op: Callable[[Connection], T]) -> asyncio.Future[T]:
+        """Run `op(conn)` in the writer thread inside the next transaction; its return value
+        (or exception) comes back through the future. Ops share commits with enqueues."""
+        assert self._loop is not None, "SpoolWriter.start() first"
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((op, fut, _FROM_OP))
         return fut
 
     def stop(self) -> None:
@@ -120,10 +131,12 @@ class SpoolWriter:
 
     def _write(self, batch: list[_Item]) -> None:
         try:
-            self._commit([rec for rec, _, _ in batch])
+            op_results = self._commit(batch)
         except Exception as exc:
             if len(batch) == 1:
-                log.error("enqueue of %s failed: %s", batch[0][0].queue_id, exc)
+                work = batch[0][0]
+                what = work.queue_id if isinstance(work, SpoolRecord) else getattr(work, "__name__", "op")
+                log.error("database write (%s) failed: %s", what, exc)
                 self._resolve([(batch[0][1], None, exc)])
                 return
             # One bad message must not fail the others: retry them one by one.
@@ -131,28 +144,41 @@ class SpoolWriter:
                 self._write([item])
             return
         self.batches += 1
-        self.written += len(batch)
-        self._resolve([(fut, result, None) for _, fut, result in batch])
+        enqueued = sum(1 for work, _, _ in batch if isinstance(work, SpoolRecord))
+        self.written += enqueued
+        results: list[_Result] = []
+        for (_, fut, result), op_result in zip(batch, op_results, strict=True):
+            results.append((fut, op_result if result is _FROM_OP else result, None))
+        self._resolve(results, wake=enqueued > 0)
 
-    def _commit(self, records: list[SpoolRecord]) -> None:
+    def _commit(self, batch: list[_Item]) -> list[Any]:
+        """One transaction: all new messages in two bulk inserts, then the ops in order."""
         msg_rows: list[dict[str, Any]] = []
         rcpt_rows: list[dict[str, Any]] = []
-        for rec in records:
-            m, r = rec.rows()
-            msg_rows.append(m)
-            rcpt_rows.extend(r)
+        for work, _, _ in batch:
+            if isinstance(work, SpoolRecord):
+                m, r = work.rows()
+                msg_rows.append(m)
+                rcpt_rows.extend(r)
+        out: list[Any] = []
         with self._engine.begin() as conn:
-            conn.execute(messages.insert(), msg_rows)
-            conn.execute(recipients.insert(), rcpt_rows)
+            if msg_rows:
+                conn.execute(messages.insert(), msg_rows)
+                conn.execute(recipients.insert(), rcpt_rows)
+            for work, _, _ in batch:
+                out.append(None if isinstance(work, SpoolRecord) else work(conn))
+        return out
 
-    def _resolve(self, results: list[_Result]) -> None:
+    def _resolve(self, results: list[_Result], *, wake: bool = False) -> None:
         assert self._loop is not None
         # A closed loop raises RuntimeError: nobody waits for these replies any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_set_results, results)
+            self._loop.call_soon_threadsafe(_set_results, results, self.on_enqueued if wake else None)
 
 
-def _set_results(results: list[_Result]) -> None:
+def _set_results(results: list[_Result], wake: Callable[[], None] | None = None) -> None:
+    if wake is not None:
+        wake()
     for fut, result, exc in results:
         if fut.done():
             continue

@@ -5,20 +5,14 @@ Stored bodies are never rewritten (STYLE habit 8): these lines are kept apart as
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import re
 import time
 
+from mailrelay.core.dates import rfc5322_date
 from mailrelay.smtp.handler import Session, Transaction
 
 _MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
 _DATE = re.compile(rb"(?im)^date[ \t]*:")
-
-
-def rfc5322_date(when: float) -> str:
-    """`Wed, 18 Nov 2026 11:06:40 +0000`: UTC with an explicit offset (-0000 means "unknown")."""
-    return email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.UTC))
 
 
 def header_block(body: bytes) -> bytes:

@@ -86,6 +86,8 @@ enabled = false
 enabled = false
 [listener.alt]
 enabled = false
+[delivery]
+enabled = false
 """, extra))
     return config
 

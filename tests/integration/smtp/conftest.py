@@ -103,6 +103,10 @@ key_file = "{key}"
 url = "{url}"
 [smtp]
 idle_timeout = 30
+[submission]
+require_own_domain = false
+[delivery]
+enabled = false
 [listener.smtp]
 listen = ["127.0.0.1:0"]
 [listener.submission]

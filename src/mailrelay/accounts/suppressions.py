@@ -1,0 +1,199 @@
+"""Suppression lists: per-account addresses that mail is no longer sent to.
+
+Addresses get here from hard bounces (`add_from_bounce`, inside the delivery results
+transaction) or by hand (`add`, `remove`: the CLI and API, which also write an event). The
+delivery scheduler asks `suppressed_among` once per batch of recipients and drops those.
+Addresses are stored lower-cased: local parts are case-sensitive in theory (RFC 5321 §2.4),
+but no mailbox provider treats them so, and a list that `Bob@` slips past is no list.
+
+Exceptions:
+
+    AccountError                 (accounts.service) a user mistake; exit code 2 in the CLI
+     └── SuppressionError        bad address or reason, or no such suppression
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailrelay.accounts.service import AccountError
+from mailrelay.core.address import has_control_chars, validate_mailbox
+from mailrelay.store.schema import accounts, events, suppressions
+
+MAX_REASON = 500
+# Addresses per IN (...) query: under SQLite's oldest bound-parameter limit (999).
+BATCH = 900
+
+EVENT_ADDED = "suppression-added"
+EVENT_REMOVED = "suppression-removed"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SuppressionError(AccountError):
+    """A user mistake about suppressions; the message says what was wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    account: str
+    address: str  # lower-cased
+    reason: str
+    created_at: float
+
+
+def normalize_address(address: str) -> str:
+    """`address` lower-cased if it is a valid mailbox (RFC 5321/6531), else SuppressionError."""
+    text = address.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if has_control_chars(text) or not validate_mailbox(text, utf8=True):
+        raise SuppressionError(f"not an email address: {address[:80]!r} (expected local@domain)")
+    return text.lower()
+
+
+def _clean_reason(reason: str) -> str:
+    reason = " ".join(_CONTROL.sub(" ", reason).split())
+    if len(reason) > MAX_REASON:
+        raise SuppressionError(f"reason too long: at most {MAX_REASON} characters")
+    return reason
+
+
+_COLS = (accounts.c.name.label("account"), suppressions.c.address, suppressions.c.reason,
+         suppressions.c.created_at)
+
+
+def _suppression(row: Any) -> Suppression:
+    return Suppression(account=row.account, address=row.address, reason=row.reason,
+                       created_at=row.created_at)
+
+
+class SuppressionService:
+    """Suppression lists on SQLAlchemy Core (SQLite and PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    # -- by hand (CLI, API) ------------------------------------------------------------------
+
+    def add(self, account_name: str, address: str, reason: str = "") -> Suppression:
+        """Suppress `address` for the account; if it already is, the existing entry is returned
+        unchanged (first reason and time kept) and no event is written."""
+        address = normalize_address(address)
+        reason = _clean_reason(reason)
+        now = self._clock()
+        with self._engine.begin() as conn:
+            account_id = _account_id(conn, account_name)
+            if self.add_from_bounce(conn, account_id, address, reason, now):
+                conn.execute(events.insert().values(account_id=account_id, recipient=address,
+                                                    type=EVENT_ADDED, detail=reason, at=now))
+            row = conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
+                               .where(suppressions.c.account_id == account_id,
+                                      suppressions.c.address == address)).one()
+        return _suppression(row)
+
+    def get(self, account_name: str, address: str) -> Suppression | None:
+        """The entry for `address`, or None; AccountError if there is no such account."""
+        address = normalize_address(address)
+        with self._engine.connect() as conn:
+            account_id = _account_id(conn, account_name)
+            row = conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
+                               .where(suppressions.c.account_id == account_id,
+                                      suppressions.c.address == address)).first()
+        return _suppression(row) if row else None
+
+    def remove(self, account_name: str, address: str) -> Suppression:
+        """Take `address` off the account's list; SuppressionError if it is not on it."""
+        address = normalize_address(address)
+        with self._engine.begin() as conn:
+            account_id = _account_id(conn, account_name)
+            row = conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
+                               .where(suppressions.c.account_id == account_id,
+                                      suppressions.c.address == address)).first()
+            if row is None:
+                raise SuppressionError(f"{address} is not on the suppression list of account "
+                                       f"{account_name!r}")
+            conn.execute(suppressions.delete().where(suppressions.c.account_id == account_id,
+                                                     suppressions.c.address == address))
+            # detail: the reason it had been suppressed for, so the event log tells the story
+            conn.execute(events.insert().values(account_id=account_id, recipient=address,
+                                                type=EVENT_REMOVED, detail=row.reason,
+                                                at=self._clock()))
+        return _suppression(row)
+
+    def list(self, account_name: str | None = None) -> builtins.list[Suppression]:
+        """Every suppression, or one account's (AccountError if it does not exist), by account
+        name then address."""
+        query = (sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
+                 .order_by(accounts.c.name, suppressions.c.address))
+        with self._engine.connect() as conn:
+            if account_name is not None:
+                query = query.where(suppressions.c.account_id == _account_id(conn, account_name))
+            rows = conn.execute(query).all()
+        return [_suppression(r) for r in rows]
+
+    # -- for delivery ------------------------------------------------------------------------
+
+    def is_suppressed(self, account_id: int, address: str) -> bool:
+        return bool(self.suppressed_among(account_id, [address]))
+
+    def suppressed_among(self, account_id: int, addresses: Iterable[str]) -> set[str]:
+        """Those of `addresses` (as given, any case) that the account suppresses.
+
+        One query per batch of up to BATCH distinct addresses.
+        """
+        by_lower: dict[str, builtins.list[str]] = {}
+        for a in addresses:
+            by_lower.setdefault(a.lower(), []).append(a)
+        if not by_lower:
+            return set()
+        keys = builtins.list(by_lower)
+        found: set[str] = set()
+        with self._engine.connect() as conn:
+            for i in range(0, len(keys), BATCH):
+                rows = conn.execute(sa.select(suppressions.c.address).where(
+                    suppressions.c.account_id == account_id,
+                    suppressions.c.address.in_(keys[i:i + BATCH])))
+                for r in rows:
+                    found.update(by_lower.get(r.address, ()))
+        return found
+
+    @staticmethod
+    def add_from_bounce(conn: sa.Connection, account_id: int, address: str, reason: str,
+                        now: float) -> bool:
+        """Suppress `address` within the caller's transaction; True if it was not already.
+
+        Insert-if-absent in one statement (SQLite and PostgreSQL `ON CONFLICT DO NOTHING`):
+        a failed plain INSERT would abort the caller's whole PostgreSQL transaction, and a
+        select-then-insert races with a concurrent delivery of the same address.
+        """
+        values = {"account_id": account_id, "address": address.lower(),
+                  "reason": " ".join(_CONTROL.sub(" ", reason).split())[:MAX_REASON],
+                  "created_at": now}
+        target = ["account_id", "address"]
+        if conn.dialect.name == "sqlite":
+            stmt: sqlite.Insert | postgresql.Insert = (sqlite.insert(suppressions).values(**values)
+                                   .on_conflict_do_nothing(index_elements=target))
+        elif conn.dialect.name == "postgresql":
+            stmt = (postgresql.insert(suppressions).values(**values)
+                    .on_conflict_do_nothing(index_elements=target))
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            raise NotImplementedError(f"no insert-if-absent for {conn.dialect.name}")
+        # RETURNING, not rowcount: under SQLAlchemy the psycopg driver reports -1 for INSERTs.
+        return conn.execute(stmt.returning(suppressions.c.id)).first() is not None
+
+
+def _account_id(conn: sa.Connection, name: str) -> int:
+    account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).scalar()
+    if account_id is None:
+        raise AccountError(f"no account named {name[:80]!r}")
+    return int(account_id)

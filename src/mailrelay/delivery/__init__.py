@@ -1,0 +1,1 @@
+"""Outbound delivery: MX routing, the SMTP client, reply classification, bounces (DSN)."""

@@ -1,0 +1,252 @@
+"""The delivery workers of one node: claim due recipients, talk to their servers, record.
+
+One loop claims batches of due recipients (leased, next attempt written first) through the
+spool writer; each claim (one message at one domain) becomes a job that waits for a slot under
+two limits — connections in total and per destination domain — then reuses or opens a
+connection and runs one SMTP transaction. Outcomes go back through the writer in batches.
+
+Security: outbound connections go only where DNS (or a configured route) says, never to
+private or loopback addresses unless `delivery.allow_private_destinations` is set (routing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Connection as DBConnection
+
+from mailrelay.delivery.classify import Verdict
+from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
+from mailrelay.delivery.outcomes import RecipientOutcome, record_dropped, record_outcomes, suppressed_in
+from mailrelay.delivery.routing import Hop, RoutingError, plan_route
+from mailrelay.resolver.base import Resolver
+from mailrelay.settings import DeliverySettings
+from mailrelay.spool.leases import Claim, backoff, claim_due, release_leases
+from mailrelay.spool.writer import SpoolWriter
+
+log = logging.getLogger("mailrelay.delivery")
+
+Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines to prepend
+
+
+def node_name() -> str:
+    """This node's lease owner name: stable across restarts, distinct between hosts."""
+    return socket.gethostname()[:64]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStats:
+    claimed: int
+    delivered: int
+    deferred: int
+    bounced: int
+
+
+class ConnectionPool:
+    """Idle connections by (host, ip, port, tls policy), reused for the next message there."""
+
+    def __init__(self, keep_seconds: float) -> None:
+        self.keep_seconds = keep_seconds
+        self._idle: dict[tuple[str, str, int, str], list[Connection]] = {}
+
+    @staticmethod
+    def _key(hop: Hop, ip: str) -> tuple[str, str, int, str]:
+        return (hop.host, ip, hop.port, hop.tls)
+
+    def take(self, hop: Hop, ip: str) -> Connection | None:
+        idle = self._idle.get(self._key(hop, ip))
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable and now - conn.idle_since < self.keep_seconds:
+                return conn
+            conn.client.close()
+        return None
+
+    def put(self, conn: Connection) -> None:
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(self._key(conn.hop, conn.ip), []).append(conn)
+
+    async def expire(self, *, everything: bool = False) -> None:
+        now = time.monotonic()
+        for key, idle in list(self._idle.items()):
+            keep = [] if everything else [c for c in idle if c.usable and now - c.idle_since < self.keep_seconds]
+            for conn in idle:
+                if conn not in keep:
+                    await conn.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+
+class DeliveryAgent:
+    def __init__(self, *, settings: DeliverySettings, writer: SpoolWriter, resolver: Resolver,
+                 hostname: str, signer: Signer | None = None, node: str | None = None,
+                 poll_interval: float = 1.0) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.resolver = resolver
+        self.hostname = hostname
+        self.signer = signer
+        self.node = node or node_name()
+        self.poll_interval = poll_interval
+        self.pool = ConnectionPool(settings.connection_reuse_seconds)
+        self._total = asyncio.Semaphore(settings.max_connections)
+        self._per_domain: dict[str, asyncio.Semaphore] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = self.deferred = self.bounced = self.claimed = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        released = await self.writer.run(functools.partial(release_leases, node=self.node, now=time.time()))
+        if released:
+            log.info("%d recipients leased to %s before a restart are due again", released, self.node)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="delivery-agent")
+
+    def wake(self) -> None:
+        """New mail was queued: claim now instead of at the next poll."""
+        self._wake.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming; let transactions in flight finish (bounded); leases cover the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=timeout)
+        if self._jobs:
+            _, pending = await asyncio.wait(set(self._jobs), timeout=timeout)
+            for task in pending:
+                task.cancel()
+        await self.pool.expire(everything=True)
+
+    def stats(self) -> AgentStats:
+        return AgentStats(self.claimed, self.delivered, self.deferred, self.bounced)
+
+    # -- the claim loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        s = self.settings
+        # Keep roughly two jobs per connection slot in hand: enough to keep every slot busy,
+        # few enough that leases are not held long by jobs waiting for a slot.
+        high_water = max(2 * s.max_connections, 50)
+        last_expire = time.monotonic()
+        while not self._stopping:
+            room = high_water - len(self._jobs)
+            claims: list[Claim] = []
+            if room > 0:
+                try:
+                    claims = await self.writer.run(functools.partial(
+                        self._claim, node=self.node, now=time.time(), limit=min(room, 500)))
+                except Exception:
+                    log.exception("claiming due recipients failed; retrying shortly")
+                    claims = []
+            for claim in claims:
+                task = asyncio.get_running_loop().create_task(self._job(claim))
+                self._jobs.add(task)
+                task.add_done_callback(self._jobs.discard)
+            if time.monotonic() - last_expire > 1.0:
+                last_expire = time.monotonic()
+                await self.pool.expire()
+            if claims and len(claims) >= min(room, 500):
+                await asyncio.sleep(0)  # more may be due right away
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    def _claim(self, conn: DBConnection, *, node: str, now: float, limit: int) -> list[Claim]:
+        s = self.settings
+        claims = claim_due(conn, node=node, now=now, limit=limit, lease_seconds=s.lease_seconds,
+                           next_attempt=functools.partial(backoff, first=s.retry_first, cap=s.retry_max))
+        out = []
+        for claim in claims:
+            suppressed = suppressed_in(conn, claim.message.account_id, (r.address for r in claim.recipients))
+            if suppressed:
+                record_dropped(conn, claim, [r for r in claim.recipients if r.address.lower() in suppressed], now=now)
+                rest = tuple(r for r in claim.recipients if r.address.lower() not in suppressed)
+                if not rest:
+                    continue
+                claim = Claim(claim.message, claim.domain, rest)
+            out.append(claim)
+        self.claimed += sum(len(c.recipients) for c in out)
+        return out
+
+    # -- one job --------------------------------------------------------------------------
+
+    def _domain_slot(self, domain: str) -> asyncio.Semaphore:
+        sem = self._per_domain.get(domain)
+        if sem is None:
+            sem = self._per_domain[domain] = asyncio.Semaphore(self.settings.max_per_domain)
+        return sem
+
+    async def _job(self, claim: Claim) -> None:
+        try:
+            async with self._domain_slot(claim.domain), self._total:
+                outcomes = await self._deliver(claim)
+        except Exception as exc:  # a bug must defer one message, not stop the agent
+            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain)
+            verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
+            outcomes = [RecipientOutcome(r, verdict) for r in claim.recipients]
+        for out in outcomes:
+            if out.verdict.outcome == "delivered":
+                self.delivered += 1
+            elif out.verdict.outcome == "bounced":
+                self.bounced += 1
+            else:
+                self.deferred += 1
+            log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
+                     out.host or "none", out.ip or "", out.tls or "no", out.verdict.outcome, out.verdict.status,
+                     out.verdict.diagnostic[:200])
+        bounce = await self.writer.run(functools.partial(
+            record_outcomes, claim=claim, outcomes=outcomes, now=time.time(), hostname=self.hostname,
+            max_lifetime=self.settings.max_lifetime))
+        if bounce is not None:
+            self.wake()
+
+    async def _deliver(self, claim: Claim) -> list[RecipientOutcome]:
+        s = self.settings
+        try:
+            plan = await plan_route(claim.domain, resolver=self.resolver, settings=s)
+        except RoutingError as exc:
+            verdict = Verdict("bounced" if exc.permanent else "deferred", exc.status, exc.text, remote=False)
+            return [RecipientOutcome(r, verdict) for r in claim.recipients]
+        data = claim.message.data
+        if self.signer is not None:
+            data = self.signer(claim.message.account_id, data) + data
+        addresses = [r.address for r in claim.recipients]
+        last: Verdict = Verdict("deferred", "4.4.1", f"no server for {claim.domain} could be reached", remote=False)
+        last_where: tuple[str | None, str | None] = (None, None)
+        for hop in plan.hops:
+            for ip in hop.ips:
+                conn = self.pool.take(hop, ip)
+                if conn is None:
+                    try:
+                        conn = await connect(hop, ip, helo=self.hostname, source_address=s.source_address,
+                                             connect_timeout=s.connect_timeout, command_timeout=s.command_timeout)
+                    except HostFailed as exc:
+                        last, last_where = exc.verdict, (hop.host, ip)
+                        continue
+                result = await send(conn, sender=claim.message.mail_from, recipients=addresses, data=data)
+                if result.reusable and not self._stopping:
+                    self.pool.put(conn)
+                else:
+                    await conn.close()
+                return self._outcomes(claim, result)
+        return [RecipientOutcome(r, last, last_where[0], last_where[1]) for r in claim.recipients]
+
+    @staticmethod
+    def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:
+        return [RecipientOutcome(r, result.verdicts[r.address], result.host, result.ip, result.tls)
+                for r in claim.recipients]

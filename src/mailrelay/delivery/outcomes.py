@@ -1,0 +1,135 @@
+"""Writing down what happened to recipients: status, attempt, event, suppression and bounce.
+
+Runs inside the spool writer's transaction (`SpoolWriter.run`), so a delivered recipient, its
+attempt row and its event commit together; the only window in which a remote 250 can be lost is
+between that reply and this commit. A bounce (RFC 3464 DSN) is queued as a new message from the
+null sender in the same transaction, and never for a message that itself had a null sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailrelay.accounts.suppressions import SuppressionService
+from mailrelay.core.dates import rfc5322_date
+from mailrelay.core.ids import new_queue_id
+from mailrelay.delivery.classify import Verdict, is_hard_bounce
+from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
+from mailrelay.spool.leases import Claim, ClaimedRecipient
+from mailrelay.spool.writer import SpoolRecord
+from mailrelay.store.schema import attempts, events, messages, recipients, suppressions
+
+FINAL = ("delivered", "bounced", "expired", "dropped")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    recipient: ClaimedRecipient
+    verdict: Verdict
+    host: str | None = None
+    ip: str | None = None
+    tls: str | None = None
+
+
+def header_section(data: bytes) -> bytes:
+    end = data.find(b"\r\n\r\n")
+    return data if end < 0 else data[: end + 2]
+
+
+def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[RecipientOutcome], *, now: float,
+                    hostname: str, max_lifetime: float) -> str | None:
+    """Store the outcome of one attempt; returns the queue id of a bounce it queued, if any."""
+    msg = claim.message
+    failed: list[FailedRecipient] = []
+    attempt_rows = []
+    event_rows = []
+    for out in outcomes:
+        v = out.verdict
+        status = {"delivered": "delivered", "deferred": "deferred", "bounced": "bounced"}[v.outcome]
+        reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
+        if status == "deferred" and now - msg.created_at >= max_lifetime:
+            status = "expired"
+            failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
+                                          f"message expired after {max_lifetime / 86400:g} days; last error: "
+                                          f"{v.diagnostic}", _remote(out), now))
+        elif status == "bounced":
+            failed.append(FailedRecipient(out.recipient.address, v.status, "failed",
+                                          v.diagnostic, _remote(out), now))
+            if is_hard_bounce(v):
+                _suppress(conn, msg.account_id, out.recipient.address, v.diagnostic, now)
+        values: dict[str, object] = {"status": status, "last_reply": reply, "updated_at": now,
+                                     "lease_owner": None, "lease_until": None}
+        if status in FINAL:
+            values["next_attempt_at"] = None
+        conn.execute(recipients.update().where(recipients.c.id == out.recipient.id).values(**values))
+        attempt_rows.append({"message_id": msg.id, "recipient_id": out.recipient.id, "at": now,
+                             "mx_host": out.host, "ip": out.ip, "tls": out.tls, "reply": reply,
+                             "outcome": v.outcome})
+        event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
+                           "recipient": out.recipient.address, "type": status,
+                           "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now})
+    if attempt_rows:
+        conn.execute(attempts.insert(), attempt_rows)
+    if event_rows:
+        conn.execute(events.insert(), event_rows)
+    if failed:
+        return queue_bounce(conn, claim, failed, now=now, hostname=hostname)
+    return None
+
+
+def record_dropped(conn: Connection, claim: Claim, dropped: Iterable[ClaimedRecipient], *, now: float) -> None:
+    """Suppressed addresses are not sent to: they end `dropped`, with an event saying why."""
+    for rcpt in dropped:
+        conn.execute(recipients.update().where(recipients.c.id == rcpt.id).values(
+            status="dropped", last_reply="suppressed: address is on the account's suppression list",
+            updated_at=now, lease_owner=None, lease_until=None, next_attempt_at=None))
+        conn.execute(events.insert().values(account_id=claim.message.account_id, message_id=claim.message.id,
+                                            recipient=rcpt.address, type="dropped",
+                                            detail="address is on the suppression list", at=now))
+
+
+def suppressed_in(conn: Connection, account_id: int, addresses: Iterable[str]) -> set[str]:
+    lowered = {a.lower() for a in addresses}
+    if not lowered:
+        return set()
+    rows = conn.execute(sa.select(suppressions.c.address).where(
+        suppressions.c.account_id == account_id, suppressions.c.address.in_(lowered)))
+    return {r.address for r in rows}
+
+
+def _suppress(conn: Connection, account_id: int, address: str, reason: str, now: float) -> None:
+    # Insert-if-absent: two bounces of one address at once must not abort the transaction.
+    if SuppressionService.add_from_bounce(conn, account_id, address, reason[:500], now):
+        conn.execute(events.insert().values(account_id=account_id, recipient=address.lower(),
+                                            type="suppression-added", detail=reason[:500], at=now))
+
+
+def _remote(out: RecipientOutcome) -> str | None:
+    return out.host if out.verdict.remote else None
+
+
+def queue_bounce(conn: Connection, claim: Claim, failed: Sequence[FailedRecipient], *, now: float,
+                 hostname: str, action_note: str = "") -> str | None:
+    """Queue one DSN for `failed` recipients of the claimed message; None for a null sender."""
+    msg = claim.message
+    if not should_send_dsn(msg.mail_from):
+        return None
+    queue_id = new_queue_id()
+    body = build_dsn(reporting_mta=hostname, original_sender=msg.mail_from, original_queue_id=msg.id,
+                     arrival=msg.created_at, recipients=failed, original_headers=header_section(msg.data),
+                     now=now, message_id_domain=hostname)
+    trace = f"Received: by {hostname} (mailrelay) id {queue_id};\r\n\t{rfc5322_date(now)}\r\n".encode()
+    record = SpoolRecord(queue_id=queue_id, account_id=msg.account_id, mail_from="", mail_params={},
+                         recipients=[(msg.mail_from, {})], client_ip="127.0.0.1", helo=hostname,
+                         auth_user=None, tls_version=None, tls_cipher=None, listener="bounce",
+                         trace_headers=trace, body=body, created_at=now)
+    m, r = record.rows()
+    conn.execute(messages.insert(), [m])
+    conn.execute(recipients.insert(), r)
+    conn.execute(events.insert().values(account_id=msg.account_id, message_id=msg.id, recipient=msg.mail_from,
+                                        type="bounce-queued", detail=f"DSN {queue_id}{action_note}", at=now))
+    return queue_id

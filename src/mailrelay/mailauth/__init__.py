@@ -1,0 +1,1 @@
+"""Email authentication standards: DKIM signing (and later verification), SPF, DMARC."""

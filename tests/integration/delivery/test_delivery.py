@@ -1,0 +1,244 @@
+"""Delivery end to end: submit on 587, look up MX in a loopback DNS server, deliver to aiosmtpd
+servers on 127.0.0.X, retry, bounce, suppress — real sockets everywhere."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailrelay.store.schema import attempts, events, recipients
+from tests.integration.delivery.conftest import Behaviour, RemoteMX, delivery_toml
+from tests.integration.smtp.conftest import Node
+from tests.support.dnsserver import FakeDNS
+
+MSG = (b"From: alice@sender.test\r\nTo: bob@dest.test\r\nSubject: hello\r\n"
+       b"Message-ID: <m1@sender.test>\r\n\r\nHello over SMTP.\r\n.leading dot line\r\n")
+
+
+def start_node(node_factory: Callable[..., Node], fake_dns: FakeDNS, mx_port: int, extra: str = "") -> Node:
+    return node_factory(delivery_toml(fake_dns.address, mx_port, extra))
+
+
+def submit(node: Node, rcpts: list[str], msg: bytes = MSG, sender: str = "alice@sender.test") -> str:
+    client = node.submission()
+    client.ehlo()
+    client.mail(sender)
+    for rcpt in rcpts:
+        client.rcpt(rcpt)
+    code, text = client.data(msg)
+    assert code == 250, text
+    client.quit()
+    return text.decode().rsplit(" ", 1)[1]
+
+
+def statuses(node: Node, queue_id: str) -> dict[str, str]:
+    with node.app.engine.connect() as conn:
+        rows = conn.execute(sa.select(recipients.c.address, recipients.c.status)
+                            .where(recipients.c.message_id == queue_id)).all()
+    return {r.address: r.status for r in rows}
+
+
+def wait_status(node: Node, queue_id: str, want: dict[str, str], timeout: float = 20.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    got: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        got = statuses(node, queue_id)
+        if got == want:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"statuses {got}, expected {want}")
+
+
+def test_delivered_through_mx_with_envelope_intact(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                                   remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["bob@dest.test", "carol@dest.test"])
+    [got] = mx.wait_for(1)
+    assert got.mail_from == "alice@sender.test"
+    assert sorted(got.rcpt_tos) == ["bob@dest.test", "carol@dest.test"], "one transaction for one domain"
+    assert got.helo == "mx.mailrelay.test"
+    # the stored message, with our trace headers, arrives byte for byte (dot-stuffing undone)
+    stored = node.stored()[0]
+    assert got.data == bytes(stored["trace_headers"]) + bytes(stored["body"])
+    assert b"\r\n.leading dot line\r\n" in got.data
+    wait_status(node, qid, {"bob@dest.test": "delivered", "carol@dest.test": "delivered"})
+    with node.app.engine.connect() as conn:
+        rows = conn.execute(sa.select(attempts).where(attempts.c.message_id == qid)).all()
+    assert {r.outcome for r in rows} == {"delivered"}
+    assert {r.ip for r in rows} == {"127.0.0.2"} and {r.mx_host for r in rows} == {"mx.dest.test"}
+
+
+def test_mx_preference_and_fallback_to_the_next(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                                remote_mx: Callable[..., RemoteMX]) -> None:
+    remote_mx("127.0.0.3", down=True)  # best preference, nobody listening
+    backup = remote_mx("127.0.0.4")
+    worse = remote_mx("127.0.0.5")
+    fake_dns.mx("dest.test", (30, "mx3.dest.test"), (10, "mx1.dest.test"), (20, "mx2.dest.test"))
+    fake_dns.a("mx1.dest.test", "127.0.0.3")
+    fake_dns.a("mx2.dest.test", "127.0.0.4")
+    fake_dns.a("mx3.dest.test", "127.0.0.5")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["bob@dest.test"])
+    backup.wait_for(1)
+    wait_status(node, qid, {"bob@dest.test": "delivered"})
+    assert worse.messages == []
+
+
+def test_451_twice_then_delivered(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                  remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2", Behaviour(defer_first=2))
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["bob@dest.test"])
+    mx.wait_for(1, timeout=30)
+    wait_status(node, qid, {"bob@dest.test": "delivered"})
+    assert mx.handler.data_attempts == 3
+    with node.app.engine.connect() as conn:
+        outcomes = [r.outcome for r in conn.execute(
+            sa.select(attempts.c.outcome).where(attempts.c.message_id == qid).order_by(attempts.c.id))]
+        rcpt = conn.execute(sa.select(recipients).where(recipients.c.message_id == qid)).one()
+    assert outcomes == ["deferred", "deferred", "delivered"]
+    assert rcpt.attempts == 3
+    assert len(mx.messages) == 1, "never sent again once accepted"
+
+
+def test_550_bounces_to_the_sender_as_rfc3464(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                              remote_mx: Callable[..., RemoteMX]) -> None:
+    dest = remote_mx("127.0.0.2", Behaviour(reject={"nobody@dest.test"}))
+    sender_mx = remote_mx("127.0.0.6")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    fake_dns.mx("sender.test", (10, "mx.sender.test"))
+    fake_dns.a("mx.sender.test", "127.0.0.6")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["nobody@dest.test", "bob@dest.test"])
+    dest.wait_for(1)
+    [dsn] = sender_mx.wait_for(1)
+    assert dsn.mail_from in ("", "<>"), "bounces come from the null sender"
+    assert dsn.rcpt_tos == ["alice@sender.test"]
+    wait_status(node, qid, {"nobody@dest.test": "bounced", "bob@dest.test": "delivered"})
+    report = email.message_from_bytes(dsn.data, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    parts = list(report.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status",
+                                                     "text/rfc822-headers"]
+    status_text = parts[1].as_string()
+    assert "Final-Recipient: rfc822; nobody@dest.test" in status_text
+    assert "Action: failed" in status_text and "Status: 5.1.1" in status_text
+    assert "Remote-MTA: dns; mx.dest.test" in status_text
+    assert "Diagnostic-Code: smtp; 550 5.1.1" in status_text
+    assert "bob@dest.test" not in status_text, "only the failed recipient is reported"
+    assert "Subject: hello" in parts[2].get_content() if isinstance(parts[2].get_content(), str) \
+        else b"Subject: hello" in parts[2].get_content()
+    # a hard bounce puts the address on the account's suppression list...
+    node.app.engine.dispose()
+    with node.app.engine.connect() as conn:
+        kinds = {r.type for r in conn.execute(sa.select(events.c.type).where(events.c.message_id == qid))}
+    assert {"bounced", "delivered", "bounce-queued"} <= kinds
+    # ...so the next message to it is dropped without a connection
+    connections = dest.handler.connections
+    qid2 = submit(node, ["nobody@dest.test"])
+    wait_status(node, qid2, {"nobody@dest.test": "dropped"})
+    assert dest.handler.connections == connections
+
+
+def test_dsn_is_never_sent_for_a_null_sender(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                             remote_mx: Callable[..., RemoteMX]) -> None:
+    dest = remote_mx("127.0.0.2", Behaviour(reject={"nobody@dest.test"}))
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["nobody@dest.test"], sender="")
+    wait_status(node, qid, {"nobody@dest.test": "bounced"})
+    time.sleep(0.5)
+    assert len(node.stored()) == 1, "no bounce of a bounce"
+    assert dest.messages == []
+
+
+def test_null_mx_bounces_without_a_connection(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                              remote_mx: Callable[..., RemoteMX]) -> None:
+    sender_mx = remote_mx("127.0.0.6")
+    fake_dns.null_mx("nomail.test")
+    fake_dns.a("nomail.test", "127.0.0.7")
+    trap = remote_mx("127.0.0.7")
+    fake_dns.mx("sender.test", (10, "mx.sender.test"))
+    fake_dns.a("mx.sender.test", "127.0.0.6")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["x@nomail.test"])
+    wait_status(node, qid, {"x@nomail.test": "bounced"})
+    [dsn] = sender_mx.wait_for(1)
+    assert b"Status: 5.1.10" in dsn.data
+    assert trap.handler.connections == 0
+
+
+def test_mixed_domains_one_failing(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                   remote_mx: Callable[..., RemoteMX]) -> None:
+    a = remote_mx("127.0.0.2")
+    remote_mx("127.0.0.3", Behaviour(defer_rcpt={"busy@b.test"}))
+    fake_dns.mx("a.test", (10, "mx.a.test"))
+    fake_dns.a("mx.a.test", "127.0.0.2")
+    fake_dns.mx("b.test", (10, "mx.b.test"))
+    fake_dns.a("mx.b.test", "127.0.0.3")
+    node = start_node(node_factory, fake_dns, mx_port, "[delivery]\nretry_first = 60\nretry_max = 60")
+    qid = submit(node, ["one@a.test", "busy@b.test", "nx@nx.test"])
+    a.wait_for(1)
+    wait_status(node, qid, {"one@a.test": "delivered", "busy@b.test": "deferred", "nx@nx.test": "bounced"})
+
+
+def test_suppressed_address_is_dropped(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                       remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    alice = node.app.accounts.get("alice")
+    assert alice is not None
+    with node.app.engine.begin() as conn:
+        from mailrelay.store.schema import suppressions
+
+        conn.execute(suppressions.insert().values(account_id=alice.id, address="gone@dest.test",
+                                                  reason="manual", created_at=time.time()))
+    qid = submit(node, ["gone@dest.test", "here@dest.test"])
+    [got] = mx.wait_for(1)
+    assert got.rcpt_tos == ["here@dest.test"]
+    wait_status(node, qid, {"gone@dest.test": "dropped", "here@dest.test": "delivered"})
+
+
+def test_starttls_is_used_when_offered(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                       remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2", starttls=True)
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["bob@dest.test"])
+    [got] = mx.wait_for(1)
+    assert got.tls
+    wait_status(node, qid, {"bob@dest.test": "delivered"})
+    with node.app.engine.connect() as conn:
+        tls = conn.execute(sa.select(attempts.c.tls).where(attempts.c.message_id == qid)).scalar()
+    assert tls is not None and tls.startswith("TLSv1.")
+
+
+def test_encrypt_policy_refuses_a_server_without_starttls(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                                          remote_mx: Callable[..., RemoteMX]) -> None:
+    plain = remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port,
+                      '[delivery]\nretry_first = 60\nretry_max = 60\n[delivery.tls_policy]\n"dest.test" = "encrypt"')
+    qid = submit(node, ["bob@dest.test"])
+    wait_status(node, qid, {"bob@dest.test": "deferred"})
+    assert plain.messages == []
+    with node.app.engine.connect() as conn:
+        reply = conn.execute(sa.select(recipients.c.last_reply).where(recipients.c.message_id == qid)).scalar()
+    assert reply is not None and "STARTTLS" in reply

@@ -1,0 +1,1 @@
+"""Test support shared by the whole suite: real servers on loopback and their fixtures."""
