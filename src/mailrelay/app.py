@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
 
+from mailrelay.accounts.domains import DomainService
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
 from mailrelay.cli.common import open_storage
 from mailrelay.delivery.agent import DeliveryAgent
+from mailrelay.delivery.signing import DomainSigner
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
@@ -73,7 +75,8 @@ class App:
         self.engine = engine if engine is not None else open_storage(settings)
         self.accounts = AccountService(self.engine, hasher or make_hasher())
         self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max)
-        self.signer = None  # DKIM: set up with the sender domains (delivery.signing)
+        self.domains = DomainService(self.engine)
+        self.signer = DomainSigner(self.domains)
         self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
         self.smtp = self._build_smtp()
         self.agent: DeliveryAgent | None = self._build_agent() if settings.delivery.enabled else None
@@ -95,7 +98,8 @@ class App:
         s = self.settings
         policy = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
                                   writer=self.writer, trusted_account=s.submission.trusted_account,
-                                  executor=self.auth_executor)
+                                  executor=self.auth_executor,
+                                  sender_domains=self.signer if s.submission.require_own_domain else None)
         listeners = [
             Listener(
                 name=ls.name,

@@ -466,6 +466,14 @@ data_dir = "data"            # SQLite database, TLS certificate
 # Networks that may relay without AUTH (like Postfix's mynetworks), sent as trusted_account.
 trusted_networks = []
 # trusted_account = "demo"
+# Demo setting: any From: domain may be used. Before real use, set this to true and add each
+# sender domain (`mailrelay domain add example.com --account NAME`), which also sets up DKIM.
+require_own_domain = false
+
+[delivery]
+# Queued mail is delivered to the recipients' MX servers (port 25 outbound). Set
+# enabled = false to only accept and queue (e.g. to try mailrelay without sending anything).
+enabled = true
 
 # Listeners (as Postfix's master.cf): 25 and 2525 offer STARTTLS; 587 and 465 require AUTH.
 [listener.smtp]

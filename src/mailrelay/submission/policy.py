@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Awaitable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 from mailrelay.accounts.service import Account, AccountService
 from mailrelay.core import reply as R
 from mailrelay.core.address import Path
+from mailrelay.core.headers import from_domains
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.smtp.handler import Identity, Session, Transaction
@@ -35,13 +36,14 @@ class SubmissionPolicy:
 
     def __init__(self, *, hostname: str, accounts: AccountService, writer: SpoolWriter,
                  trusted_account: str = "", executor: Executor | None = None,
-                 cache_seconds: float = 30.0) -> None:
+                 cache_seconds: float = 30.0, sender_domains: SenderDomains | None = None) -> None:
         self.hostname = hostname
         self.accounts = accounts
         self.writer = writer
         self.trusted_account = trusted_account
         self.executor = executor
         self.cache_seconds = cache_seconds
+        self.sender_domains = sender_domains  # None: any From: domain may be used
         self._trusted: tuple[Account | None, float] = (None, 0.0)
 
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
@@ -78,10 +80,22 @@ class SubmissionPolicy:
         log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
         raise Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
 
+    def _check_from_domain(self, account: Account, body: bytes) -> None:
+        """submission.require_own_domain: From: must be the account's own (SendGrid's sender
+        authentication); otherwise anyone could send as anyone's domain through us."""
+        assert self.sender_domains is not None
+        if self.sender_domains.signing_domain(account.id, body) is None:
+            found = from_domains(body)
+            what = f"From: domain {found[0]}" if found else "a message without a From: address"
+            raise Refusal(Reply(550, "5.7.1", f"{what} is not a sender domain of account {account.name}; "
+                                "add it with `mailrelay domain add`"))
+
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
         account = self.sender_account(session)
         if account is None:  # the account went away between MAIL and DATA
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
+        if self.sender_domains is not None:
+            self._check_from_domain(account, body)
         queue_id = new_queue_id()
         now = time.time()
         record = SpoolRecord(
@@ -105,6 +119,10 @@ class SubmissionPolicy:
         if log.isEnabledFor(logging.INFO):
             fut.add_done_callback(functools.partial(_log_queued, record, account.name))
         return fut
+
+
+class SenderDomains(Protocol):
+    def signing_domain(self, account_id: int, data: bytes) -> str | None: ...
 
 
 def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -> None:

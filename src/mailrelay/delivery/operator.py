@@ -1,0 +1,159 @@
+"""Operator actions on the queue, as postqueue -f / postsuper -d users expect: retry, delete, bounce.
+
+Each function runs inside the caller's transaction (`with engine.begin() as conn: ...`), so the
+CLI can act while a server delivers from the same database: the change commits at once or not at
+all, and the scheduler sees it at its next claim.
+
+Hazard: a recipient with a live lease is being delivered right now, and the delivery agent will
+write its outcome when the attempt ends. So `retry` leaves live leases alone (the recipient is
+due right after that attempt if it defers), and `bounce` skips in-flight recipients rather than
+bounce mail that may be accepted a second later (`in_flight` counts them). `delete` removes the
+message regardless, as `postsuper -d` does; the agent's write for an in-flight attempt then
+finds no message.
+
+Lives in `delivery/`, not `spool/`, because `bounce` queues its DSN through
+`delivery.outcomes.queue_bounce`, and imports point from delivery to spool, not back.
+
+Exceptions: `NoSuchMessage(LookupError)` for an unknown queue id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailrelay.delivery.dsn import FailedRecipient, notify_wants
+from mailrelay.delivery.outcomes import queue_bounce
+from mailrelay.spool.leases import PENDING, Claim, ClaimedMessage, ClaimedRecipient
+from mailrelay.store.schema import attempts, events, messages, recipients
+
+BOUNCE_STATUS = "5.0.0"  # RFC 3463 §3.1: other or undefined permanent status
+BOUNCE_TEXT = "bounced by the operator"
+
+
+class NoSuchMessage(LookupError):
+    """No message with this queue id (never queued, or already deleted)."""
+
+    def __init__(self, queue_id: str) -> None:
+        super().__init__(f"no message {queue_id[:40]} in the queue")
+        self.queue_id = queue_id
+
+
+def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
+    """Make pending recipients of one message (None: of all) due now; returns how many.
+
+    Writes one "retried-by-operator" event per message that had pending recipients.
+    """
+    r = recipients
+    where = [r.c.status.in_(PENDING)]
+    if queue_id is not None:
+        _account_id(conn, queue_id)  # raises for an unknown id
+        where.append(r.c.message_id == queue_id)
+    per_message = Counter(row.message_id for row in conn.execute(sa.select(r.c.message_id).where(*where)))
+    if not per_message:
+        return 0
+    # Only leases that have run out are cleared: a live one is an attempt in progress, and a
+    # second claim beside it would deliver the message twice.
+    live = sa.and_(r.c.lease_until.is_not(None), r.c.lease_until >= now)
+    conn.execute(r.update().where(*where, sa.not_(live)).values(
+        next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
+    conn.execute(r.update().where(*where, live).values(next_attempt_at=now, updated_at=now))
+    owners = dict(conn.execute(sa.select(messages.c.id, messages.c.account_id)
+                               .where(messages.c.id.in_(sorted(per_message)))).tuples().all())
+    conn.execute(events.insert(), [
+        {"account_id": owners.get(mid), "message_id": mid, "recipient": None, "type": "retried-by-operator",
+         "detail": f"{n} recipient{'s' if n != 1 else ''} due now", "at": now}
+        for mid, n in sorted(per_message.items())])
+    return sum(per_message.values())
+
+
+def delete(conn: Connection, queue_id: str, *, now: float) -> int:
+    """Remove a message with its recipients and attempts; returns how many recipients it had.
+
+    A "deleted-by-operator" event (account id, queue id, recipient statuses) stays behind.
+    """
+    account_id = _account_id(conn, queue_id)
+    statuses = [s for (s,) in conn.execute(sa.select(recipients.c.status)
+                                           .where(recipients.c.message_id == queue_id)).tuples()]
+    # Children first, explicitly: correct even on a connection without SQLite's foreign_keys
+    # pragma, where ON DELETE CASCADE would silently do nothing.
+    conn.execute(attempts.delete().where(attempts.c.message_id == queue_id))
+    conn.execute(recipients.delete().where(recipients.c.message_id == queue_id))
+    conn.execute(messages.delete().where(messages.c.id == queue_id))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(statuses).items())) or "no recipients"
+    conn.execute(events.insert().values(account_id=account_id, message_id=queue_id, recipient=None,
+                                        type="deleted-by-operator", detail=summary, at=now))
+    return len(statuses)
+
+
+def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int:
+    """Bounce every pending recipient not in flight; returns how many.
+
+    Each becomes `bounced` (attempt counts untouched) with a "bounced-by-operator" event, and
+    one DSN about them all is queued to the sender: none for a null sender (RFC 3464 §2), and
+    none for recipients whose RCPT NOTIFY (RFC 3461 §4.1) does not ask for failures.
+    """
+    m = conn.execute(sa.select(messages).where(messages.c.id == queue_id)).first()
+    if m is None:
+        raise NoSuchMessage(queue_id)
+    r = recipients
+    rows = conn.execute(
+        sa.select(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status)
+        .where(r.c.message_id == queue_id, r.c.status.in_(PENDING),
+               sa.or_(r.c.lease_until.is_(None), r.c.lease_until < now))
+        .order_by(r.c.id)
+    ).all()
+    if not rows:
+        return 0
+    ids = [row.id for row in rows]
+    conn.execute(r.update().where(r.c.id.in_(ids)).values(
+        status="bounced", last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
+        lease_owner=None, lease_until=None, updated_at=now))
+    conn.execute(events.insert(), [
+        {"account_id": m.account_id, "message_id": queue_id, "recipient": row.address,
+         "type": "bounced-by-operator", "detail": f"{BOUNCE_STATUS} {BOUNCE_TEXT}", "at": now}
+        for row in rows])
+    last_tried = dict(conn.execute(
+        sa.select(attempts.c.recipient_id, sa.func.max(attempts.c.at))
+        .where(attempts.c.recipient_id.in_(ids)).group_by(attempts.c.recipient_id)).tuples().all())
+    claimed = [ClaimedRecipient(row.id, row.address, _json(row.params), row.attempts, row.status) for row in rows]
+    failed = [FailedRecipient(c.address, BOUNCE_STATUS, "failed", BOUNCE_TEXT, None, last_tried.get(c.id))
+              for c in claimed if notify_wants(_notify(c.params), "failed")]
+    if failed:
+        message = ClaimedMessage(m.id, m.account_id, m.mail_from, _json(m.mail_params),
+                                 bytes(m.trace_headers) + bytes(m.body), m.created_at)
+        claim = Claim(message, "", tuple(claimed))
+        queue_bounce(conn, claim, failed, now=now, hostname=hostname, action_note=" (bounced by the operator)")
+    return len(rows)
+
+
+def in_flight(conn: Connection, queue_id: str, *, now: float) -> int:
+    """Pending recipients of a message under a live lease: an attempt is in progress."""
+    r = recipients
+    return int(conn.execute(
+        sa.select(sa.func.count()).select_from(r)
+        .where(r.c.message_id == queue_id, r.c.status.in_(PENDING), r.c.lease_until >= now)
+    ).scalar_one())
+
+
+def _account_id(conn: Connection, queue_id: str) -> int:
+    account_id = conn.execute(sa.select(messages.c.account_id).where(messages.c.id == queue_id)).scalar()
+    if account_id is None:
+        raise NoSuchMessage(queue_id)
+    return int(account_id)
+
+
+def _notify(params: dict[str, str | None]) -> str | None:
+    # ESMTP keywords are case-insensitive (RFC 5321 §4.1.2); stored as received.
+    return next((v for k, v in params.items() if k.upper() == "NOTIFY"), None)
+
+
+def _json(text: str | None) -> dict[str, str | None]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
