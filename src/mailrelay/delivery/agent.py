@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection as DBConnection
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
 from mailrelay.delivery.outcomes import RecipientOutcome, record_dropped, record_outcomes, suppressed_in
-from mailrelay.delivery.routing import Hop, RoutingError, plan_route
+from mailrelay.delivery.routing import Hop, RoutePlan, RoutingError, plan_route
 from mailrelay.resolver.base import Resolver
 from mailrelay.settings import DeliverySettings
 from mailrelay.spool.leases import Claim, backoff, claim_due, release_leases
@@ -34,6 +34,7 @@ from mailrelay.spool.writer import SpoolWriter
 log = logging.getLogger("mailrelay.delivery")
 
 Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines to prepend
+ROUTE_CACHE_SECONDS = 30.0
 
 
 def node_name() -> str:
@@ -99,6 +100,9 @@ class DeliveryAgent:
         self.node = node or node_name()
         self.poll_interval = poll_interval
         self.pool = ConnectionPool(settings.connection_reuse_seconds)
+        # Route plans by domain for a short while: a burst to one domain costs one MX lookup,
+        # not one per message. Failures are never cached (a deferral should look again).
+        self._routes: dict[str, tuple[float, RoutePlan]] = {}
         self._total = asyncio.Semaphore(settings.max_connections)
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -211,14 +215,14 @@ class DeliveryAgent:
                      out.verdict.diagnostic[:200])
         bounce = await self.writer.run(functools.partial(
             record_outcomes, claim=claim, outcomes=outcomes, now=time.time(), hostname=self.hostname,
-            max_lifetime=self.settings.max_lifetime))
+            max_lifetime=self.settings.max_lifetime, delay_warning=self.settings.delay_warning))
         if bounce is not None:
             self.wake()
 
     async def _deliver(self, claim: Claim) -> list[RecipientOutcome]:
         s = self.settings
         try:
-            plan = await plan_route(claim.domain, resolver=self.resolver, settings=s)
+            plan = await self._route(claim.domain)
         except RoutingError as exc:
             verdict = Verdict("bounced" if exc.permanent else "deferred", exc.status, exc.text, remote=False)
             return [RecipientOutcome(r, verdict) for r in claim.recipients]
@@ -245,6 +249,17 @@ class DeliveryAgent:
                     await conn.close()
                 return self._outcomes(claim, result)
         return [RecipientOutcome(r, last, last_where[0], last_where[1]) for r in claim.recipients]
+
+    async def _route(self, domain: str) -> RoutePlan:
+        now = time.monotonic()
+        hit = self._routes.get(domain)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        plan = await plan_route(domain, resolver=self.resolver, settings=self.settings)
+        if len(self._routes) > 10_000:
+            self._routes.clear()
+        self._routes[domain] = (now + ROUTE_CACHE_SECONDS, plan)
+        return plan
 
     @staticmethod
     def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:

@@ -7,7 +7,7 @@ all, and the scheduler sees it at its next claim.
 Hazard: a recipient with a live lease is being delivered right now, and the delivery agent will
 write its outcome when the attempt ends. So `retry` leaves live leases alone (the recipient is
 due right after that attempt if it defers), and `bounce` skips in-flight recipients rather than
-bounce mail that may be accepted a second later (`in_flight` counts them). `delete` removes the
+bounce mail that may be accepted a second later (they stay pending). `delete` removes the
 message regardless, as `postsuper -d` does; the agent's write for an in-flight attempt then
 finds no message.
 
@@ -48,7 +48,7 @@ def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
     Writes one "retried-by-operator" event per message that had pending recipients.
     """
     r = recipients
-    where = [r.c.status.in_(PENDING)]
+    where: list[sa.ColumnElement[bool]] = [r.c.status.in_(PENDING)]
     if queue_id is not None:
         _account_id(conn, queue_id)  # raises for an unknown id
         where.append(r.c.message_id == queue_id)
@@ -62,7 +62,7 @@ def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
         next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
     conn.execute(r.update().where(*where, live).values(next_attempt_at=now, updated_at=now))
     owners = dict(conn.execute(sa.select(messages.c.id, messages.c.account_id)
-                               .where(messages.c.id.in_(sorted(per_message)))).tuples().all())
+                               .where(messages.c.id.in_(sorted(per_message)))).all())
     conn.execute(events.insert(), [
         {"account_id": owners.get(mid), "message_id": mid, "recipient": None, "type": "retried-by-operator",
          "detail": f"{n} recipient{'s' if n != 1 else ''} due now", "at": now}
@@ -77,7 +77,7 @@ def delete(conn: Connection, queue_id: str, *, now: float) -> int:
     """
     account_id = _account_id(conn, queue_id)
     statuses = [s for (s,) in conn.execute(sa.select(recipients.c.status)
-                                           .where(recipients.c.message_id == queue_id)).tuples()]
+                                           .where(recipients.c.message_id == queue_id))]
     # Children first, explicitly: correct even on a connection without SQLite's foreign_keys
     # pragma, where ON DELETE CASCADE would silently do nothing.
     conn.execute(attempts.delete().where(attempts.c.message_id == queue_id))
@@ -118,7 +118,7 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
         for row in rows])
     last_tried = dict(conn.execute(
         sa.select(attempts.c.recipient_id, sa.func.max(attempts.c.at))
-        .where(attempts.c.recipient_id.in_(ids)).group_by(attempts.c.recipient_id)).tuples().all())
+        .where(attempts.c.recipient_id.in_(ids)).group_by(attempts.c.recipient_id)).all())
     claimed = [ClaimedRecipient(row.id, row.address, _json(row.params), row.attempts, row.status) for row in rows]
     failed = [FailedRecipient(c.address, BOUNCE_STATUS, "failed", BOUNCE_TEXT, None, last_tried.get(c.id))
               for c in claimed if notify_wants(_notify(c.params), "failed")]
@@ -128,15 +128,6 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
         claim = Claim(message, "", tuple(claimed))
         queue_bounce(conn, claim, failed, now=now, hostname=hostname, action_note=" (bounced by the operator)")
     return len(rows)
-
-
-def in_flight(conn: Connection, queue_id: str, *, now: float) -> int:
-    """Pending recipients of a message under a live lease: an attempt is in progress."""
-    r = recipients
-    return int(conn.execute(
-        sa.select(sa.func.count()).select_from(r)
-        .where(r.c.message_id == queue_id, r.c.status.in_(PENDING), r.c.lease_until >= now)
-    ).scalar_one())
 
 
 def _account_id(conn: Connection, queue_id: str) -> int:

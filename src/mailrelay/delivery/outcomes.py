@@ -41,10 +41,11 @@ def header_section(data: bytes) -> bytes:
 
 
 def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[RecipientOutcome], *, now: float,
-                    hostname: str, max_lifetime: float) -> str | None:
+                    hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> str | None:
     """Store the outcome of one attempt; returns the queue id of a bounce it queued, if any."""
     msg = claim.message
     failed: list[FailedRecipient] = []
+    delayed: list[FailedRecipient] = []
     attempt_rows = []
     event_rows = []
     for out in outcomes:
@@ -56,6 +57,10 @@ def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[Recipient
             failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
                                           f"message expired after {max_lifetime / 86400:g} days; last error: "
                                           f"{v.diagnostic}", _remote(out), now))
+        elif status == "deferred" and delay_warning > 0 and now - msg.created_at >= delay_warning \
+                and not _warned(conn, msg.id, out.recipient.address):
+            delayed.append(FailedRecipient(out.recipient.address, v.status, "delayed", v.diagnostic,
+                                           _remote(out), now))
         elif status == "bounced":
             failed.append(FailedRecipient(out.recipient.address, v.status, "failed",
                                           v.diagnostic, _remote(out), now))
@@ -76,9 +81,19 @@ def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[Recipient
         conn.execute(attempts.insert(), attempt_rows)
     if event_rows:
         conn.execute(events.insert(), event_rows)
-    if failed:
-        return queue_bounce(conn, claim, failed, now=now, hostname=hostname)
-    return None
+    bounce = queue_bounce(conn, claim, failed, now=now, hostname=hostname) if failed else None
+    if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
+        conn.execute(events.insert(), [{"account_id": msg.account_id, "message_id": msg.id, "recipient": d.address,
+                                        "type": "delay-warning", "detail": d.diagnostic or "", "at": now}
+                                       for d in delayed])
+    return bounce
+
+
+def _warned(conn: Connection, message_id: str, address: str) -> bool:
+    """A "delayed" DSN goes out once per recipient (RFC 3464 §2.3.3 Action: delayed)."""
+    return conn.execute(sa.select(events.c.id).where(
+        events.c.message_id == message_id, events.c.recipient == address,
+        events.c.type == "delay-warning").limit(1)).first() is not None
 
 
 def record_dropped(conn: Connection, claim: Claim, dropped: Iterable[ClaimedRecipient], *, now: float) -> None:

@@ -242,3 +242,25 @@ def test_encrypt_policy_refuses_a_server_without_starttls(node_factory: Any, fak
     with node.app.engine.connect() as conn:
         reply = conn.execute(sa.select(recipients.c.last_reply).where(recipients.c.message_id == qid)).scalar()
     assert reply is not None and "STARTTLS" in reply
+
+
+def test_delay_warning_is_sent_once_when_configured(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                                    remote_mx: Callable[..., RemoteMX]) -> None:
+    dest = remote_mx("127.0.0.2", Behaviour(defer_first=1000))
+    sender_mx = remote_mx("127.0.0.6")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    fake_dns.mx("sender.test", (10, "mx.sender.test"))
+    fake_dns.a("mx.sender.test", "127.0.0.6")
+    node = start_node(node_factory, fake_dns, mx_port, "[delivery]\ndelay_warning = 0.5\nretry_max = 0.3")
+    qid = submit(node, ["slow@dest.test"])
+    [warning] = sender_mx.wait_for(1)
+    deadline = time.monotonic() + 10
+    while dest.handler.data_attempts < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dest.handler.data_attempts >= 6, "still being retried"
+    assert len(sender_mx.messages) == 1, "one warning, not one per retry"
+    assert statuses(node, qid) == {"slow@dest.test": "deferred"}
+    report = email.message_from_bytes(warning.data, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert "Action: delayed" in list(report.iter_parts())[1].as_string()
