@@ -220,10 +220,7 @@ trusted_networks = ["127.0.0.0/8"]
 trusted_account = "demo"
 require_own_domain = false
 
-[delivery]
-# accept-only: the benchmark measures acceptance; nothing may leave this machine
-enabled = false
-
+{delivery}
 [smtp]
 max_connections_per_ip = 100000
 idle_timeout = 600
@@ -244,6 +241,13 @@ enabled = false
 enabled = false
 """
 
+# The default [delivery] section: accept-only, nothing may leave this machine.
+MAILRELAY_NO_DELIVERY = """\
+[delivery]
+# accept-only: the benchmark measures acceptance; nothing may leave this machine
+enabled = false
+"""
+
 _PROBLEM = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|Exception|[Ee]rror:")
 
 
@@ -251,8 +255,12 @@ class Mailrelay:
     """One mailrelay process on a fresh data dir, under `timeout`, stopped by PID."""
 
     def __init__(self, workdir: Path, port: int, *, time_limit: float,
-                 smtp_extra: str = "", storage_url: str = "") -> None:
-        """storage_url: "" for SQLite in the data dir, else a PostgreSQL URL (see PgSchema)."""
+                 smtp_extra: str = "", storage_url: str = "", delivery: str = "") -> None:
+        """storage_url: "" for SQLite in the data dir, else a PostgreSQL URL (see PgSchema).
+
+        delivery: the whole `[delivery]` section (and its sub-tables) as TOML; default
+        MAILRELAY_NO_DELIVERY (accept-only).
+        """
         self.workdir = workdir
         self.port = port
         self.time_limit = time_limit
@@ -261,14 +269,14 @@ class Mailrelay:
         self.db = workdir / "data" / "mailrelay.db"
         self.smtp_extra = smtp_extra
         self.storage_url = storage_url
+        self.delivery = delivery or MAILRELAY_NO_DELIVERY
         self._proc: subprocess.Popen[bytes] | None = None
         self.pid = 0  # the Python process (child of `timeout`)
         self.exit_code: int | None = None
 
     def start(self, python: str) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(MAILRELAY_CONFIG.format(port=self.port, smtp_extra=self.smtp_extra,
-                                                       storage_url=self.storage_url))
+        self.write_config()
         with open(self.log, "wb") as log:
             # `timeout` bounds the server's life even if this script dies; SIGTERM sent to it
             # is passed on to the server, which then stops gracefully.
@@ -288,6 +296,35 @@ class Mailrelay:
         self.stop()
         tail = self.log.read_text(errors="replace")[-1500:]
         raise BenchError(f"mailrelay did not become ready on port {self.port}:\n{tail}")
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(MAILRELAY_CONFIG.format(port=self.port, smtp_extra=self.smtp_extra,
+                                                       storage_url=self.storage_url,
+                                                       delivery=self.delivery))
+
+    def cli(self, python: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`mailrelay -c CONFIG ARGS...` on this instance's config (e.g. `domain add ...`)."""
+        self.write_config()
+        return subprocess.run([python, "-m", "mailrelay", "-c", str(self.config), *args],
+                              cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
+
+    def recipient_status(self) -> dict[str, dict[str, int]]:
+        """Recipients by status, of submitted messages ("sent") and of the bounce messages
+        (DSNs, null sender) the server made itself ("dsn"). SQLite only; read-only, so it is
+        fine while the server runs."""
+        out: dict[str, dict[str, int]] = {"sent": {}, "dsn": {}}
+        if not self.db.exists():
+            return out
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            for dsn, status, n in con.execute(
+                    "SELECT m.mail_from = '', r.status, count(*) FROM recipients r"
+                    " JOIN messages m ON m.id = r.message_id GROUP BY 1, 2"):
+                out["dsn" if dsn else "sent"][str(status)] = int(n)
+            return out
+        finally:
+            con.close()
 
     def stop(self, timeout: float = 60.0) -> int | None:
         proc = self._proc
@@ -357,18 +394,29 @@ local_recipient_maps =
 local_transport = error:5.1.1 local delivery is disabled
 alias_maps =
 alias_database =
-# Accept and queue only, like mailrelay without its delivery side: every message goes to the
-# hold queue (cleanup fsyncs it there before smtpd answers 250) and qmgr never picks it up.
-# The relayhost is never contacted (discard port; smtp is also a deferred transport).
-smtpd_client_restrictions = check_client_access static:HOLD
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-relayhost = [127.0.0.1]:9
-defer_transports = smtp
 smtpd_tls_security_level = none
 smtp_tls_security_level = none
 biff = no
 append_dot_mydomain = no
 readme_directory = no
+"""
+
+# Accept and queue only, like mailrelay without its delivery side: every message goes to the
+# hold queue (cleanup fsyncs it there before smtpd answers 250) and qmgr never picks it up.
+# The relayhost is never contacted (discard port; smtp is also a deferred transport).
+POSTFIX_HOLD = """\
+smtpd_client_restrictions = check_client_access static:HOLD
+relayhost = [127.0.0.1]:9
+defer_transports = smtp
+"""
+
+# Relay everything to one next hop on loopback (a counting smtp-sink), as fast as it goes.
+POSTFIX_RELAY = """\
+relayhost = [127.0.0.1]:{relay_port}
+default_destination_concurrency_limit = {concurrency}
+smtp_destination_concurrency_limit = {concurrency}
+default_process_limit = {process_limit}
 """
 
 POSTFIX_MASTER = """\
@@ -403,7 +451,10 @@ class Postfix:
 
     QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 
-    def __init__(self, d: Path, port: int, *, maxproc: int = 200, time_limit: float) -> None:
+    def __init__(self, d: Path, port: int, *, maxproc: int = 200, time_limit: float,
+                 relay_port: int = 0, relay_concurrency: int = 20) -> None:
+        """relay_port 0: hold every message (accept-only); else relay all to 127.0.0.1:relay_port
+        with up to relay_concurrency connections (default/smtp_destination_concurrency_limit)."""
         if os.geteuid() != 0:
             raise BenchError("the Postfix comparison needs root (Postfix drops to user postfix)")
         self.d = d
@@ -411,6 +462,8 @@ class Postfix:
         self.port = port
         self.maxproc = maxproc
         self.time_limit = time_limit
+        self.relay_port = relay_port
+        self.relay_concurrency = relay_concurrency
         self._proc: subprocess.Popen[bytes] | None = None
 
     def setup(self) -> None:
@@ -418,7 +471,11 @@ class Postfix:
         for sub in ("etc", "queue", "data"):
             (self.d / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(self.d / "data", "postfix")
-        (self.etc / "main.cf").write_text(POSTFIX_MAIN.format(d=self.d, daemons=POSTFIX_DAEMONS))
+        tail = POSTFIX_HOLD if not self.relay_port else POSTFIX_RELAY.format(
+            relay_port=self.relay_port, concurrency=self.relay_concurrency,
+            process_limit=max(100, self.relay_concurrency + 10))
+        (self.etc / "main.cf").write_text(POSTFIX_MAIN.format(d=self.d, daemons=POSTFIX_DAEMONS)
+                                          + tail)
         (self.etc / "master.cf").write_text(POSTFIX_MASTER.format(port=self.port,
                                                                   maxproc=self.maxproc))
         # `postfix check` creates the queue directories with the right owners and modes.
@@ -681,18 +738,146 @@ class Aiosmtpd:
         return lines
 
 
+# ---------------------------------------------------------------- counting sink (fake MX)
+
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+class Sink:
+    """Postfix's smtp-sink on 127.0.0.1:port, counting (-c), under `timeout`, stopped by PID.
+
+    -c streams "... mesg=N" counter records (CR-separated) to its stdout, a file here; count()
+    reads the last one. With `dump`, every message is also appended to that one file (-D), so
+    it can be inspected afterwards (headers such as DKIM-Signature, duplicates).
+    """
+
+    def __init__(self, workdir: Path, port: int, *, time_limit: float, dump: bool = False,
+                 max_conn: int = 1024) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.time_limit = time_limit
+        self.dump = workdir / "sink.dump" if dump else None
+        self.max_conn = max_conn
+        self.log = workdir / "sink.log"
+        self.err = workdir / "sink.err"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """smtp-sink itself (the child of `timeout`), for its CPU time."""
+        if self._proc is None:
+            return 0
+        kids = children(self._proc.pid)
+        return kids[0] if kids else self._proc.pid
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = ["-c", "-m", str(self.max_conn), "-h", "sink.bench.test"]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody"]  # smtp-sink refuses to run as root without -u
+            self.workdir.chmod(0o777)  # its dump file is written as nobody
+        if self.dump is not None:
+            args += ["-D", str(self.dump)]  # no % in the name: one file
+        with open(self.log, "wb") as out, open(self.err, "wb") as err:
+            self._proc = subprocess.Popen(
+                ["timeout", "-k", "5", str(int(self.time_limit)), SMTP_SINK, *args,
+                 f"inet:127.0.0.1:{self.port}", "1024"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            wait_port(self.port, 10)  # this probe is a session, not a message
+        except BenchError:
+            self.stop()
+            raise BenchError(f"smtp-sink did not start: {self.err.read_text(errors='replace')}")\
+                from None
+
+    def count(self) -> int:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 512))
+                tail = f.read()
+        except OSError:
+            return 0
+        found = re.findall(rb"mesg=(\d+)", tail)
+        return int(found[-1]) if found else 0
+
+    def wait_count(self, n: int, timeout: float, interval: float = 0.01) -> int:
+        deadline = time.monotonic() + timeout
+        c = self.count()
+        while c < n and time.monotonic() < deadline:
+            time.sleep(interval)
+            c = self.count()
+        return c
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # timeout(1) passes it on to smtp-sink
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self._proc = None
+
+    def dumped(self) -> dict[str, int]:
+        """From the dump file: messages (each record starts with smtp-sink's X-Client-Addr
+        line), how many carry a DKIM-Signature header (one or more), distinct Message-Id values
+        (fewer than messages means duplicates: smtp-source numbers every message it sends) and
+        null-sender messages (bounces made by the relay)."""
+        if self.dump is None or not self.dump.exists():
+            return {}
+        msgs = dkim = null_sender = 0
+        ids: set[bytes] = set()
+        in_head = signed = False
+        with open(self.dump, "rb") as f:
+            for line in f:
+                if line.startswith(b"X-Client-Addr: "):
+                    msgs += 1
+                    in_head, signed = True, False
+                elif not in_head:
+                    continue
+                elif line in (b"\n", b"\r\n"):
+                    in_head = False
+                elif line.startswith(b"X-Mail-Args: <>"):
+                    null_sender += 1  # a bounce (DSN) made by the relay, not a sent message
+                elif line[:15].lower() == b"dkim-signature:":
+                    if not signed:
+                        dkim += 1
+                    signed = True
+                elif line[:11].lower() == b"message-id:":
+                    ids.add(line[11:].strip())
+        return {"messages": msgs, "dkim_signed": dkim, "distinct_message_ids": len(ids),
+                "null_sender": null_sender}
+
+
 # ---------------------------------------------------------------- load
+
+
+def smtp_source_cmd(port: int, *, n: int, conc: int, size: int, reuse: bool,
+                    sender: str = "sender@example.com") -> list[str]:
+    """smtp-source sending N messages of SIZE body bytes at concurrency C, with a -c counter."""
+    cmd = [SMTP_SOURCE, "-c", "-s", str(conc), "-m", str(n), "-l", str(size),
+           "-M", "client.bench.test", "-f", sender, "-t", "rcpt@example.net",
+           "-S", "mailrelay bench"]
+    if reuse:
+        cmd.append("-d")
+    cmd.append(f"inet:127.0.0.1:{port}")
+    return cmd
+
+
+def source_completed(out: bytes) -> int:
+    """-c prints a running count of completed DATA commands, separated by CR: the last one."""
+    nums = [x for x in out.replace(b"\n", b"\r").split(b"\r") if x.strip().isdigit()]
+    return int(nums[-1]) if nums else 0
 
 
 def smtp_source(port: int, *, n: int, conc: int, size: int, reuse: bool,
                 timeout: float) -> dict[str, Any]:
     """Run Postfix's smtp-source once; wall time is from its start to its exit."""
-    cmd = [SMTP_SOURCE, "-c", "-s", str(conc), "-m", str(n), "-l", str(size),
-           "-M", "client.bench.test", "-f", "sender@example.com", "-t", "rcpt@example.net",
-           "-S", "mailrelay bench"]
-    if reuse:
-        cmd.append("-d")
-    cmd.append(f"inet:127.0.0.1:{port}")
+    cmd = smtp_source_cmd(port, n=n, conc=conc, size=size, reuse=reuse)
     t0 = time.monotonic()
     try:
         p = subprocess.run(cmd, capture_output=True, timeout=timeout)
@@ -700,9 +885,7 @@ def smtp_source(port: int, *, n: int, conc: int, size: int, reuse: bool,
     except subprocess.TimeoutExpired as e:
         rc, out, err = 124, e.stdout or b"", (e.stderr or b"") + b" (timed out)"
     wall = time.monotonic() - t0
-    # -c prints a running count of completed DATA commands, separated by CR
-    nums = [x for x in out.replace(b"\n", b"\r").split(b"\r") if x.strip().isdigit()]
-    done = int(nums[-1]) if nums else 0
+    done = source_completed(out)
     return {"rc": rc, "wall_s": round(wall, 3), "completed": done,
             "rate": round(done / wall, 1) if wall > 0 else 0.0,
             "stderr": err.decode(errors="replace").strip()[-600:],

@@ -1,4 +1,8 @@
-"""`mailrelay queue list | show`: what is waiting in the spool, read-only."""
+"""`mailrelay queue list | show | retry | delete | bounce`: the spool, for the operator.
+
+`list` and `show` only read; `retry`, `delete` and `bounce` (postqueue -f, postsuper -d, and a
+bounce-now) each run in one transaction, safe beside a running server on the same database.
+"""
 
 from __future__ import annotations
 
@@ -16,23 +20,44 @@ from mailrelay.cli.output import (
     printable,
     to_json,
 )
-from mailrelay.spool.reader import MessageDetail, QueueEntry, QueueReader
+from mailrelay.delivery import operator
+from mailrelay.spool.leases import PENDING
+from mailrelay.spool.reader import STATUS_ORDER, MessageDetail, QueueEntry, QueueReader, RecipientDetail
 
 
 def add_arguments(sub: Any) -> None:
-    queue = sub.add_parser("queue", help="inspect the mail queue")
+    queue = sub.add_parser("queue", help="inspect and manage the mail queue")
     q = queue.add_subparsers(dest="queue_command", metavar="COMMAND", required=True)
 
     p = q.add_parser("list", help="list messages, newest first")
     p.add_argument("--limit", type=_positive_int, default=100, metavar="N",
                    help="show at most N messages (default 100)")
+    p.add_argument("--status", choices=STATUS_ORDER, metavar="STATUS",
+                   help="only messages with a recipient in STATUS: " + ", ".join(STATUS_ORDER))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
-    p = q.add_parser("show", help="show one message: envelope, recipients, headers")
+    p = q.add_parser("show", help="show one message: envelope, recipients, headers, attempts, events")
     p.add_argument("queue_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_show)
+
+    p = q.add_parser("retry", help="make queued and deferred recipients due now (postqueue -f)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("queue_id", metavar="ID", nargs="?", help="one message")
+    which.add_argument("--all", action="store_true", help="every message in the queue")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_retry)
+
+    p = q.add_parser("delete", help="remove messages from the queue, undelivered (postsuper -d)")
+    p.add_argument("queue_ids", metavar="ID", nargs="+")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_delete)
+
+    p = q.add_parser("bounce", help="give up on a message's pending recipients; the sender gets a DSN")
+    p.add_argument("queue_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bounce)
 
 
 def _positive_int(text: str) -> int:
@@ -59,19 +84,19 @@ def _recipients_cell(e: QueueEntry) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     reader = _reader(args)
-    entries = reader.list(limit=args.limit)
+    entries = reader.list(limit=args.limit, status=args.status)
     if args.json:
         print(to_json([dataclasses.asdict(e) for e in entries]))
         return 0
     if not entries:
-        print("queue is empty")
+        print(f"no {args.status} messages" if args.status else "queue is empty")
         return 0
     now = time.time()
     rows = [(e.id, e.account, e.mail_from or "<>", _recipients_cell(e), format_size(e.size),
              e.status, format_age(now - e.created_at)) for e in entries]
     print(format_table(("id", "account", "from", "recipients", "size", "status", "age"), rows,
                        align="<<<<><>"))
-    total = reader.count()
+    total = reader.count(status=args.status)
     if total > len(entries):
         print(f"({len(entries)} of {total} messages shown; use --limit)")
     return 0
@@ -81,8 +106,21 @@ def _params(params: dict[str, Any]) -> str:
     return " ".join(k if v is None else f"{k}={v}" for k, v in params.items())
 
 
+def _waiting(r: RecipientDetail, now: float) -> str:
+    """Why a pending recipient has not gone yet, e.g. "next attempt in 4m (451 4.7.1 greylisted)"."""
+    if r.lease_until is not None and r.lease_until >= now:
+        when = "being delivered now"
+    elif r.next_attempt_at is None or r.next_attempt_at <= now:
+        when = "due now"
+    else:
+        when = f"next attempt in {format_age(r.next_attempt_at - now)}"
+    tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
+    return f"{when}; {tries}" + (f"; last reply: {r.last_reply}" if r.last_reply else "")
+
+
 def _show_text(m: MessageDetail) -> str:
-    age = format_age(time.time() - m.created_at)
+    now = time.time()
+    age = format_age(now - m.created_at)
     tls = f"{m.tls_version} {m.tls_cipher or ''}".strip() if m.tls_version else "none"
     fields = [
         ("queue id", m.id),
@@ -104,9 +142,24 @@ def _show_text(m: MessageDetail) -> str:
     table = format_table(("address", "params", "status", "attempts", "next attempt",
                           "last reply"), rows, align="<<<>")
     lines += ["  " + line for line in table.splitlines()]
+    pending = [r for r in m.recipients if r.status in PENDING]
+    if pending:
+        lines += ["", "waiting:"]
+        lines += [f"  {printable(r.address)}: {printable(_waiting(r, now))}" for r in pending]
     lines += ["", "headers:"]
     lines += ["  " + printable(line) for line in m.headers.splitlines()]
-    return "\n".join(lines)
+    lines += ["", "attempts:"]
+    if m.attempts:
+        tried = [(format_time(a.at), a.recipient, a.outcome, a.mx_host, a.ip, a.tls, a.reply)
+                 for a in m.attempts]
+        table = format_table(("time", "recipient", "outcome", "host", "ip", "tls", "reply"), tried)
+        lines += ["  " + line for line in table.splitlines()]
+    else:
+        lines += ["  none yet"]
+    lines += ["", "events:"]
+    lines += [f"  {format_time(e.at)}  {e.type}" + (f"  {e.recipient}" if e.recipient else "")
+              + (f"  {e.detail}" if e.detail else "") for e in m.events] or ["  none"]
+    return "\n".join(printable(line) for line in lines)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -115,4 +168,70 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UsageError(f"no message with queue id {args.queue_id[:40]!r} "
                          "(see `mailrelay queue list`)")
     print(to_json(dataclasses.asdict(detail)) if args.json else _show_text(detail))
+    return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    _, engine = open_from_args(args)
+    now = time.time()
+    try:
+        with engine.begin() as conn:
+            n = operator.retry(conn, None if args.all else args.queue_id, now=now)
+    except operator.NoSuchMessage as exc:
+        raise UsageError(str(exc)) from None
+    target = "queue" if args.all else args.queue_id
+    if args.json:
+        print(to_json({"id": None if args.all else args.queue_id, "recipients": n}))
+    elif n:
+        print(f"{target}: {_plural(n, 'recipient')} due now")
+    else:
+        print(f"{target}: nothing to retry (no queued or deferred recipients)")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _, engine = open_from_args(args)
+    now = time.time()
+    ids = list(dict.fromkeys(args.queue_ids))
+    # All or nothing: a mistyped id deletes none of the others either.
+    try:
+        with engine.begin() as conn:
+            done = [(qid, operator.delete(conn, qid, now=now)) for qid in ids]
+    except operator.NoSuchMessage as exc:
+        raise UsageError(f"{exc}; nothing deleted") from None
+    if args.json:
+        print(to_json([{"id": qid, "recipients": n} for qid, n in done]))
+    for qid, n in [] if args.json else done:
+        print(f"{qid}: deleted, with {_plural(n, 'recipient')}")
+    return 0
+
+
+def cmd_bounce(args: argparse.Namespace) -> int:
+    settings, engine = open_from_args(args)
+    now = time.time()
+    try:
+        with engine.begin() as conn:
+            n = operator.bounce(conn, args.queue_id, now=now, hostname=settings.server.hostname)
+    except operator.NoSuchMessage as exc:
+        raise UsageError(str(exc)) from None
+    detail = QueueReader(engine).show(args.queue_id)
+    dsn = busy = None
+    if detail is not None:
+        dsn = next((e.detail.split()[1] for e in reversed(detail.events)
+                    if e.type == "bounce-queued" and e.at == now and len(e.detail.split()) > 1), None)
+        busy = sum(1 for r in detail.recipients
+                   if r.status in PENDING and r.lease_until is not None and r.lease_until >= now)
+    if args.json:
+        print(to_json({"id": args.queue_id, "recipients": n, "dsn": dsn, "in_delivery": busy or 0}))
+        return 0
+    line = f"{args.queue_id}: {_plural(n, 'recipient')} bounced"
+    if n:
+        line += f", DSN {dsn} queued to the sender" if dsn else ", no DSN (null sender or NOTIFY)"
+    if busy:
+        line += f"; {busy} being delivered now, left alone (run again when done)"
+    print(printable(line))
     return 0

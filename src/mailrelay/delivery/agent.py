@@ -213,9 +213,15 @@ class DeliveryAgent:
             log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
                      out.host or "none", out.ip or "", out.tls or "no", out.verdict.outcome, out.verdict.status,
                      out.verdict.diagnostic[:200])
-        bounce = await self.writer.run(functools.partial(
-            record_outcomes, claim=claim, outcomes=outcomes, now=time.time(), hostname=self.hostname,
-            max_lifetime=self.settings.max_lifetime, delay_warning=self.settings.delay_warning))
+        try:
+            bounce = await self.writer.run(functools.partial(
+                record_outcomes, claim=claim, outcomes=outcomes, now=time.time(), hostname=self.hostname,
+                max_lifetime=self.settings.max_lifetime, delay_warning=self.settings.delay_warning))
+        except Exception as exc:
+            # E.g. an operator deleted the message meanwhile. The lease runs out and, if the
+            # recipients still exist, they are tried again: late rather than lost.
+            log.warning("could not record the outcome for %s: %s", claim.message.id, exc)
+            return
         if bounce is not None:
             self.wake()
 

@@ -1,5 +1,6 @@
 """Read side of the queue for the CLI and API: list queued messages, show one in detail.
 
+`show` includes the attempts and events of a message, so that it says why a message waits.
 Read-only: it never changes a message or a recipient status.
 """
 
@@ -13,10 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailrelay.store.schema import accounts, messages, recipients
+from mailrelay.store.schema import accounts, attempts, events, messages, recipients
 
 # Display order of recipient statuses in summaries; unknown ones follow alphabetically.
-STATUS_ORDER = ("queued", "deferred", "delivered", "bounced", "dropped", "captured")
+STATUS_ORDER = ("queued", "deferred", "delivered", "bounced", "expired", "dropped", "captured")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,26 @@ class RecipientDetail:
     attempts: int
     next_attempt_at: float | None
     last_reply: str | None
+    lease_until: float | None = None  # later than now: an attempt is in progress
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDetail:
+    at: float
+    recipient: str
+    mx_host: str | None
+    ip: str | None
+    tls: str | None
+    reply: str
+    outcome: str  # delivered | deferred | bounced
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    at: float
+    type: str
+    recipient: str | None
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +79,8 @@ class MessageDetail:
     created_at: float
     size: int
     headers: str  # trace headers + the message's own header section, without the blank line
+    attempts: tuple[AttemptDetail, ...] = ()  # oldest first
+    events: tuple[EventDetail, ...] = ()  # oldest first
 
 
 def summarize_statuses(statuses: list[str]) -> str:
@@ -91,17 +114,25 @@ def _json_object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _with_status(status: str) -> sa.ColumnElement[bool]:
+    return messages.c.id.in_(sa.select(recipients.c.message_id).where(recipients.c.status == status))
+
+
 class QueueReader:
     """Queries over messages and recipients; newest first."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def count(self) -> int:
+    def count(self, *, status: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(messages)
+        if status is not None:
+            query = query.where(_with_status(status))
         with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
+            return int(conn.execute(query).scalar_one())
 
-    def list(self, limit: int = 100) -> builtins.list[QueueEntry]:
+    def list(self, limit: int = 100, *, status: str | None = None) -> builtins.list[QueueEntry]:
+        """Newest first; with `status`, only messages with at least one recipient in it."""
         query = (
             sa.select(messages.c.id, accounts.c.name.label("account"), messages.c.mail_from,
                       messages.c.size, messages.c.created_at)
@@ -109,6 +140,8 @@ class QueueReader:
             .order_by(messages.c.created_at.desc(), messages.c.id.desc())
             .limit(max(0, limit))
         )
+        if status is not None:
+            query = query.where(_with_status(status))
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
             ids = [r.id for r in rows]
@@ -144,10 +177,25 @@ class QueueReader:
                 sa.select(recipients).where(recipients.c.message_id == queue_id)
                 .order_by(recipients.c.id)
             ).all()
+            tried = tuple(
+                AttemptDetail(at=a.at, recipient=a.address, mx_host=a.mx_host, ip=a.ip, tls=a.tls,
+                              reply=a.reply, outcome=a.outcome)
+                for a in conn.execute(
+                    sa.select(attempts, recipients.c.address)
+                    .join(recipients, recipients.c.id == attempts.c.recipient_id)
+                    .where(attempts.c.message_id == queue_id)
+                    .order_by(attempts.c.at, attempts.c.id))
+            )
+            happened = tuple(
+                EventDetail(at=e.at, type=e.type, recipient=e.recipient, detail=e.detail)
+                for e in conn.execute(
+                    sa.select(events).where(events.c.message_id == queue_id)
+                    .order_by(events.c.at, events.c.id))
+            )
         rcpts = tuple(
             RecipientDetail(address=r.address, params=_json_object(r.params), status=r.status,
                             attempts=r.attempts, next_attempt_at=r.next_attempt_at,
-                            last_reply=r.last_reply)
+                            last_reply=r.last_reply, lease_until=r.lease_until)
             for r in rows
         )
         headers = bytes(m.trace_headers) + header_section(bytes(m.body))
@@ -160,4 +208,5 @@ class QueueReader:
             created_at=m.created_at, size=m.size,
             # Headers may carry 8-bit text (RFC 6532); show it, replacing what is not UTF-8.
             headers=headers.decode("utf-8", "replace").rstrip("\r\n"),
+            attempts=tried, events=happened,
         )

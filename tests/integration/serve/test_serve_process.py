@@ -78,6 +78,7 @@ url = "{db_url}"
 [submission]
 trusted_networks = ["127.0.0.0/8"]
 trusted_account = "demo"
+require_own_domain = false
 [listener.smtp]
 listen = ["127.0.0.1:{port}"]
 [listener.submission]
