@@ -125,7 +125,8 @@ def mx_port() -> int:
 def remote_mx(mx_port: int, ca: trustme.CA) -> Iterator[Callable[..., RemoteMX]]:  # noqa: F811
     started: list[RemoteMX] = []
 
-    def start(ip: str, behaviour: Behaviour | None = None, *, starttls: bool = False, down: bool = False) -> RemoteMX:
+    def start(ip: str, behaviour: Behaviour | None = None, *, starttls: bool = False, down: bool = False,
+              size_limit: int | None = None) -> RemoteMX:
         handler = RecordingHandler(behaviour or Behaviour())
         if down:
             mx = RemoteMX(ip, mx_port, handler, None)
@@ -137,6 +138,8 @@ def remote_mx(mx_port: int, ca: trustme.CA) -> Iterator[Callable[..., RemoteMX]]
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             cert.configure_cert(ctx)
             kwargs = {"tls_context": ctx, "require_starttls": False}
+        if size_limit is not None:
+            kwargs["data_size_limit"] = size_limit
         controller = Controller(handler, hostname=ip, port=mx_port, ready_timeout=10,
                                 server_hostname=f"mx-{ip}.test", **kwargs)
         controller.start()

@@ -264,3 +264,17 @@ def test_delay_warning_is_sent_once_when_configured(node_factory: Any, fake_dns:
     report = email.message_from_bytes(warning.data, policy=email.policy.default)
     assert report.get_content_type() == "multipart/report"
     assert "Action: delayed" in list(report.iter_parts())[1].as_string()
+
+
+def test_remote_size_limit_is_respected(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                        remote_mx: Callable[..., RemoteMX]) -> None:
+    small = remote_mx("127.0.0.2", size_limit=1000)
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["bob@dest.test"], msg=MSG + b"x" * 2000 + b"\r\n")
+    wait_status(node, qid, {"bob@dest.test": "bounced"})
+    with node.app.engine.connect() as conn:
+        reply = conn.execute(sa.select(recipients.c.last_reply).where(recipients.c.message_id == qid)).scalar()
+    assert reply is not None and reply.startswith("5.3.4") and "1000" in reply
+    assert small.messages == []
