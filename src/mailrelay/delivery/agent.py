@@ -76,16 +76,20 @@ class ConnectionPool:
         self._idle.setdefault(self._key(conn.hop, conn.ip), []).append(conn)
 
     async def expire(self, *, everything: bool = False) -> None:
+        # Take the expired ones out first, without awaiting: jobs take and put connections
+        # while we wait for QUIT replies, and an in-use connection must never be listed idle.
         now = time.monotonic()
-        for key, idle in list(self._idle.items()):
+        expired: list[Connection] = []
+        for key in list(self._idle):
+            idle = self._idle[key]
             keep = [] if everything else [c for c in idle if c.usable and now - c.idle_since < self.keep_seconds]
-            for conn in idle:
-                if conn not in keep:
-                    await conn.close()
+            expired.extend(c for c in idle if c not in keep)
             if keep:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
+        for conn in expired:
+            await conn.close()
 
 
 class DeliveryAgent:
