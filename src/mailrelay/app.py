@@ -69,7 +69,10 @@ class App:
     """A running mailrelay node: storage, accounts, the spool writer and the SMTP listeners."""
 
     def __init__(self, settings: Settings, *, hasher: PasswordHasher | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, deliver: bool | None = None, node: str | None = None,
+                 serve_smtp: bool = True) -> None:
+        """`deliver`: run delivery workers in this process (default: `delivery.enabled` and
+        `delivery.processes == 0`); `node`: the lease owner name of those workers."""
         self.settings = settings
         self.ssl_context = tls_context(settings)  # before storage: a bad file should fail fast
         self.engine = engine if engine is not None else open_storage(settings)
@@ -79,9 +82,12 @@ class App:
         self.signer = DomainSigner(self.domains)
         self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
         self.smtp = self._build_smtp()
-        self.agent: DeliveryAgent | None = self._build_agent() if settings.delivery.enabled else None
+        if deliver is None:
+            deliver = settings.delivery.enabled and settings.delivery.processes == 0
+        self.serve_smtp = serve_smtp
+        self.agent: DeliveryAgent | None = self._build_agent(node) if deliver else None
 
-    def _build_agent(self) -> DeliveryAgent:
+    def _build_agent(self, node: str | None) -> DeliveryAgent:
         s = self.settings
         try:
             resolver = DNSResolver(s.dns.nameservers, s.dns.timeout)
@@ -90,7 +96,7 @@ class App:
         except ValueError as exc:
             raise ConfigError(s.source, "dns.nameservers", str(exc)) from None
         agent = DeliveryAgent(settings=s.delivery, writer=self.writer, resolver=resolver,
-                              hostname=s.server.hostname, signer=self.signer)
+                              hostname=s.server.hostname, signer=self.signer, node=node)
         self.writer.on_enqueued = agent.wake
         return agent
 
@@ -140,7 +146,7 @@ class App:
         self.writer.start(asyncio.get_running_loop())
         if self.agent is not None:
             await self.agent.start()
-        return await self.smtp.start()
+        return await self.smtp.start() if self.serve_smtp else []
 
     async def stop(self) -> None:
         await self.smtp.stop(self.settings.server.shutdown_timeout)

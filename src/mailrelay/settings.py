@@ -101,7 +101,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
-    enabled: bool = True  # run delivery workers in this node's serve process
+    enabled: bool = True  # run delivery workers on this node
+    processes: int = 1  # worker processes beside the SMTP process; 0: inside it
     max_connections: int = 100
     max_per_domain: int = 20  # Postfix default_destination_concurrency_limit
     retry_first: float = 300.0  # Postfix minimal_backoff_time

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from mailrelay.app import App, raise_file_limit
+from mailrelay.cli.workers import Worker, start_workers, stop_workers, wake
 from mailrelay.settings import ConfigError, load_settings, write_default_config
 
 log = logging.getLogger("mailrelay")
@@ -19,7 +21,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate the configuration, certificate and database, then exit")
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     # alembic narrates every migration step at INFO; we log what matters ourselves.
@@ -32,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         write_default_config(path)
         print(f"mailrelay: wrote a default configuration to {path}", file=sys.stderr)
     settings = load_settings(path)
-    _setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level)
     app = App(settings)
     if getattr(args, "check", False):
         print(f"mailrelay: configuration {path} is valid", file=sys.stderr)
@@ -65,10 +67,15 @@ async def _serve(app: App) -> int:
         return 1
     bound = ", ".join(f"{name} {host}:{port}" for name, addrs in app.smtp.bound.items()
                       for host, port in addrs)
+    workers: list[Worker] = []
+    if app.settings.delivery.enabled and app.settings.delivery.processes > 0:
+        workers = start_workers(app.settings)
+        app.writer.on_enqueued = functools.partial(wake, workers)
     log.info("mailrelay ready as %s: %s", app.settings.server.hostname, bound)
     await stop.wait()
     log.info("stopping: finishing sessions in flight (at most %.0fs)", app.settings.server.shutdown_timeout)
     await app.stop()
+    await stop_workers(workers, app.settings.server.shutdown_timeout)
     log.info("stopped")
     return 0
 

@@ -159,6 +159,7 @@ nameservers = ["{dns_address}"]
 timeout = 2
 [delivery]
 enabled = true
+processes = 0
 mx_port = {mx_port}
 allow_private_destinations = true
 retry_first = 0.3

@@ -1,0 +1,108 @@
+"""Delivery worker processes started by `mailrelay serve` beside the SMTP process.
+
+Python runs one core per process; Postfix spreads its work over processes too. Accepting mail
+stays in the serve process, delivery (with DKIM signing) runs in `delivery.processes` children
+that share the queue through the database, each with its own lease owner name. A pipe from the
+parent wakes a child when new mail is committed; when the parent dies, even by SIGKILL, the pipe
+reaches end-of-file and the child stops too (its leases then let the next start retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from mailrelay.app import App
+from mailrelay.delivery.agent import node_name
+from mailrelay.settings import Settings
+
+log = logging.getLogger("mailrelay")
+
+
+@dataclass
+class Worker:
+    process: BaseProcess
+    wake_fd: int  # parent's end of the pipe
+
+
+def start_workers(settings: Settings) -> list[Worker]:
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of the parent's loop/threads
+    workers = []
+    for index in range(settings.delivery.processes):
+        reader, writer = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_child_main, args=(settings, index, reader), name=f"delivery-{index}",
+                              daemon=False)
+        process.start()
+        reader.close()
+        fd = os.dup(writer.fileno())
+        writer.close()
+        os.set_blocking(fd, False)
+        workers.append(Worker(process, fd))
+        log.info("delivery worker %d started (pid %d)", index, process.pid)
+    return workers
+
+
+def wake(workers: list[Worker]) -> None:
+    """New mail is committed: nudge every worker (never blocks; a full pipe already says so)."""
+    for w in workers:
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(w.wake_fd, b"w")
+
+
+async def stop_workers(workers: list[Worker], timeout: float) -> None:
+    for w in workers:
+        if w.process.is_alive() and w.process.pid is not None:
+            os.kill(w.process.pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    for w in workers:
+        await loop.run_in_executor(None, w.process.join, timeout + 5)
+        if w.process.is_alive():
+            log.warning("delivery worker %s did not stop in time; killing it", w.process.pid)
+            w.process.kill()
+            await loop.run_in_executor(None, w.process.join, 5)
+        os.close(w.wake_fd)
+
+
+def _child_main(settings: Settings, index: int, wake: multiprocessing.connection.Connection) -> None:
+    from mailrelay.cli.serve import setup_logging
+
+    setup_logging(settings.server.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+    app = App(settings, deliver=True, node=f"{node_name()[:58]}-d{index}", serve_smtp=False)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(_child(app, wake.fileno()))
+    else:
+        uvloop.run(_child(app, wake.fileno()))
+
+
+async def _child(app: App, fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    os.set_blocking(fd, False)
+    assert app.agent is not None
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # the parent is gone
+            loop.remove_reader(fd)
+            stop.set()
+            return
+        app.agent.wake()  # type: ignore[union-attr]
+
+    loop.add_reader(fd, readable)
+    await app.start()
+    await stop.wait()
+    await app.stop()
