@@ -22,6 +22,7 @@ from multiprocessing.process import BaseProcess
 from mailrelay.app import App
 from mailrelay.delivery.agent import node_name
 from mailrelay.settings import Settings
+from mailrelay.store.db import create_engine
 
 log = logging.getLogger("mailrelay")
 
@@ -75,7 +76,10 @@ def _child_main(settings: Settings, index: int, wake: multiprocessing.connection
 
     setup_logging(settings.server.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    app = App(settings, deliver=True, node=f"{node_name()[:58]}-d{index}", serve_smtp=False)
+    # Claims and outcomes may be repeated but never lost, so they need not wait for the disk:
+    # this keeps the workers' commits from holding the write lock the SMTP process needs.
+    engine = create_engine(settings.storage_url, flush_commits=False)
+    app = App(settings, engine=engine, deliver=True, node=f"{node_name()[:58]}-d{index}", serve_smtp=False)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -9,12 +9,15 @@ _FROM = re.compile(rb"(?im)^from[ \t]*:(.*(?:\r\n[ \t].*)*)")
 
 
 def header_section(data: bytes) -> bytes:
-    """The header section of a message (RFC 5322 §2.1): up to and including the first CRLF
-    of the empty line that ends it; the whole message if there is no body."""
-    if data.startswith(b"\r\n"):
+    """The header section of a message (RFC 5322 §2.1): everything before the first empty line,
+    with the line ending of its last field; b"" when the message starts with an empty line."""
+    if data.startswith((b"\r\n", b"\n")):
         return b""
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
+    candidates = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    if not candidates:
+        return data  # no body at all: the message is only headers
+    end = min(candidates)
+    return data[: end + (2 if data.startswith(b"\r\n", end) else 1)]
 
 
 def from_domains(data: bytes) -> list[str]:

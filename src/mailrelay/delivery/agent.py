@@ -110,6 +110,9 @@ class DeliveryAgent:
         self._total = asyncio.Semaphore(settings.max_connections)
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        # Keep about two jobs per connection slot in hand: enough to keep every slot busy, few
+        # enough that leases are not held long by jobs waiting for a slot.
+        self._high_water = max(2 * settings.max_connections, 50)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -145,12 +148,10 @@ class DeliveryAgent:
     # -- the claim loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        s = self.settings
-        # Keep roughly two jobs per connection slot in hand: enough to keep every slot busy,
-        # few enough that leases are not held long by jobs waiting for a slot.
-        high_water = max(2 * s.max_connections, 50)
+        high_water = self._high_water
         last_expire = time.monotonic()
         while not self._stopping:
+            self._wake.clear()  # before claiming: a wake-up from here on is kept for the wait
             room = high_water - len(self._jobs)
             claims: list[Claim] = []
             if room > 0:
@@ -163,16 +164,22 @@ class DeliveryAgent:
             for claim in claims:
                 task = asyncio.get_running_loop().create_task(self._job(claim))
                 self._jobs.add(task)
-                task.add_done_callback(self._jobs.discard)
+                task.add_done_callback(self._job_done)
             if time.monotonic() - last_expire > 1.0:
                 last_expire = time.monotonic()
                 await self.pool.expire()
             if claims and len(claims) >= min(room, 500):
                 await asyncio.sleep(0)  # more may be due right away
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        # Half the jobs in hand are done: claim more now rather than at the next poll, or a
+        # busy queue would be worked through one poll interval at a time.
+        if len(self._jobs) <= self._high_water // 2:
+            self._wake.set()
 
     def _claim(self, conn: DBConnection, *, node: str, now: float, limit: int) -> list[Claim]:
         s = self.settings

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mailrelay.core.dates import rfc5322_date
+from mailrelay.core.headers import header_section as header_block  # noqa: F401 - part of this API
 from mailrelay.delivery.classify import is_remote_reply
 
 Action = Literal["failed", "delayed"]
@@ -87,12 +88,6 @@ def notify_wants(notify: str | None, action: Action) -> bool:
     if "NEVER" in words:
         return False
     return ("FAILURE" if action == "failed" else "DELAY") in words
-
-
-def header_block(message: bytes) -> bytes:
-    """The header section of `message`, up to (without) the empty line that ends it."""
-    m = re.search(rb"(\r?\n)\r?\n", message)
-    return message if m is None else message[: m.end(1)]
 
 
 def build_dsn(*, reporting_mta: str, original_sender: str, original_queue_id: str, arrival: float,

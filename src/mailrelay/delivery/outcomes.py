@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.suppressions import SuppressionService
 from mailrelay.core.dates import rfc5322_date
+from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
@@ -33,11 +34,6 @@ class RecipientOutcome:
     host: str | None = None
     ip: str | None = None
     tls: str | None = None
-
-
-def header_section(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
 
 
 def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[RecipientOutcome], *, now: float,

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailrelay.core.headers import header_section
 from mailrelay.store.schema import accounts, attempts, events, messages, recipients
 
 # Display order of recipient statuses in summaries; unknown ones follow alphabetically.
@@ -93,17 +94,6 @@ def summarize_statuses(statuses: list[str]) -> str:
     order = {s: i for i, s in enumerate(STATUS_ORDER)}
     ranked = sorted(counts, key=lambda s: (order.get(s, len(order)), s))
     return ", ".join(f"{counts[s]} {s}" for s in ranked)
-
-
-def header_section(body: bytes) -> bytes:
-    """The header section of a message: everything before the first empty line."""
-    if body.startswith((b"\r\n", b"\n")):
-        return b""  # RFC 5322 §2.1: an empty line first means no header fields
-    candidates = [i for i in (body.find(b"\r\n\r\n"), body.find(b"\n\n")) if i >= 0]
-    if not candidates:
-        return body  # no body at all: the message is only headers
-    end = min(candidates)
-    return body[: end + (2 if body.startswith(b"\r\n", end) else 1)]
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +27,42 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     # First, so that the pragmas below wait for a busy database instead of failing at once.
     cur.execute("PRAGMA busy_timeout=10000")
     # WAL lets readers (CLI, API) run beside the writer; FULL fsyncs the WAL on every commit,
     # so a 250 reply after commit survives power loss, not only kill -9.
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
+def create_engine(url: str, *, flush_commits: bool = True, **kwargs: Any) -> Engine:
+    """An engine with mailrelay's connection settings.
+
+    `flush_commits=False` lets a commit return before it is flushed to disk (SQLite
+    synchronous=NORMAL in WAL mode, PostgreSQL synchronous_commit=off): still safe against a
+    killed process, not against power loss. Only for writes that may be repeated but never
+    lost: the delivery workers' claims and outcomes (a lost outcome means a retry).
+    """
     url = normalize_url(url)
     if is_sqlite(url):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", functools.partial(
+            _sqlite_pragmas, synchronous="FULL" if flush_commits else "NORMAL"))
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    if not flush_commits:
+        sa.event.listen(engine, "connect", _pg_async_commit)
+    return engine
+
+
+def _pg_async_commit(dbapi_conn: Any, _record: Any) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET synchronous_commit TO off")
+    dbapi_conn.commit()

@@ -9,18 +9,11 @@ import re
 import time
 
 from mailrelay.core.dates import rfc5322_date
+from mailrelay.core.headers import header_section as header_block
 from mailrelay.smtp.handler import Session, Transaction
 
 _MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
 _DATE = re.compile(rb"(?im)^date[ \t]*:")
-
-
-def header_block(body: bytes) -> bytes:
-    """The header section of a message (RFC 5322 §2.1): up to the first empty line."""
-    if body.startswith(b"\r\n"):
-        return b""
-    end = body.find(b"\r\n\r\n")
-    return body if end < 0 else body[: end + 2]
 
 
 def protocol_name(session: Session, txn: Transaction) -> str:
