@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -74,6 +76,7 @@ class SpoolWriter:
 
     def __init__(self, engine: Engine, *, max_batch: int = 512) -> None:
         self._engine = engine
+        self._lock_fd = _writer_lock(engine)
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -161,12 +164,18 @@ class SpoolWriter:
                 msg_rows.append(m)
                 rcpt_rows.extend(r)
         out: list[Any] = []
-        with self._engine.begin() as conn:
-            if msg_rows:
-                conn.execute(messages.insert(), msg_rows)
-                conn.execute(recipients.insert(), rcpt_rows)
-            for work, _, _ in batch:
-                out.append(None if isinstance(work, SpoolRecord) else work(conn))
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            with self._engine.begin() as conn:
+                if msg_rows:
+                    conn.execute(messages.insert(), msg_rows)
+                    conn.execute(recipients.insert(), rcpt_rows)
+                for work, _, _ in batch:
+                    out.append(None if isinstance(work, SpoolRecord) else work(conn))
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         return out
 
     def _resolve(self, results: list[_Result], *, wake: bool = False) -> None:
@@ -174,6 +183,15 @@ class SpoolWriter:
         # A closed loop raises RuntimeError: nobody waits for these replies any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_set_results, results, self.on_enqueued if wake else None)
+
+
+def _writer_lock(engine: Engine) -> int | None:
+    """SQLite has one write lock, and a writer that finds it taken polls in sleeps of 1, 2,
+    5, 10... ms. The writers of one database (the SMTP process and its delivery workers) queue
+    on a file lock beside it instead, which hands over the moment it is released."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    return os.open(f"{engine.url.database}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
 
 
 def _set_results(results: list[_Result], wake: Callable[[], None] | None = None) -> None:
