@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text, nullable=False, server_default=""),
         sa.Column("at", sa.Float, nullable=False),
     )
-    op.create_index("ix_events_account_id", "events", ["account_id"])
     op.create_index("ix_events_message_id", "events", ["message_id"])
-    op.create_index("ix_events_at", "events", ["at"])
     op.create_table(
         "suppressions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
