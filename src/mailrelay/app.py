@@ -79,7 +79,8 @@ class App:
         self.accounts = AccountService(self.engine, hasher or make_hasher())
         self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max)
         self.domains = DomainService(self.engine)
-        self.signer = DomainSigner(self.domains)
+        # Short cache: a domain just added with `mailrelay domain add` works within seconds.
+        self.signer = DomainSigner(self.domains, cache_seconds=5.0)
         self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
         self.smtp = self._build_smtp()
         if deliver is None:
