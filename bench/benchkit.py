@@ -206,6 +206,17 @@ def socket_fds(pid: int) -> int:
     return n
 
 
+
+def terminate(proc: subprocess.Popen, grace: float) -> None:  # type: ignore[type-arg]
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL: every server we start stops."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
 # ---------------------------------------------------------------- mailrelay
 
 MAILRELAY_CONFIG = """\
@@ -502,13 +513,7 @@ class Postfix:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # master passes it on to its children
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, 30)  # master passes SIGTERM on to its children
         self._proc = None
 
     def queue_counts(self) -> dict[str, int]:
@@ -813,13 +818,7 @@ class Sink:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # timeout(1) passes it on to smtp-sink
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, 10)  # timeout(1) passes SIGTERM on to smtp-sink
         self._proc = None
 
     def dumped(self) -> dict[str, int]:
