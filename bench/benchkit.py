@@ -207,6 +207,18 @@ def socket_fds(pid: int) -> int:
 
 
 
+def wait_for_log(proc: subprocess.Popen, log: Path, marker: str, timeout: float) -> bool:  # type: ignore[type-arg]
+    """True once `marker` appears in the server's log; False if it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker in log.read_text(errors="replace"):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
 def terminate(proc: subprocess.Popen, grace: float) -> None:  # type: ignore[type-arg]
     """SIGTERM, wait up to `grace` seconds, then SIGKILL: every server we start stops."""
     if proc.poll() is None:
@@ -295,18 +307,12 @@ class Mailrelay:
                 ["timeout", "-k", "10", str(int(self.time_limit)), python, "-m", "mailrelay",
                  "-c", str(self.config), "serve"],
                 cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if "mailrelay ready as" in self.log.read_text(errors="replace"):
-                kids = children(self._proc.pid)
-                self.pid = kids[0] if kids else self._proc.pid
-                return
-            if self._proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        tail = self.log.read_text(errors="replace")[-1500:]
-        raise BenchError(f"mailrelay did not become ready on port {self.port}:\n{tail}")
+        if not wait_for_log(self._proc, self.log, "mailrelay ready as", 90):
+            self.stop()
+            tail = self.log.read_text(errors="replace")[-1500:]
+            raise BenchError(f"mailrelay did not become ready on port {self.port}:\n{tail}")
+        kids = children(self._proc.pid)
+        self.pid = kids[0] if kids else self._proc.pid
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -678,22 +684,15 @@ class Aiosmtpd:
         with open(self.log, "wb") as log:
             self._proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if "aiosmtpd-server: pid" in self.log.read_text(errors="replace"):
-                self.pid = int(self.pidfile.read_text().split()[0])
-                if self.pid != self._proc.pid:
-                    self.stop()
-                    raise BenchError(f"aiosmtpd-server wrote PID {self.pid}, started"
-                                     f" {self._proc.pid}")
-                wait_port(self.port)
-                return
-            if self._proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        tail = self.log.read_text(errors="replace")[-1500:]
-        raise BenchError(f"aiosmtpd-server did not start on port {self.port}:\n{tail}")
+        if not wait_for_log(self._proc, self.log, "aiosmtpd-server: pid", 60):
+            self.stop()
+            tail = self.log.read_text(errors="replace")[-1500:]
+            raise BenchError(f"aiosmtpd-server did not start on port {self.port}:\n{tail}")
+        self.pid = int(self.pidfile.read_text().split()[0])
+        if self.pid != self._proc.pid:
+            self.stop()
+            raise BenchError(f"aiosmtpd-server wrote PID {self.pid}, started {self._proc.pid}")
+        wait_port(self.port)
 
     def stop(self, timeout: float = 60.0) -> int | None:
         proc = self._proc

@@ -96,9 +96,7 @@ class SuppressionService:
             if self.add_from_bounce(conn, account_id, address, reason, now):
                 conn.execute(events.insert().values(account_id=account_id, recipient=address,
                                                     type=EVENT_ADDED, detail=reason, at=now))
-            row = conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
-                               .where(suppressions.c.account_id == account_id,
-                                      suppressions.c.address == address)).one()
+            row = _entry(conn, account_id, address).one()
         return _suppression(row)
 
     def get(self, account_name: str, address: str) -> Suppression | None:
@@ -106,9 +104,7 @@ class SuppressionService:
         address = normalize_address(address)
         with self._engine.connect() as conn:
             account_id = _account_id(conn, account_name)
-            row = conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
-                               .where(suppressions.c.account_id == account_id,
-                                      suppressions.c.address == address)).first()
+            row = _entry(conn, account_id, address).first()
         return _suppression(row) if row else None
 
     def remove(self, account_name: str, address: str) -> Suppression:
@@ -116,9 +112,7 @@ class SuppressionService:
         address = normalize_address(address)
         with self._engine.begin() as conn:
             account_id = _account_id(conn, account_name)
-            row = conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
-                               .where(suppressions.c.account_id == account_id,
-                                      suppressions.c.address == address)).first()
+            row = _entry(conn, account_id, address).first()
             if row is None:
                 raise SuppressionError(f"{address} is not on the suppression list of account "
                                        f"{account_name!r}")
@@ -197,3 +191,9 @@ def _account_id(conn: sa.Connection, name: str) -> int:
     if account_id is None:
         raise AccountError(f"no account named {name[:80]!r}")
     return int(account_id)
+
+
+def _entry(conn: sa.Connection, account_id: int, address: str) -> sa.Result[Any]:
+    """The suppression-list entry of one (lower-cased) address, with its account's name."""
+    return conn.execute(sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
+                        .where(suppressions.c.account_id == account_id, suppressions.c.address == address))

@@ -18,7 +18,6 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection as DBConnection
 
@@ -40,14 +39,6 @@ ROUTE_CACHE_SECONDS = 30.0
 def node_name() -> str:
     """This node's lease owner name: stable across restarts, distinct between hosts."""
     return socket.gethostname()[:64]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentStats:
-    claimed: int
-    delivered: int
-    deferred: int
-    bounced: int
 
 
 class ConnectionPool:
@@ -116,7 +107,6 @@ class DeliveryAgent:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self.delivered = self.deferred = self.bounced = self.claimed = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -141,9 +131,6 @@ class DeliveryAgent:
             for task in pending:
                 task.cancel()
         await self.pool.expire(everything=True)
-
-    def stats(self) -> AgentStats:
-        return AgentStats(self.claimed, self.delivered, self.deferred, self.bounced)
 
     # -- the claim loop -------------------------------------------------------------------
 
@@ -195,7 +182,6 @@ class DeliveryAgent:
                     continue
                 claim = Claim(claim.message, claim.domain, rest)
             out.append(claim)
-        self.claimed += sum(len(c.recipients) for c in out)
         return out
 
     # -- one job --------------------------------------------------------------------------
@@ -215,12 +201,6 @@ class DeliveryAgent:
             verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
             outcomes = [RecipientOutcome(r, verdict) for r in claim.recipients]
         for out in outcomes:
-            if out.verdict.outcome == "delivered":
-                self.delivered += 1
-            elif out.verdict.outcome == "bounced":
-                self.bounced += 1
-            else:
-                self.deferred += 1
             log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
                      out.host or "none", out.ip or "", out.tls or "no", out.verdict.outcome, out.verdict.status,
                      out.verdict.diagnostic[:200])

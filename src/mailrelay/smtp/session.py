@@ -60,7 +60,6 @@ class SMTPSession(asyncio.Protocol):
         "_buf",
         "_busy",
         "_data",
-        "_data_size",
         "_discarding",
         "_eof",
         "_errors",
@@ -88,7 +87,6 @@ class SMTPSession(asyncio.Protocol):
         self.client_key = ""  # what per-client limits count by (see limits.client_key)
         self._buf = bytearray()
         self._data = bytearray()
-        self._data_size = 0
         self._too_big = False
         self._discarding = False
         self._state = _CMD
@@ -527,7 +525,6 @@ class SMTPSession(asyncio.Protocol):
         self._reply(R.START_DATA)
         self._state = _DATA
         self._data = bytearray(b"\r\n")  # so a "." first line is found like any other
-        self._data_size = 0
         self._too_big = False
 
     def _count_junk(self) -> None:
@@ -576,7 +573,6 @@ class SMTPSession(asyncio.Protocol):
             if len(data) - 2 > limit + limit // 64 + 1024:
                 # Too big: keep counting to the terminator but hold only its possible start.
                 self._too_big = True
-                self._data_size += len(data) - 4
                 del data[:-4]
             return
         rest = bytes(data[end + 5 :])
