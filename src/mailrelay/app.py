@@ -77,7 +77,8 @@ class App:
         self.ssl_context = tls_context(settings)  # before storage: a bad file should fail fast
         self.engine = engine if engine is not None else open_storage(settings)
         self.accounts = AccountService(self.engine, hasher or make_hasher())
-        self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max)
+        self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max,
+                                  inline=not serve_smtp)
         self.domains = DomainService(self.engine)
         # Short cache: a domain just added with `mailrelay domain add` works within seconds.
         self.signer = DomainSigner(self.domains, cache_seconds=5.0)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection as DBConnection
 
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
-from mailrelay.delivery.outcomes import RecipientOutcome, record_dropped, record_outcomes, suppressed_in
+from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many
 from mailrelay.delivery.routing import Hop, RoutePlan, RoutingError, plan_route
 from mailrelay.resolver.base import Resolver
 from mailrelay.settings import DeliverySettings
@@ -34,6 +34,8 @@ log = logging.getLogger("mailrelay.delivery")
 
 Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines to prepend
 ROUTE_CACHE_SECONDS = 30.0
+# A finished job: its claim, what happened, and the future that gets the bounce's queue id.
+_Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[str | None]"]
 
 
 def node_name() -> str:
@@ -101,6 +103,7 @@ class DeliveryAgent:
         self._total = asyncio.Semaphore(settings.max_connections)
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        self._finished: list[_Finished] = []  # outcomes waiting for the next write
         # Keep about two jobs per connection slot in hand: enough to keep every slot busy, few
         # enough that leases are not held long by jobs waiting for a slot.
         self._high_water = max(2 * settings.max_connections, 50)
@@ -172,17 +175,7 @@ class DeliveryAgent:
         s = self.settings
         claims = claim_due(conn, node=node, now=now, limit=limit, lease_seconds=s.lease_seconds,
                            next_attempt=functools.partial(backoff, first=s.retry_first, cap=s.retry_max))
-        out = []
-        for claim in claims:
-            suppressed = suppressed_in(conn, claim.message.account_id, (r.address for r in claim.recipients))
-            if suppressed:
-                record_dropped(conn, claim, [r for r in claim.recipients if r.address.lower() in suppressed], now=now)
-                rest = tuple(r for r in claim.recipients if r.address.lower() not in suppressed)
-                if not rest:
-                    continue
-                claim = Claim(claim.message, claim.domain, rest)
-            out.append(claim)
-        return out
+        return filter_suppressed(conn, claims, now=now)
 
     # -- one job --------------------------------------------------------------------------
 
@@ -205,9 +198,7 @@ class DeliveryAgent:
                      out.host or "none", out.ip or "", out.tls or "no", out.verdict.outcome, out.verdict.status,
                      out.verdict.diagnostic[:200])
         try:
-            bounce = await self.writer.run(functools.partial(
-                record_outcomes, claim=claim, outcomes=outcomes, now=time.time(), hostname=self.hostname,
-                max_lifetime=self.settings.max_lifetime, delay_warning=self.settings.delay_warning))
+            bounce = await self._record(claim, outcomes)
         except Exception as exc:
             # E.g. an operator deleted the message meanwhile. The lease runs out and, if the
             # recipients still exist, they are tried again: late rather than lost.
@@ -215,6 +206,37 @@ class DeliveryAgent:
             return
         if bounce is not None:
             self.wake()
+
+    def _record(self, claim: Claim, outcomes: list[RecipientOutcome]) -> asyncio.Future[str | None]:
+        """Outcomes of the jobs that finish in one loop iteration are written together."""
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        if not self._finished:
+            asyncio.get_running_loop().call_soon(self._flush_outcomes)
+        self._finished.append((claim, outcomes, fut))
+        return fut
+
+    def _flush_outcomes(self, batch: list[_Finished] | None = None) -> None:
+        if batch is None:
+            batch, self._finished = self._finished, []
+        op = functools.partial(record_many, items=[(c, o) for c, o, _ in batch], now=time.time(),
+                               hostname=self.hostname, max_lifetime=self.settings.max_lifetime,
+                               delay_warning=self.settings.delay_warning)
+
+        def written(done: asyncio.Future[list[str | None]]) -> None:
+            exc = done.exception()
+            if exc is not None and len(batch) > 1:
+                for item in batch:  # one bad item must not fail the others: one by one
+                    self._flush_outcomes([item])
+                return
+            for i, (_, _, fut) in enumerate(batch):
+                if fut.done():
+                    continue
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(done.result()[i])
+
+        self.writer.run(op).add_done_callback(written)
 
     async def _deliver(self, claim: Claim) -> list[RecipientOutcome]:
         s = self.settings

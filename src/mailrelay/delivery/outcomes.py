@@ -39,50 +39,76 @@ class RecipientOutcome:
 def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[RecipientOutcome], *, now: float,
                     hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> str | None:
     """Store the outcome of one attempt; returns the queue id of a bounce it queued, if any."""
-    msg = claim.message
-    failed: list[FailedRecipient] = []
-    delayed: list[FailedRecipient] = []
-    attempt_rows = []
-    event_rows = []
-    for out in outcomes:
-        v = out.verdict
-        status = {"delivered": "delivered", "deferred": "deferred", "bounced": "bounced"}[v.outcome]
-        reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
-        if status == "deferred" and now - msg.created_at >= max_lifetime:
-            status = "expired"
-            failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
-                                          f"message expired after {max_lifetime / 86400:g} days; last error: "
-                                          f"{v.diagnostic}", _remote(out), now))
-        elif status == "deferred" and delay_warning > 0 and now - msg.created_at >= delay_warning \
-                and not _warned(conn, msg.id, out.recipient.address):
-            delayed.append(FailedRecipient(out.recipient.address, v.status, "delayed", v.diagnostic,
-                                           _remote(out), now))
-        elif status == "bounced":
-            failed.append(FailedRecipient(out.recipient.address, v.status, "failed",
-                                          v.diagnostic, _remote(out), now))
-            if is_hard_bounce(v):
-                _suppress(conn, msg.account_id, out.recipient.address, v.diagnostic, now)
-        values: dict[str, object] = {"status": status, "last_reply": reply, "updated_at": now,
-                                     "lease_owner": None, "lease_until": None}
-        if status in FINAL:
-            values["next_attempt_at"] = None
-        conn.execute(recipients.update().where(recipients.c.id == out.recipient.id).values(**values))
-        attempt_rows.append({"message_id": msg.id, "recipient_id": out.recipient.id, "at": now,
-                             "mx_host": out.host, "ip": out.ip, "tls": out.tls, "reply": reply,
-                             "outcome": v.outcome})
-        event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
-                           "recipient": out.recipient.address, "type": status,
-                           "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now})
+    return record_many(conn, [(claim, outcomes)], now=now, hostname=hostname, max_lifetime=max_lifetime,
+                       delay_warning=delay_warning)[0]
+
+
+# One statement each, run with executemany for a whole batch of outcomes: a final status also
+# clears the next attempt time; a deferral keeps the one written when the recipient was claimed.
+_SET_FINAL = recipients.update().where(recipients.c.id == sa.bindparam("rid")).values(
+    status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
+    lease_owner=None, lease_until=None, next_attempt_at=None)
+_SET_OPEN = recipients.update().where(recipients.c.id == sa.bindparam("rid")).values(
+    status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
+    lease_owner=None, lease_until=None)
+
+
+def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[RecipientOutcome]]], *, now: float,
+                hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> list[str | None]:
+    """Store the outcomes of several attempts in a few bulk statements; per item, the queue id
+    of the bounce it queued, if any."""
+    final_rows: list[dict[str, object]] = []
+    open_rows: list[dict[str, object]] = []
+    attempt_rows: list[dict[str, object]] = []
+    event_rows: list[dict[str, object]] = []
+    reports: list[tuple[Claim, list[FailedRecipient], list[FailedRecipient]]] = []
+    for claim, outcomes in items:
+        msg = claim.message
+        failed: list[FailedRecipient] = []
+        delayed: list[FailedRecipient] = []
+        for out in outcomes:
+            v = out.verdict
+            status: str = v.outcome
+            reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
+            if status == "deferred" and now - msg.created_at >= max_lifetime:
+                status = "expired"
+                failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
+                                              f"message expired after {max_lifetime / 86400:g} days; last error: "
+                                              f"{v.diagnostic}", _remote(out), now))
+            elif status == "deferred" and delay_warning > 0 and now - msg.created_at >= delay_warning \
+                    and not _warned(conn, msg.id, out.recipient.address):
+                delayed.append(FailedRecipient(out.recipient.address, v.status, "delayed", v.diagnostic,
+                                               _remote(out), now))
+            elif status == "bounced":
+                failed.append(FailedRecipient(out.recipient.address, v.status, "failed",
+                                              v.diagnostic, _remote(out), now))
+                if is_hard_bounce(v):
+                    _suppress(conn, msg.account_id, out.recipient.address, v.diagnostic, now)
+            row: dict[str, object] = {"rid": out.recipient.id, "st": status, "reply": reply, "now": now}
+            (final_rows if status in FINAL else open_rows).append(row)
+            attempt_rows.append({"message_id": msg.id, "recipient_id": out.recipient.id, "at": now,
+                                 "mx_host": out.host, "ip": out.ip, "tls": out.tls, "reply": reply,
+                                 "outcome": v.outcome})
+            event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
+                               "recipient": out.recipient.address, "type": status,
+                               "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now})
+        reports.append((claim, failed, delayed))
+    if final_rows:
+        conn.execute(_SET_FINAL, final_rows)
+    if open_rows:
+        conn.execute(_SET_OPEN, open_rows)
     if attempt_rows:
         conn.execute(attempts.insert(), attempt_rows)
     if event_rows:
         conn.execute(events.insert(), event_rows)
-    bounce = queue_bounce(conn, claim, failed, now=now, hostname=hostname) if failed else None
-    if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
-        conn.execute(events.insert(), [{"account_id": msg.account_id, "message_id": msg.id, "recipient": d.address,
-                                        "type": "delay-warning", "detail": d.diagnostic or "", "at": now}
-                                       for d in delayed])
-    return bounce
+    bounces: list[str | None] = []
+    for claim, failed, delayed in reports:
+        bounces.append(queue_bounce(conn, claim, failed, now=now, hostname=hostname) if failed else None)
+        if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
+            conn.execute(events.insert(), [
+                {"account_id": claim.message.account_id, "message_id": claim.message.id, "recipient": d.address,
+                 "type": "delay-warning", "detail": d.diagnostic or "", "at": now} for d in delayed])
+    return bounces
 
 
 def _warned(conn: Connection, message_id: str, address: str) -> bool:
@@ -110,6 +136,28 @@ def suppressed_in(conn: Connection, account_id: int, addresses: Iterable[str]) -
     rows = conn.execute(sa.select(suppressions.c.address).where(
         suppressions.c.account_id == account_id, suppressions.c.address.in_(lowered)))
     return {r.address for r in rows}
+
+
+def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) -> list[Claim]:
+    """Claims without their suppressed recipients (those end `dropped`): one query per account."""
+    by_account: dict[int, set[str]] = {}
+    for claim in claims:
+        by_account.setdefault(claim.message.account_id, set()).update(r.address for r in claim.recipients)
+    suppressed = {account: found for account, addresses in by_account.items()
+                  if (found := suppressed_in(conn, account, addresses))}
+    if not suppressed:
+        return list(claims)
+    out = []
+    for claim in claims:
+        listed = suppressed.get(claim.message.account_id)
+        if not listed:
+            out.append(claim)
+            continue
+        record_dropped(conn, claim, [r for r in claim.recipients if r.address.lower() in listed], now=now)
+        rest = tuple(r for r in claim.recipients if r.address.lower() not in listed)
+        if rest:
+            out.append(Claim(claim.message, claim.domain, rest))
+    return out
 
 
 def _suppress(conn: Connection, account_id: int, address: str, reason: str, now: float) -> None:

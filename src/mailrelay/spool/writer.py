@@ -74,8 +74,14 @@ T = TypeVar("T")
 class SpoolWriter:
     """The one writer thread of a process; `submit` from the event loop, await the future."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 512) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 512, inline: bool = False) -> None:
+        """`inline`: write on the event loop's own thread, batching what one loop iteration
+        submitted. For delivery-only processes, whose loop is busy with CPU work (DKIM): a
+        writer thread would hold the database's write lock while waiting for the GIL, and the
+        SMTP process, which needs that lock for every 250, would wait with it."""
         self._engine = engine
+        self._inline = inline
+        self._pending: list[Any] = []
         self._lock_fd = _writer_lock(engine)
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -87,6 +93,8 @@ class SpoolWriter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        if self._inline:
+            return
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -94,7 +102,7 @@ class SpoolWriter:
         """Queue `record`; the future gets `result` once the record is committed."""
         assert self._loop is not None, "SpoolWriter.start() first"
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((record, fut, result))
+        self._put((record, fut, result))
         return fut
 
     def run(self, op: Callable[[Connection], T]) -> asyncio.Future[T]:
@@ -102,11 +110,27 @@ class SpoolWriter:
         (or exception) comes back through the future. Ops share commits with enqueues."""
         assert self._loop is not None, "SpoolWriter.start() first"
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((op, fut, _FROM_OP))
+        self._put((op, fut, _FROM_OP))
         return fut
+
+    def _put(self, item: _Item) -> None:
+        if not self._inline:
+            self._queue.put(item)
+            return
+        if not self._pending:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_inline)
+        self._pending.append(item)
+
+    def _flush_inline(self) -> None:
+        batch, self._pending = self._pending, []
+        for i in range(0, len(batch), self._max_batch):
+            self._write(batch[i:i + self._max_batch])
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
+        if self._inline and self._pending:
+            self._flush_inline()
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
