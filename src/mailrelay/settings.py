@@ -128,6 +128,43 @@ class DNSSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountSettings:
+    default_plan: str = "free"  # the plan of accounts created without --plan
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The event webhook: batched POSTs from a durable outbox (the events table)."""
+
+    batch_size: int = 100  # events per POST, at most
+    timeout: float = 10.0  # seconds for one POST
+    retry_first: float = 10.0  # first retry after a failed POST, doubling...
+    retry_max: float = 600.0  # ...up to this
+    max_age: float = 86_400.0  # give up on an event this long after it happened (24 h)
+    max_concurrent: int = 10  # webhooks posted to at once
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSettings:
+    """`[plans.NAME]`: limits of the accounts on plan NAME; 0 means no limit."""
+
+    name: str
+    daily_limit: int = 0  # emails (recipients) per UTC calendar day
+    monthly_limit: int = 0  # per UTC calendar month
+    max_recipients_per_message: int = 0  # 0: smtp.max_recipients
+    max_message_size: int = 0  # bytes; 0: smtp.max_message_size
+    rate_per_minute: int = 0  # emails per minute, per node
+
+
+# Built in, and can be overridden or added to with [plans.NAME]: SendGrid's free plan sends
+# 200 emails a day.
+DEFAULT_PLANS: dict[str, dict[str, Any]] = {
+    "free": {"daily_limit": 200},
+    "unlimited": {},
+}
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerSettings:
     name: str
     listen: tuple[str, ...]
@@ -159,6 +196,12 @@ class Settings:
     delivery: DeliverySettings
     dns: DNSSettings
     listeners: tuple[ListenerSettings, ...]
+    accounts: AccountSettings = AccountSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    plans: tuple[PlanSettings, ...] = tuple(PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items())
+
+    def plan(self, name: str) -> PlanSettings | None:
+        return next((p for p in self.plans if p.name == name), None)
 
     @property
     def data_dir(self) -> Path:
@@ -189,6 +232,8 @@ SECTIONS: dict[str, type] = {
     "submission": SubmissionSettings,
     "delivery": DeliverySettings,
     "dns": DNSSettings,
+    "accounts": AccountSettings,
+    "webhooks": WebhookSettings,
 }
 
 # Keys of these sections that are tables, parsed apart from the scalar keys.
@@ -337,7 +382,7 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
             raise ConfigError(source, "(file)", "file not readable (permission denied)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "(file)", f"not valid TOML: {exc}") from None
-    allowed = set(SECTIONS) | {"listener"}
+    allowed = set(SECTIONS) | {"listener", "plans"}
     for section, value in raw.items():
         if section not in allowed:
             raise ConfigError(source, section, f"unknown section (known: {', '.join(sorted(allowed))})")
@@ -352,7 +397,8 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
                      "tls_policy": _build_tls_policy(extra.get("tls_policy", {}), source)}
         built[name] = _build(cls, data, source, name, env, f"{ENV_PREFIX}{name}", extra=extra)
     listeners = _build_listeners(raw.get("listener", {}), source, env)
-    settings = Settings(source=source, listeners=listeners, **built)
+    plans = _build_plans(raw.get("plans", {}), source, env)
+    settings = Settings(source=source, listeners=listeners, plans=plans, **built)
     _check(settings)
     return settings
 
@@ -415,6 +461,25 @@ def _build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str]
     return tuple(out)
 
 
+def _build_plans(raw: Mapping[str, Any], source: str, env: Mapping[str, str]) -> tuple[PlanSettings, ...]:
+    names = list(DEFAULT_PLANS) + [n for n in raw if n not in DEFAULT_PLANS]
+    out = []
+    for name in names:
+        user = raw.get(name, {})
+        if not isinstance(user, dict):
+            raise ConfigError(source, f"plans.{name}", "expected a table, e.g. [plans." + name + "] daily_limit = 1000")
+        if not name or len(name) > 32 or not all(c.isalnum() or c in "-_" for c in name):
+            raise ConfigError(source, f"plans.{name}", "a plan name is 1-32 letters, digits, - or _")
+        plan = _build(PlanSettings, user, source, f"plans.{name}", env, f"{ENV_PREFIX}PLAN_{name}",
+                      extra={"name": name}, defaults=DEFAULT_PLANS.get(name, {}))
+        for f in dataclasses.fields(PlanSettings):
+            value = getattr(plan, f.name)
+            if isinstance(value, int) and value < 0:
+                raise ConfigError(source, f"plans.{name}.{f.name}", f"expected 0 (no limit) or more, got {value}")
+        out.append(plan)
+    return tuple(out)
+
+
 def _default_value(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -448,6 +513,11 @@ def _check(s: Settings) -> None:
     if uses_trusted and not s.submission.trusted_account:
         raise ConfigError(src, "submission.trusted_account",
                           "required when trusted_networks is set: the account that mail from those networks is sent as")
+    if s.plan(s.accounts.default_plan) is None:
+        raise ConfigError(src, "accounts.default_plan",
+                          f"no plan {s.accounts.default_plan!r} (known: {', '.join(p.name for p in s.plans)})")
+    if s.webhooks.batch_size < 1:
+        raise ConfigError(src, "webhooks.batch_size", "expected at least 1")
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
 

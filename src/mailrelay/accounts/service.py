@@ -53,6 +53,8 @@ class Account:
     plan: str
     status: str
     created_at: float
+    sandbox: bool = False  # mail is captured, never delivered
+    chaos: str | None = None  # JSON: the sandbox's simulated failures, see mailrelay.sandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ def validate_password(password: str) -> str:
 
 def _account(row: Any) -> Account:
     return Account(id=row.id, name=row.name, plan=row.plan, status=row.status,
-                   created_at=row.created_at)
+                   created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos)
 
 
 def _api_key(row: Any) -> ApiKey:
@@ -109,7 +111,7 @@ def _api_key(row: Any) -> ApiKey:
 
 
 _ACCOUNT_COLS = (accounts.c.id, accounts.c.name, accounts.c.plan, accounts.c.status,
-                 accounts.c.created_at)
+                 accounts.c.created_at, accounts.c.sandbox, accounts.c.chaos)
 _KEY_COLS = (api_keys.c.id, accounts.c.name.label("account_name"), api_keys.c.label,
              api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.last_used_at)
 
@@ -203,7 +205,7 @@ class AccountService:
             conn.execute(accounts.update().where(accounts.c.id == row.id)
                          .values(status=status, updated_at=self._clock()))
         return Account(id=row.id, name=row.name, plan=row.plan, status=status,
-                       created_at=row.created_at)
+                       created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos)
 
     def set_password(self, name: str, password: str) -> None:
         validate_password(password)

@@ -20,6 +20,7 @@ from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
+from mailrelay.events.log import add_events
 from mailrelay.spool.leases import Claim, ClaimedRecipient
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.schema import attempts, events, messages, recipients, suppressions
@@ -91,7 +92,8 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
                                  "outcome": v.outcome})
             event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
                                "recipient": out.recipient.address, "type": status,
-                               "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now})
+                               "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now,
+                               "attempt": out.recipient.attempts + 1, "reply": reply, "mx_host": out.host})
         reports.append((claim, failed, delayed))
     if final_rows:
         conn.execute(_SET_FINAL, final_rows)
@@ -99,13 +101,12 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
         conn.execute(_SET_OPEN, open_rows)
     if attempt_rows:
         conn.execute(attempts.insert(), attempt_rows)
-    if event_rows:
-        conn.execute(events.insert(), event_rows)
+    add_events(conn, event_rows)
     bounces: list[str | None] = []
     for claim, failed, delayed in reports:
         bounces.append(queue_bounce(conn, claim, failed, now=now, hostname=hostname) if failed else None)
         if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
-            conn.execute(events.insert(), [
+            add_events(conn, [
                 {"account_id": claim.message.account_id, "message_id": claim.message.id, "recipient": d.address,
                  "type": "delay-warning", "detail": d.diagnostic or "", "at": now} for d in delayed])
     return bounces
@@ -124,9 +125,9 @@ def record_dropped(conn: Connection, claim: Claim, dropped: Iterable[ClaimedReci
         conn.execute(recipients.update().where(recipients.c.id == rcpt.id).values(
             status="dropped", last_reply="suppressed: address is on the account's suppression list",
             updated_at=now, lease_owner=None, lease_until=None, next_attempt_at=None))
-        conn.execute(events.insert().values(account_id=claim.message.account_id, message_id=claim.message.id,
-                                            recipient=rcpt.address, type="dropped",
-                                            detail="address is on the suppression list", at=now))
+        add_events(conn, [{"account_id": claim.message.account_id, "message_id": claim.message.id,
+                           "recipient": rcpt.address, "type": "dropped",
+                           "detail": "address is on the suppression list", "at": now}])
 
 
 def suppressed_in(conn: Connection, account_id: int, addresses: Iterable[str]) -> set[str]:
@@ -163,8 +164,8 @@ def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) 
 def _suppress(conn: Connection, account_id: int, address: str, reason: str, now: float) -> None:
     # Insert-if-absent: two bounces of one address at once must not abort the transaction.
     if SuppressionService.add_from_bounce(conn, account_id, address, reason[:500], now):
-        conn.execute(events.insert().values(account_id=account_id, recipient=address.lower(),
-                                            type="suppression-added", detail=reason[:500], at=now))
+        add_events(conn, [{"account_id": account_id, "recipient": address.lower(), "type": "suppression-added",
+                           "detail": reason[:500], "at": now}])
 
 
 def _remote(out: RecipientOutcome) -> str | None:
@@ -185,10 +186,10 @@ def queue_bounce(conn: Connection, claim: Claim, failed: Sequence[FailedRecipien
     record = SpoolRecord(queue_id=queue_id, account_id=msg.account_id, mail_from="", mail_params={},
                          recipients=[(msg.mail_from, {})], client_ip="127.0.0.1", helo=hostname,
                          auth_user=None, tls_version=None, tls_cipher=None, listener="bounce",
-                         trace_headers=trace, body=body, created_at=now)
+                         trace_headers=trace, body=body, created_at=now, processed_event=False)
     m, r = record.rows()
     conn.execute(messages.insert(), [m])
     conn.execute(recipients.insert(), r)
-    conn.execute(events.insert().values(account_id=msg.account_id, message_id=msg.id, recipient=msg.mail_from,
-                                        type="bounce-queued", detail=f"DSN {queue_id}{action_note}", at=now))
+    add_events(conn, [{"account_id": msg.account_id, "message_id": msg.id, "recipient": msg.mail_from,
+                       "type": "bounce-queued", "detail": f"DSN {queue_id}{action_note}", "at": now}])
     return queue_id

@@ -40,6 +40,7 @@ class Transaction:
     sender: Path
     recipients: list[Path] = field(default_factory=list)
     declared_size: int | None = None
+    hold: Any = None  # the policy's own: what it reserved for this transaction (e.g. quota)
 
     @property
     def smtputf8(self) -> bool:
@@ -55,8 +56,14 @@ class Handler(Protocol):
     def check_sender(self, session: Session, txn: Transaction) -> None:
         """MAIL FROM: raise Refusal to refuse the sender."""
 
-    def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> None:
-        """RCPT TO: raise Refusal to refuse this recipient (relay policy lives here)."""
+    def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
+        """RCPT TO: raise Refusal to refuse this recipient (relay policy lives here). A check
+        that needs I/O (a quota reservation) returns an awaitable instead, which raises
+        Refusal or returns; the engine answers when it is done."""
+
+    def abandon(self, session: Session, txn: Transaction) -> None:
+        """A transaction with recipients ended without an accepted message (RSET, EHLO,
+        STARTTLS, refused or failed DATA, a lost connection): give back what was held for it."""
 
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
         """End of DATA: store the message durably, then give the reply (250 with queue id)."""

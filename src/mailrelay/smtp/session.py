@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.core import reply as R
-from mailrelay.core.address import has_control_chars, parse_path
+from mailrelay.core.address import Path, has_control_chars, parse_path
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.smtp.limits import client_key
@@ -121,6 +121,8 @@ class SMTPSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
+        if not self._busy:  # a step in flight (RCPT check, accept) settles the transaction itself
+            self._drop_txn()
         self.server.release(self)
 
     def pause_writing(self) -> None:
@@ -148,6 +150,13 @@ class SMTPSession(asyncio.Protocol):
         self._flush()
         self._state = _CLOSED
         self.transport.close()
+
+    def _drop_txn(self) -> None:
+        """End the transaction without an accepted message: the policy gives back what it
+        held for it (e.g. quota reserved at RCPT)."""
+        txn, self.txn = self.txn, None
+        if txn is not None and txn.recipients:
+            self.listener.handler.abandon(self.session, txn)
 
     @property
     def in_transaction(self) -> bool:
@@ -267,9 +276,9 @@ class SMTPSession(asyncio.Protocol):
             raise Refusal(R.BAD_HELO.with_text("Syntax: EHLO hostname"))
         if not _HELO_OK.match(arg) or has_control_chars(arg) or not _printable(arg):
             raise Refusal(R.BAD_HELO)
+        self._drop_txn()
         self.session.helo = arg
         self.session.esmtp = esmtp
-        self.txn = None
         host = self.server.hostname
         if not esmtp:
             self._reply(Reply(250, "", host))
@@ -330,7 +339,7 @@ class SMTPSession(asyncio.Protocol):
         s = self.session
         self.session = Session(s.listener, s.peer_ip, s.peer_port, s.trusted)
         self._note_tls()
-        self.txn = None
+        self._drop_txn()
         self._state = _CMD
         self._resume(None)
 
@@ -511,9 +520,32 @@ class SMTPSession(asyncio.Protocol):
             raise Refusal(R.SMTPUTF8_REQUIRED)
         if path.params:
             raise Refusal(Reply(555, "5.5.4", f"Unsupported RCPT parameter {next(iter(path.params))[:20]}"))
-        self.listener.handler.check_recipient(self.session, txn, path)
-        txn.recipients.append(path)
-        self._reply(R.RCPT_OK)
+        pending = self.listener.handler.check_recipient(self.session, txn, path)
+        if pending is None:
+            txn.recipients.append(path)
+            self._reply(R.RCPT_OK)
+            return
+        self._busy = True
+        fut = asyncio.ensure_future(pending)
+        fut.add_done_callback(lambda f: self._rcpt_checked(txn, path, f))
+
+    def _rcpt_checked(self, txn: Transaction, path: Path, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            reply = R.LOCAL_ERROR
+        elif (exc := fut.exception()) is not None:
+            if isinstance(exc, Refusal):
+                reply = exc.reply
+            else:
+                log.error("recipient check failed: %s", exc)
+                reply = R.LOCAL_ERROR
+        else:
+            txn.recipients.append(path)
+            reply = R.RCPT_OK
+        if self._state == _CLOSED or self.txn is not txn:  # the client left meanwhile
+            if txn.recipients:
+                self.listener.handler.abandon(self.session, txn)
+            return
+        self._resume(reply)
 
     def _cmd_data(self, arg: str) -> None:
         if arg:
@@ -538,7 +570,7 @@ class SMTPSession(asyncio.Protocol):
 
     def _cmd_rset(self, arg: str) -> None:
         self._count_junk()
-        self.txn = None
+        self._drop_txn()
         self._reply(R.RESET_OK)
 
     def _cmd_noop(self, arg: str) -> None:
@@ -587,13 +619,13 @@ class SMTPSession(asyncio.Protocol):
         data = self._data
         self._data = bytearray()
         if self._too_big or txn is None:
-            self.txn = None
+            self._drop_txn()
             self._reply(R.MESSAGE_TOO_BIG)
             return
         crlf = data.count(b"\r\n")
         bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
         if bare and self.server.limits.bare_newline == "reject":
-            self.txn = None
+            self._drop_txn()
             log.info("bare CR/LF in DATA from %s; message refused", self.session.peer_ip)
             self._error(R.BARE_NEWLINE)
             return
@@ -605,7 +637,7 @@ class SMTPSession(asyncio.Protocol):
             data = bytearray(_NEWLINES.sub(b"\r\n", data))
         body = bytes(data[2:])
         if len(body) > self.server.limits.max_message_size:
-            self.txn = None
+            self._drop_txn()
             self._reply(R.MESSAGE_TOO_BIG)
             return
         self._busy = True
@@ -613,24 +645,26 @@ class SMTPSession(asyncio.Protocol):
             aw = self.listener.handler.accept(self.session, txn, body)
         except Refusal as refusal:
             self._busy = False
-            self.txn = None
+            self._drop_txn()
             self._error(refusal.reply, disconnect=refusal.disconnect)
             return
         fut = asyncio.ensure_future(aw)
         fut.add_done_callback(self._accepted)
 
     def _accepted(self, fut: asyncio.Future[Reply]) -> None:
-        self.txn = None
         if fut.cancelled():
             reply = R.LOCAL_ERROR
+            self._drop_txn()
         elif (exc := fut.exception()) is not None:
             if isinstance(exc, Refusal):
                 reply = exc.reply
             else:
                 log.error("storing message failed: %s", exc)
                 reply = R.STORAGE_ERROR
+            self._drop_txn()
         else:
             reply = fut.result()
+            self.txn = None
         self._resume(reply)
         if self.server.draining and not self.in_transaction and self._state != _CLOSED:
             self.close(R.SHUTTING_DOWN)

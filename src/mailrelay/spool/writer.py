@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from mailrelay.events.log import add_events
+from mailrelay.quota.usage import add_usage
 from mailrelay.store.schema import messages, recipients
 
 log = logging.getLogger("mailrelay.spool")
@@ -45,6 +47,12 @@ class SpoolRecord:
     trace_headers: bytes
     body: bytes
     created_at: float
+    message_id_header: str | None = None  # the Message-ID field, for events (SendGrid's smtp-id)
+    subject: str | None = None
+    tags: dict[str, Any] | None = None  # X-SMTPAPI category / unique_args, copied onto events
+    sandbox: bool = False  # captured by the delivery agent instead of delivered
+    count_usage: bool = False  # add the recipients to the account's usage in this transaction
+    processed_event: bool = True  # a "processed" event per recipient (not for our own bounces)
 
     def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         msg = {
@@ -54,6 +62,8 @@ class SpoolRecord:
             "tls_cipher": self.tls_cipher, "listener": self.listener,
             "size": len(self.trace_headers) + len(self.body), "trace_headers": self.trace_headers,
             "body": self.body, "created_at": self.created_at,
+            "message_id_header": self.message_id_header, "subject": self.subject,
+            "tags": json.dumps(self.tags) if self.tags else None, "sandbox": self.sandbox,
         }
         rcpts = [
             {"message_id": self.queue_id, "address": addr, "domain": addr.rpartition("@")[2].lower(),
@@ -182,11 +192,19 @@ class SpoolWriter:
         """One transaction: all new messages in two bulk inserts, then the ops in order."""
         msg_rows: list[dict[str, Any]] = []
         rcpt_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        usage: dict[int, int] = {}
         for work, _, _ in batch:
             if isinstance(work, SpoolRecord):
                 m, r = work.rows()
                 msg_rows.append(m)
                 rcpt_rows.extend(r)
+                if work.processed_event:
+                    event_rows.extend(
+                        {"account_id": work.account_id, "message_id": work.queue_id, "recipient": addr,
+                         "type": "processed", "at": work.created_at} for addr, _ in work.recipients)
+                if work.count_usage:
+                    usage[work.account_id] = usage.get(work.account_id, 0) + len(work.recipients)
         out: list[Any] = []
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -195,6 +213,9 @@ class SpoolWriter:
                 if msg_rows:
                     conn.execute(messages.insert(), msg_rows)
                     conn.execute(recipients.insert(), rcpt_rows)
+                    add_events(conn, event_rows)
+                    if usage:
+                        add_usage(conn, usage, msg_rows[0]["created_at"])
                 for work, _, _ in batch:
                     out.append(None if isinstance(work, SpoolRecord) else work(conn))
         finally:

@@ -19,6 +19,24 @@ accounts = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Sandbox: mail is checked, signed and captured, never delivered. `chaos` (JSON) makes a
+    # sandbox answer a fraction of RCPTs / DATAs with a chosen failure.
+    sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("chaos", sa.Text, nullable=True),
+    # Event webhook: events are POSTed here, signed with HMAC-SHA256 under the secret.
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("webhook_secret", sa.String(128), nullable=True),
+)
+
+# Emails counted against plan limits: one row per account and period ("D2026-11-27" for a
+# UTC day, "M2026-11" for a month). Incremented with a conditional UPDATE, so concurrent
+# sessions (and nodes) can never push a count past its limit.
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("period", sa.String(16), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
 )
 
 api_keys = sa.Table(
@@ -50,6 +68,15 @@ messages = sa.Table(
     sa.Column("trace_headers", sa.LargeBinary, nullable=False),  # headers we add, a prefix
     sa.Column("body", sa.LargeBinary, nullable=False),  # bytes exactly as received (unstuffed)
     sa.Column("created_at", sa.Float, nullable=False, index=True),
+    # Header values events and webhooks need without parsing the body again.
+    sa.Column("message_id_header", sa.String(998), nullable=True),  # Message-ID, as SendGrid's smtp-id
+    sa.Column("subject", sa.Text, nullable=True),
+    # X-SMTPAPI fields copied onto every event: {"category": [...], "unique_args": {...}}.
+    sa.Column("tags", sa.Text, nullable=True),
+    # A sandbox account's message: captured by the delivery agent instead of delivered, until
+    # `inbox release` clears this flag. `signature` holds the DKIM-Signature fields made then.
+    sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("signature", sa.LargeBinary, nullable=True),
 )
 
 recipients = sa.Table(
@@ -89,20 +116,30 @@ attempts = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),  # delivered | deferred | bounced
 )
 
-# What happened to mail, for people and webhooks: delivered, deferred, bounced, expired,
-# dropped, deleted, bounced-by-operator, retried-by-operator, suppressed.
+# What happened to mail, for people and webhooks: processed, delivered, deferred, bounced,
+# expired, dropped, captured, deleted, bounced-by-operator, retried-by-operator, suppressed...
 events = sa.Table(
     "events",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    # Written for every delivery, so indexed only for `queue show`; by-account and by-time
-    # views (API, dashboard) add their indexes with them.
     sa.Column("account_id", sa.Integer, nullable=True),
     sa.Column("message_id", sa.String(32), nullable=True, index=True),
     sa.Column("recipient", sa.String(320), nullable=True),
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
     sa.Column("at", sa.Float, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=True),  # delivery attempt number (1 = first)
+    sa.Column("reply", sa.Text, nullable=True),  # the remote server's reply, or our diagnostic
+    sa.Column("mx_host", sa.String(255), nullable=True),
+    # The webhook outbox, inside the event row: due time of the next POST of this event (null:
+    # nothing to send: no webhook, or sent, or given up), tries so far, and a claim lease.
+    sa.Column("webhook_due_at", sa.Float, nullable=True),
+    sa.Column("webhook_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("webhook_lease_until", sa.Float, nullable=True),
+    sa.Index("ix_events_account_id", "account_id", "id"),
+    # Partial: only rows still to be posted are in it, so it stays small.
+    sa.Index("ix_events_webhook_due", "webhook_due_at", sqlite_where=sa.text("webhook_due_at IS NOT NULL"),
+             postgresql_where=sa.text("webhook_due_at IS NOT NULL")),
 )
 
 suppressions = sa.Table(

@@ -74,11 +74,14 @@ class SubmissionPolicy:
             log.error("trusted network mail refused: account %r missing or disabled", self.trusted_account)
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
 
-    def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> None:
+    def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
         if session.identity is not None or session.trusted:
-            return
+            return None
         log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
         raise Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
+
+    def abandon(self, session: Session, txn: Transaction) -> None:
+        pass
 
     def _check_from_domain(self, account: Account, body: bytes) -> None:
         """submission.require_own_domain: From: must be the account's own (SendGrid's sender

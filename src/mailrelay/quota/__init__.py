@@ -1,0 +1,1 @@
+"""Plans and usage: daily/monthly limits, counted exactly across sessions and nodes."""
