@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from mailrelay.accounts.service import (
-    PLANS,
     AccountError,
     validate_name,
     validate_password,
@@ -32,11 +31,13 @@ def test_apikey_is_reserved_because_it_selects_key_logins(name: str) -> None:
 
 
 def test_plans() -> None:
-    assert PLANS == ("free", "essentials", "pro", "sandbox")
-    for plan in PLANS:
+    for plan in ("free", "unlimited", "pro-2"):
         assert validate_plan(plan) == plan
-    with pytest.raises(AccountError, match="expected one of free, essentials, pro, sandbox"):
-        validate_plan("enterprise")
+    assert validate_plan("pro", ["free", "pro"]) == "pro"
+    with pytest.raises(AccountError):
+        validate_plan("bad plan")
+    with pytest.raises(AccountError, match="expected one of free, unlimited"):
+        validate_plan("enterprise", ["free", "unlimited"])
 
 
 @pytest.mark.parametrize(("password", "message"), [

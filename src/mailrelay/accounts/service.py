@@ -15,7 +15,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -28,7 +28,6 @@ from mailrelay.accounts import keys
 from mailrelay.accounts.passwords import generate_password
 from mailrelay.store.schema import accounts, api_keys
 
-PLANS = ("free", "essentials", "pro", "sandbox")
 STATUSES = ("active", "disabled")
 Status = Literal["active", "disabled"]
 
@@ -83,9 +82,14 @@ def validate_name(name: str) -> str:
     return name
 
 
-def validate_plan(plan: str) -> str:
-    if plan not in PLANS:
-        raise AccountError(f"unknown plan {plan[:40]!r}: expected one of {', '.join(PLANS)}")
+def validate_plan(plan: str, known: Iterable[str] | None = None) -> str:
+    """A plan name; with `known` (the configured plans, [plans.NAME]) it must be one of them."""
+    names = tuple(known) if known is not None else None
+    if names is not None and plan not in names:
+        raise AccountError(f"unknown plan {plan[:40]!r}: expected one of {', '.join(names)} "
+                           "(plans are defined in the config, [plans.NAME])")
+    if not plan or len(plan) > 32 or not all(c.isalnum() or c in "-_" for c in plan):
+        raise AccountError(f"invalid plan name {plan[:40]!r}: 1-32 letters, digits, - or _")
     return plan
 
 
@@ -160,7 +164,7 @@ class AccountService:
 
     # -- accounts ----------------------------------------------------------------------------
 
-    def create(self, name: str, password: str, plan: str = "free") -> Account:
+    def create(self, name: str, password: str, plan: str = "free", *, sandbox: bool = False) -> Account:
         validate_name(name)
         validate_plan(plan)
         validate_password(password)
@@ -170,12 +174,12 @@ class AccountService:
             with self._engine.begin() as conn:
                 new_id = conn.execute(
                     accounts.insert().values(name=name, password_hash=password_hash, plan=plan,
-                                             status="active", created_at=now, updated_at=now)
+                                             status="active", created_at=now, updated_at=now, sandbox=sandbox)
                     .returning(accounts.c.id)
                 ).scalar_one()
         except sa.exc.IntegrityError:
             raise AccountError(f"account {name!r} already exists") from None
-        return Account(id=new_id, name=name, plan=plan, status="active", created_at=now)
+        return Account(id=new_id, name=name, plan=plan, status="active", created_at=now, sandbox=sandbox)
 
     def get(self, name: str) -> Account | None:
         with self._engine.connect() as conn:

@@ -15,15 +15,16 @@ from typing import Any
 
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import (
-    PLANS,
     Account,
     AccountError,
     AccountService,
     ApiKey,
     validate_name,
     validate_password,
+    validate_plan,
 )
-from mailrelay.cli.common import UsageError, open_from_args
+from mailrelay.cli import plan_cmd, sandbox_cmd, webhook_cmd
+from mailrelay.cli.common import UsageError, load_config, open_from_args
 from mailrelay.cli.output import format_table, format_time, to_json
 
 SHOWN_ONCE = "Store it now: it cannot be shown again."
@@ -35,7 +36,10 @@ def add_arguments(sub: Any) -> None:
 
     p = acc.add_parser("create", help="create an account (password from TTY, stdin, or generated)")
     p.add_argument("name")
-    p.add_argument("--plan", default="free", choices=PLANS)
+    p.add_argument("--plan", default=None,
+                   help="a plan from the config, [plans.NAME] (default: [accounts] default_plan)")
+    p.add_argument("--sandbox", action="store_true",
+                   help="a test account: its mail is captured (see `mailrelay inbox`), never delivered")
     _password_stdin(p)
     p.set_defaults(func=cmd_create)
 
@@ -73,6 +77,10 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("key_id", metavar="KEY_ID")
     p.set_defaults(func=cmd_key_revoke)
 
+    plan_cmd.add_account_arguments(acc)  # usage, plan
+    sandbox_cmd.add_account_arguments(acc)  # sandbox
+    webhook_cmd.add_account_arguments(acc)  # webhook
+
 
 def _password_stdin(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-stdin", action="store_true",
@@ -106,12 +114,14 @@ def _print_generated(password: str) -> None:
 
 def cmd_create(args: argparse.Namespace) -> int:
     validate_name(args.name)  # before prompting for a password
+    settings = load_config(args)
+    plan = validate_plan(args.plan or settings.accounts.default_plan, (p.name for p in settings.plans))
     svc = _service(args)
     if svc.get(args.name) is not None:
         raise AccountError(f"account {args.name!r} already exists")
     password, generated = read_new_password(args)
-    account = svc.create(args.name, password, plan=args.plan)
-    print(f"created account {account.name} (plan {account.plan})")
+    account = svc.create(args.name, password, plan=plan, sandbox=args.sandbox)
+    print(f"created account {account.name} (plan {account.plan}{', sandbox' if account.sandbox else ''})")
     if generated:
         _print_generated(password)
     return 0

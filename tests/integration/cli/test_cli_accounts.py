@@ -27,9 +27,9 @@ def test_account_lifecycle(cli: CLI, service: AccountService) -> None:
     assert (r.code, r.out.strip()) == (0, "no accounts; create one with "
                                           "`mailrelay account create NAME`")
 
-    r = cli("account", "create", "alice", "--password-stdin", "--plan", "pro",
+    r = cli("account", "create", "alice", "--password-stdin", "--plan", "unlimited",
             stdin="alice-password-1\n")
-    assert (r.code, r.out) == (0, "created account alice (plan pro)\n")
+    assert (r.code, r.out) == (0, "created account alice (plan unlimited)\n")
 
     # No TTY and no --password-stdin: a password is generated and printed once.
     r = cli("account", "create", "bob")
@@ -45,7 +45,7 @@ def test_account_lifecycle(cli: CLI, service: AccountService) -> None:
     assert (r.code, r.out) == (0, "account alice is now disabled\n")
     table = cli("account", "list").out.splitlines()
     assert table[0].split() == ["NAME", "PLAN", "STATUS", "KEYS", "CREATED"]
-    assert table[1].split()[:4] == ["alice", "pro", "disabled", "0"]
+    assert table[1].split()[:4] == ["alice", "unlimited", "disabled", "0"]
     assert table[2].split()[:4] == ["bob", "free", "active", "0"]
     assert len({line.index("STATUS") if i == 0 else line.index(row_status)
                 for i, (line, row_status) in enumerate(
@@ -59,7 +59,7 @@ def test_account_lifecycle(cli: CLI, service: AccountService) -> None:
 
     data = json.loads(cli("account", "list", "--json").out)
     assert [(a["name"], a["plan"], a["status"], a["keys"]) for a in data] == [
-        ("alice", "pro", "active", 0), ("bob", "free", "active", 0)]
+        ("alice", "unlimited", "active", 0), ("bob", "free", "active", 0)]
     assert all(isinstance(a["created_at"], float) for a in data)
 
 

@@ -1,0 +1,9 @@
+"""`mailrelay account sandbox`: switch an account's sandbox (capture) mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_account_arguments(acc: Any) -> None:
+    """Add this module's subcommands to `mailrelay account`."""
