@@ -83,7 +83,7 @@ def test_unreachable_database_is_a_runtime_failure(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (("account", "create", "bad name"), "invalid account name 'bad name'"),
     (("account", "create", "apikey"), "reserved for API key logins"),
-    (("account", "create", "carol", "--plan", "gold"), "invalid choice: 'gold'"),
+    (("account", "create", "carol", "--plan", "gold"), "unknown plan 'gold'"),
     (("account", "frobnicate"), "invalid choice: 'frobnicate'"),
     (("queue", "list", "--limit", "0"), "expected at least 1"),
     (("queue",), "the following arguments are required: COMMAND"),
