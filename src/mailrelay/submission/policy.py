@@ -22,8 +22,10 @@ from mailrelay.core.address import Path
 from mailrelay.core.headers import from_domains
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
+from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
+from mailrelay.submission import smtpapi
 from mailrelay.submission.trace import trace_headers
 
 log = logging.getLogger("mailrelay.submission")
@@ -76,6 +78,11 @@ class SubmissionPolicy:
 
     def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
         if session.identity is not None or session.trusted:
+            account = self.sender_account(session)
+            if account is not None and account.sandbox and account.chaos:
+                failure = chaos_reply(account, "rcpt")
+                if failure is not None:
+                    raise Refusal(failure)
             return None
         log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
         raise Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
@@ -97,6 +104,12 @@ class SubmissionPolicy:
         account = self.sender_account(session)
         if account is None:  # the account went away between MAIL and DATA
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
+        if account.sandbox and account.chaos:
+            failure = chaos_reply(account, "data")
+            if failure is not None:
+                raise Refusal(failure)
+        inspected = smtpapi.inspect(body)
+        body = inspected.body
         if self.sender_domains is not None:
             self._check_from_domain(account, body)
         queue_id = new_queue_id()
@@ -117,6 +130,11 @@ class SubmissionPolicy:
                                         queue_id=queue_id, now=now),
             body=body,
             created_at=now,
+            message_id_header=inspected.message_id,
+            subject=inspected.subject,
+            tags=inspected.tags,
+            sandbox=account.sandbox,
+            count_usage=True,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
         if log.isEnabledFor(logging.INFO):

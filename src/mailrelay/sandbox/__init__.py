@@ -1,0 +1,1 @@
+"""Sandbox accounts: mail is checked and signed like real mail, then captured, never delivered."""
