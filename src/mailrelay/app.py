@@ -22,6 +22,7 @@ from mailrelay.accounts.service import AccountService
 from mailrelay.cli.common import open_storage
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
+from mailrelay.events.webhook import WebhookDispatcher
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
@@ -88,6 +89,8 @@ class App:
             deliver = settings.delivery.enabled and settings.delivery.processes == 0
         self.serve_smtp = serve_smtp
         self.agent: DeliveryAgent | None = self._build_agent(node) if deliver else None
+        # The event webhook is posted from the processes that deliver (one dispatcher each).
+        self.webhooks = WebhookDispatcher(settings.webhooks, self.writer) if deliver else None
 
     def _build_agent(self, node: str | None) -> DeliveryAgent:
         s = self.settings
@@ -107,7 +110,8 @@ class App:
         policy = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
                                   writer=self.writer, trusted_account=s.submission.trusted_account,
                                   executor=self.auth_executor,
-                                  sender_domains=self.signer if s.submission.require_own_domain else None)
+                                  sender_domains=self.signer if s.submission.require_own_domain else None,
+                                  plans=s.plans, default_plan=s.accounts.default_plan)
         listeners = [
             Listener(
                 name=ls.name,
@@ -148,12 +152,16 @@ class App:
         self.writer.start(asyncio.get_running_loop())
         if self.agent is not None:
             await self.agent.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         return await self.smtp.start() if self.serve_smtp else []
 
     async def stop(self) -> None:
         await self.smtp.stop(self.settings.server.shutdown_timeout)
         if self.agent is not None:
             await self.agent.stop(self.settings.server.shutdown_timeout)
+        if self.webhooks is not None:
+            await self.webhooks.stop(self.settings.server.shutdown_timeout)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
         self.auth_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()

@@ -211,6 +211,18 @@ class AccountService:
         return Account(id=row.id, name=row.name, plan=row.plan, status=status,
                        created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos)
 
+    def set_sandbox(self, name: str, on: bool, chaos: str | None = None) -> Account:
+        """Switch sandbox (capture) mode; `chaos` is the JSON of mailrelay.sandbox.chaos, and
+        is cleared when the sandbox is switched off. Sessions logged in already keep the
+        account as they read it; new logins see the change."""
+        chaos = chaos if on else None
+        with self._engine.begin() as conn:
+            row = self._require(conn, name)
+            conn.execute(accounts.update().where(accounts.c.id == row.id)
+                         .values(sandbox=on, chaos=chaos, updated_at=self._clock()))
+        return Account(id=row.id, name=row.name, plan=row.plan, status=row.status,
+                       created_at=row.created_at, sandbox=on, chaos=chaos)
+
     def set_password(self, name: str, password: str) -> None:
         validate_password(password)
         password_hash = self._hasher.hash(password)

@@ -26,7 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.address import has_control_chars, validate_mailbox
-from mailrelay.store.schema import accounts, events, suppressions
+from mailrelay.events.log import add_events
+from mailrelay.store.schema import accounts, suppressions
 
 MAX_REASON = 500
 # Addresses per IN (...) query: under SQLite's oldest bound-parameter limit (999).
@@ -94,8 +95,8 @@ class SuppressionService:
         with self._engine.begin() as conn:
             account_id = _account_id(conn, account_name)
             if self.add_from_bounce(conn, account_id, address, reason, now):
-                conn.execute(events.insert().values(account_id=account_id, recipient=address,
-                                                    type=EVENT_ADDED, detail=reason, at=now))
+                add_events(conn, [{"account_id": account_id, "recipient": address, "type": EVENT_ADDED,
+                                   "detail": reason, "at": now}])
             row = _entry(conn, account_id, address).one()
         return _suppression(row)
 
@@ -119,9 +120,8 @@ class SuppressionService:
             conn.execute(suppressions.delete().where(suppressions.c.account_id == account_id,
                                                      suppressions.c.address == address))
             # detail: the reason it had been suppressed for, so the event log tells the story
-            conn.execute(events.insert().values(account_id=account_id, recipient=address,
-                                                type=EVENT_REMOVED, detail=row.reason,
-                                                at=self._clock()))
+            add_events(conn, [{"account_id": account_id, "recipient": address, "type": EVENT_REMOVED,
+                               "detail": row.reason, "at": self._clock()}])
         return _suppression(row)
 
     def list(self, account_name: str | None = None) -> builtins.list[Suppression]:

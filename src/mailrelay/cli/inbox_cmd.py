@@ -1,9 +1,203 @@
-"""`mailrelay inbox ...`: mail captured by sandbox accounts."""
+"""`mailrelay inbox list | show | raw | release | clear`: mail captured by sandbox accounts.
+
+One inbox per account: with `--account A` every command sees A's captured mail only, and an id
+of another account's message is unknown to it.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import sys
+import time
 from typing import Any
+
+from mailrelay.cli.common import UsageError, open_from_args
+from mailrelay.cli.output import format_size, format_table, format_time, printable, to_json
+from mailrelay.sandbox.inbox import CapturedMessage, Inbox, InboxEntry, NoSuchCapture
+from mailrelay.sandbox.summary import Summary, summarize
+
+TEXT_LINES = 20  # of the text part, in `show`
 
 
 def add_arguments(sub: Any) -> None:
     """Add this module's command to `mailrelay`."""
+    inbox = sub.add_parser("inbox", help="mail captured by sandbox accounts (see `account sandbox`)")
+    i = inbox.add_subparsers(dest="inbox_command", metavar="COMMAND", required=True)
+
+    def account_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--account", metavar="NAME", help="only this account's captured mail")
+
+    p = i.add_parser("list", help="list captured messages, newest first")
+    account_option(p)
+    p.add_argument("--search", metavar="TEXT",
+                   help="case-insensitive, in the subject, the envelope sender and recipients, and the raw "
+                        "message (header fields and body as sent; base64 or quoted-printable parts are "
+                        "not decoded)")
+    p.add_argument("--limit", type=_positive_int, default=100, metavar="N",
+                   help="show at most N messages (default 100)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = i.add_parser("show", help="one captured message: headers, DKIM, text, HTML summary, attachments")
+    p.add_argument("queue_id", metavar="ID")
+    account_option(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output (with the whole text part)")
+    p.set_defaults(func=cmd_show)
+
+    p = i.add_parser("raw", help="the message exactly as it would have been sent (DKIM signature included)")
+    p.add_argument("queue_id", metavar="ID")
+    account_option(p)
+    p.set_defaults(func=cmd_raw)
+
+    p = i.add_parser("release", help="deliver a captured message for real (signed afresh at delivery)")
+    p.add_argument("queue_id", metavar="ID")
+    account_option(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_release)
+
+    p = i.add_parser("clear", help="delete captured messages (of one account with --account)")
+    account_option(p)
+    p.add_argument("--yes", action="store_true", help="delete without asking (required to delete)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_clear)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _inbox(args: argparse.Namespace) -> Inbox:
+    _, engine = open_from_args(args)
+    return Inbox(engine)
+
+
+def _get(args: argparse.Namespace) -> CapturedMessage:
+    try:
+        return _inbox(args).get(args.queue_id, account=args.account)
+    except NoSuchCapture:
+        raise UsageError(_unknown(args)) from None
+
+
+def _unknown(args: argparse.Namespace) -> str:
+    scope = f" of account {args.account}" if args.account else ""
+    return f"no captured message {args.queue_id[:40]!r}{scope} (see `mailrelay inbox list`)"
+
+
+def _to_cell(e: InboxEntry) -> str:
+    if not e.recipients:
+        return "-"
+    return e.recipients[0] + (f" +{len(e.recipients) - 1}" if len(e.recipients) > 1 else "")
+
+
+def _entry_json(e: InboxEntry) -> dict[str, Any]:
+    return dataclasses.asdict(e) | {"recipients": list(e.recipients)}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    entries = _inbox(args).list(account=args.account, search=args.search, limit=args.limit)
+    if args.json:
+        print(to_json([_entry_json(e) for e in entries]))
+        return 0
+    if not entries:
+        scope = f" of account {args.account}" if args.account else ""
+        print(f"no captured messages{scope}" + (f" matching {args.search!r}" if args.search else ""))
+        return 0
+    rows = [(e.id, e.account, format_time(e.created_at), e.mail_from or "<>", _to_cell(e), e.subject or "-")
+            for e in entries]
+    print(format_table(("id", "account", "time", "from", "to", "subject"), rows))
+    if len(entries) == args.limit:
+        print(f"(first {args.limit} shown; use --limit)")
+    return 0
+
+
+def _dkim_line(s: Summary) -> str:
+    if not s.dkim:
+        return "not signed (the From: domain is not a sender domain of the account, or has no key)"
+    return "; ".join("signed " + " ".join(f"{k}={v}" for k, v in tags.items()) for tags in s.dkim)
+
+
+def _show_text(m: CapturedMessage, s: Summary) -> str:
+    e = m.entry
+    fields = [
+        ("id", e.id),
+        ("account", e.account),
+        ("received", f"{format_time(e.created_at)} UTC"),
+        ("envelope", f"<{e.mail_from}> to " + ", ".join(e.recipients)),
+        ("size", f"{format_size(len(m.raw))} ({len(m.raw)} bytes{' with the signature' if m.signature else ''})"),
+        ("dkim", _dkim_line(s)),
+    ]
+    width = max(len(k) for k, _ in fields) + 1
+    lines = [f"{(k + ':').ljust(width)} {v}" for k, v in fields]
+    lines += ["", "headers:"] + [f"  {k}: {v}" for k, v in s.headers.items()]
+    if s.text is None:
+        lines += ["", "text: none"]
+    else:
+        text = s.text.splitlines()
+        more = f" (first {TEXT_LINES} of {len(text)} lines)" if len(text) > TEXT_LINES else ""
+        lines += ["", f"text{more}:"] + [f"  {line}" for line in text[:TEXT_LINES]]
+    if s.html is None:
+        lines += ["", "html: none"]
+    else:
+        h = s.html
+        lines += ["", f"html: {format_size(h.size)} characters, {h.links} link{'s' * (h.links != 1)}, "
+                      f"{h.images} image{'s' * (h.images != 1)}"]
+    if s.attachments:
+        table = format_table(("filename", "type", "size"),
+                             [(a.filename, a.content_type, format_size(a.size)) for a in s.attachments], align="<<>")
+        lines += ["", "attachments:"] + ["  " + line for line in table.splitlines()]
+    else:
+        lines += ["", "attachments: none"]
+    if s.defects:
+        lines += ["", f"note: the parser found {s.defects} malformation{'s' * (s.defects != 1)}"]
+    return "\n".join(printable(line) for line in lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    m = _get(args)
+    s = summarize(m.raw)
+    if args.json:
+        print(to_json(_entry_json(m.entry) | {"summary": dataclasses.asdict(s)}))
+    else:
+        print(_show_text(m, s))
+    return 0
+
+
+def cmd_raw(args: argparse.Namespace) -> int:
+    raw = _get(args).raw
+    sys.stdout.flush()
+    sys.stdout.buffer.write(raw)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    try:
+        released = _inbox(args).release(args.queue_id, account=args.account, now=time.time())
+    except NoSuchCapture:
+        raise UsageError(_unknown(args)) from None
+    if args.json:
+        print(to_json({"id": args.queue_id, "recipients": released}))
+    else:
+        print(printable(f"{args.queue_id}: released to {', '.join(released)}; queued for delivery now"))
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    inbox = _inbox(args)
+    scope = f"of account {args.account}" if args.account else "of every account"
+    n = inbox.clear(account=args.account, now=time.time(), dry_run=not args.yes)
+    if not args.yes and n:
+        raise UsageError(f"this would delete {n} captured message{'s' * (n != 1)} {scope}; "
+                         "add --yes to delete them")
+    if args.json:
+        print(to_json({"account": args.account, "deleted": n}))
+    else:
+        print(f"deleted {n} captured message{'s' * (n != 1)} {scope}")
+    return 0

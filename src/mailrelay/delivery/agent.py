@@ -26,6 +26,7 @@ from mailrelay.delivery.client import Connection, HostFailed, TransactionResult,
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many
 from mailrelay.delivery.routing import Hop, RoutePlan, RoutingError, plan_route
 from mailrelay.resolver.base import Resolver
+from mailrelay.sandbox.capture import record_captures
 from mailrelay.settings import DeliverySettings
 from mailrelay.spool.leases import Claim, backoff, claim_due, release_leases
 from mailrelay.spool.writer import SpoolWriter
@@ -36,6 +37,7 @@ Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines 
 ROUTE_CACHE_SECONDS = 30.0
 # A finished job: its claim, what happened, and the future that gets the bounce's queue id.
 _Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[str | None]"]
+_Captured = tuple[Claim, bytes, "asyncio.Future[None]"]  # a sandbox claim and its DKIM signature
 
 
 def node_name() -> str:
@@ -104,6 +106,7 @@ class DeliveryAgent:
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._finished: list[_Finished] = []  # outcomes waiting for the next write
+        self._captured: list[_Captured] = []  # sandbox captures waiting for the next write
         # Keep about two jobs per connection slot in hand: enough to keep every slot busy, few
         # enough that leases are not held long by jobs waiting for a slot.
         self._high_water = max(2 * settings.max_connections, 50)
@@ -186,6 +189,9 @@ class DeliveryAgent:
         return sem
 
     async def _job(self, claim: Claim) -> None:
+        if claim.message.sandbox:
+            await self._capture(claim)
+            return
         try:
             async with self._domain_slot(claim.domain), self._total:
                 outcomes = await self._deliver(claim)
@@ -235,6 +241,39 @@ class DeliveryAgent:
                     fut.set_exception(exc)
                 else:
                     fut.set_result(done.result()[i])
+
+        self.writer.run(op).add_done_callback(written)
+
+    async def _capture(self, claim: Claim) -> None:
+        """A sandbox account's message: signed exactly as for delivery, then kept, never sent
+        (no route lookup, no connection). Captures of one loop iteration are written together."""
+        msg = claim.message
+        try:
+            signature = self.signer(msg.account_id, msg.data) if self.signer is not None else b""
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if not self._captured:
+                asyncio.get_running_loop().call_soon(self._flush_captures)
+            self._captured.append((claim, signature, fut))
+            await fut
+        except Exception as exc:  # the lease runs out and the message is captured later
+            log.warning("could not capture sandbox message %s: %s", msg.id, exc)
+            return
+        for r in claim.recipients:
+            log.info("%s: to=<%s> status=captured (sandbox%s)", msg.id, r.address, ", signed" if signature else "")
+
+    def _flush_captures(self) -> None:
+        batch, self._captured = self._captured, []
+        op = functools.partial(record_captures, items=[(c, s) for c, s, _ in batch], now=time.time())
+
+        def written(done: asyncio.Future[None]) -> None:
+            exc = done.exception()
+            for _, _, fut in batch:
+                if fut.done():
+                    continue
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(None)
 
         self.writer.run(op).add_done_callback(written)
 

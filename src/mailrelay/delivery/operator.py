@@ -27,8 +27,9 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.delivery.dsn import FailedRecipient, notify_wants
 from mailrelay.delivery.outcomes import queue_bounce
+from mailrelay.events.log import add_events
 from mailrelay.spool.leases import PENDING, Claim, ClaimedMessage, ClaimedRecipient
-from mailrelay.store.schema import attempts, events, messages, recipients
+from mailrelay.store.schema import attempts, messages, recipients
 
 BOUNCE_STATUS = "5.0.0"  # RFC 3463 §3.1: other or undefined permanent status
 BOUNCE_TEXT = "bounced by the operator"
@@ -63,7 +64,7 @@ def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
     conn.execute(r.update().where(*where, live).values(next_attempt_at=now, updated_at=now))
     owners = dict(conn.execute(sa.select(messages.c.id, messages.c.account_id)
                                .where(messages.c.id.in_(sorted(per_message)))).all())
-    conn.execute(events.insert(), [
+    add_events(conn, [
         {"account_id": owners.get(mid), "message_id": mid, "recipient": None, "type": "retried-by-operator",
          "detail": f"{n} recipient{'s' if n != 1 else ''} due now", "at": now}
         for mid, n in sorted(per_message.items())])
@@ -84,8 +85,8 @@ def delete(conn: Connection, queue_id: str, *, now: float) -> int:
     conn.execute(recipients.delete().where(recipients.c.message_id == queue_id))
     conn.execute(messages.delete().where(messages.c.id == queue_id))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(statuses).items())) or "no recipients"
-    conn.execute(events.insert().values(account_id=account_id, message_id=queue_id, recipient=None,
-                                        type="deleted-by-operator", detail=summary, at=now))
+    add_events(conn, [{"account_id": account_id, "message_id": queue_id, "recipient": None,
+                       "type": "deleted-by-operator", "detail": summary, "at": now}])
     return len(statuses)
 
 
@@ -112,7 +113,7 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
     conn.execute(r.update().where(r.c.id.in_(ids)).values(
         status="bounced", last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
         lease_owner=None, lease_until=None, updated_at=now))
-    conn.execute(events.insert(), [
+    add_events(conn, [
         {"account_id": m.account_id, "message_id": queue_id, "recipient": row.address,
          "type": "bounced-by-operator", "detail": f"{BOUNCE_STATUS} {BOUNCE_TEXT}", "at": now}
         for row in rows])

@@ -1,5 +1,6 @@
 """Writing events. Every event row goes through `add_events`, which also puts it in the webhook
-outbox (`webhook_due_at`) when its account has an event webhook."""
+outbox (`webhook_due_at`) when its account has an event webhook and the type is one that is
+posted (`payload.POSTED`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay.events.payload import POSTED
 from mailrelay.store.schema import accounts, events
 
 # Accounts with a webhook, per process, refreshed every few seconds: `account webhook NAME URL`
@@ -47,9 +49,13 @@ def add_events(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         return
     hooked = hooked_accounts(conn)
     for row in batch:
+        # the same keys in every row: one executemany
+        row.setdefault("message_id", None)
+        row.setdefault("recipient", None)
         row.setdefault("detail", "")
         row.setdefault("attempt", None)
         row.setdefault("reply", None)
         row.setdefault("mx_host", None)
-        row["webhook_due_at"] = row["at"] if row.get("account_id") in hooked else None
+        posted = row.get("account_id") in hooked and row["type"] in POSTED
+        row["webhook_due_at"] = row["at"] if posted else None
     conn.execute(events.insert(), batch)

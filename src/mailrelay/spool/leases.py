@@ -43,6 +43,7 @@ class ClaimedMessage:
     mail_params: dict[str, str | None]
     data: bytes  # trace headers + body, exactly as stored
     created_at: float
+    sandbox: bool = False  # a sandbox account's message: captured, not delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +84,10 @@ def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seco
     msg_ids = sorted({row.message_id for row in rows})
     msgs = {
         m.id: ClaimedMessage(m.id, m.account_id, m.mail_from, _json(m.mail_params),
-                             bytes(m.trace_headers) + bytes(m.body), m.created_at)
+                             bytes(m.trace_headers) + bytes(m.body), m.created_at, bool(m.sandbox))
         for m in conn.execute(
             sa.select(messages.c.id, messages.c.account_id, messages.c.mail_from, messages.c.mail_params,
-                      messages.c.trace_headers, messages.c.body, messages.c.created_at)
+                      messages.c.trace_headers, messages.c.body, messages.c.created_at, messages.c.sandbox)
             .where(messages.c.id.in_(msg_ids))
         )
     }

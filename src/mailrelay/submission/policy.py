@@ -4,6 +4,13 @@ Security: mailrelay is never an open relay. A recipient is accepted only from a 
 account or from a listener's trusted networks (sent as the configured trusted account);
 everyone else gets 554 5.7.1 for every recipient, whatever its syntax (percent hacks, source
 routes, bang paths and quoted local parts route nowhere special here).
+
+Plans: every recipient is one email. Accounts with a daily or monthly limit reserve each one
+at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is exact across
+sessions and nodes; the RCPT that would pass a limit gets 451 4.7.1, as SendGrid answers, and
+the recipients before it stay accepted. Accounts without such a limit are counted in the
+message's own transaction instead, which costs no extra commit. The plan is the one the
+account had when it logged in (trusted networks: when its account was last looked up).
 """
 
 from __future__ import annotations
@@ -12,9 +19,12 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.service import Account, AccountService
 from mailrelay.core import reply as R
@@ -22,7 +32,11 @@ from mailrelay.core.address import Path
 from mailrelay.core.headers import from_domains
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
+from mailrelay.quota.plans import Plans
+from mailrelay.quota.rate import RateLimiter
+from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
+from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.submission import smtpapi
@@ -31,6 +45,31 @@ from mailrelay.submission.trace import trace_headers
 log = logging.getLogger("mailrelay.submission")
 
 TRUSTED_ACCOUNT_UNAVAILABLE = Reply(451, "4.3.5", "Trusted-network account unavailable, try again later")
+# RFC 3463 §3.8 X.7.1: delivery not authorized (SendGrid answers "451 ... Maximum credits exceeded").
+QUOTA_EXCEEDED = Reply(451, "4.7.1", "Maximum credits exceeded")
+RATE_EXCEEDED = Reply(451, "4.7.1", "Rate limit exceeded")
+
+
+@dataclass(slots=True)
+class Held:
+    """What a transaction reserved at RCPT: emails counted per UTC day, with a time in it
+    (a transaction can span midnight; each reservation is given back to its own day)."""
+
+    account_id: int
+    by_day: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def add(self, now: float) -> None:
+        day = day_period(now)
+        at, n = self.by_day.get(day, (now, 0))
+        self.by_day[day] = (at, n + 1)
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.by_day.values())
+
+    def release(self, conn: Connection) -> None:
+        for at, n in self.by_day.values():
+            release(conn, self.account_id, n, at)
 
 
 class SubmissionPolicy:
@@ -38,7 +77,9 @@ class SubmissionPolicy:
 
     def __init__(self, *, hostname: str, accounts: AccountService, writer: SpoolWriter,
                  trusted_account: str = "", executor: Executor | None = None,
-                 cache_seconds: float = 30.0, sender_domains: SenderDomains | None = None) -> None:
+                 cache_seconds: float = 30.0, sender_domains: SenderDomains | None = None,
+                 plans: Sequence[PlanSettings] = (), default_plan: str = "free",
+                 clock: Callable[[], float] = time.time) -> None:
         self.hostname = hostname
         self.accounts = accounts
         self.writer = writer
@@ -47,6 +88,9 @@ class SubmissionPolicy:
         self.cache_seconds = cache_seconds
         self.sender_domains = sender_domains  # None: any From: domain may be used
         self._trusted: tuple[Account | None, float] = (None, 0.0)
+        self.plans = Plans(plans or [PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items()], default_plan)
+        self.clock = clock  # wall time: days and months are UTC calendar periods; tests set it
+        self.rate = RateLimiter()
 
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
         loop = asyncio.get_running_loop()
@@ -75,6 +119,9 @@ class SubmissionPolicy:
         if session.identity is None and session.trusted and self.sender_account(session) is None:
             log.error("trusted network mail refused: account %r missing or disabled", self.trusted_account)
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
+        account = self.sender_account(session)
+        if account is not None and txn.declared_size is not None:
+            self._check_size(self.plans.get(account.plan), txn.declared_size)
 
     def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
         if session.identity is not None or session.trusted:
@@ -83,12 +130,66 @@ class SubmissionPolicy:
                 failure = chaos_reply(account, "rcpt")
                 if failure is not None:
                     raise Refusal(failure)
-            return None
+            return self._check_plan(txn, account) if account is not None else None
         log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
         raise Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
 
+    def _check_plan(self, txn: Transaction, account: Account) -> Awaitable[None] | None:
+        plan = self.plans.get(account.plan)
+        limit = plan.max_recipients_per_message
+        if limit and len(txn.recipients) >= limit:
+            # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
+            raise Refusal(R.TOO_MANY_RECIPIENTS.with_text(
+                f"Too many recipients: plan {plan.name} allows {limit} per message"))
+        now = self.clock()
+        if plan.rate_per_minute:
+            wait = self.rate.take(account.id, plan.rate_per_minute, now)
+            if wait:
+                seconds = max(1, round(wait))
+                raise Refusal(RATE_EXCEEDED.with_text(
+                    f"Rate limit exceeded: plan {plan.name} allows {plan.rate_per_minute} emails "
+                    f"a minute; try again in {seconds} second{'s' if seconds > 1 else ''}"))
+        if plan.daily_limit or plan.monthly_limit:
+            return self._reserve(txn, account, plan, now)
+        return None
+
+    async def _reserve(self, txn: Transaction, account: Account, plan: PlanSettings, now: float) -> None:
+        """Count this recipient now, in the next group commit, if the plan's limits allow it.
+
+        A reservation is committed before the 250 to RCPT. If the process dies before DATA
+        completes, it is never given back: the count stays higher than what was sent, which
+        errs on the safe side (an account can lose a few emails of its day, never pass it).
+        """
+        def op(conn: Connection) -> Period | None:
+            return reserve(conn, account.id, 1, daily_limit=plan.daily_limit,
+                           monthly_limit=plan.monthly_limit, now=now)
+
+        try:
+            refused = await self.writer.run(op)
+        except Exception as exc:
+            self.rate.give_back(account.id)
+            log.error("quota reservation for account %s failed: %s", account.name, exc)
+            raise Refusal(R.STORAGE_ERROR) from None
+        if refused is not None:
+            self.rate.give_back(account.id)
+            raise Refusal(_exceeded(plan, refused, now))
+        held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
+        held.add(now)
+        txn.hold = held
+
     def abandon(self, session: Session, txn: Transaction) -> None:
-        pass
+        # May come twice for one transaction (a client gone while a reservation was in
+        # flight): what is given back is taken off the transaction first.
+        held, txn.hold = txn.hold, None
+        if isinstance(held, Held) and held.total:
+            self.writer.run(held.release).add_done_callback(
+                functools.partial(_log_release, held))
+
+    def _check_size(self, plan: PlanSettings, size: int) -> None:
+        if plan.max_message_size and size > plan.max_message_size:
+            raise Refusal(R.MESSAGE_TOO_BIG.with_text(
+                f"Message size exceeds fixed maximum message size: plan {plan.name} allows "
+                f"{plan.max_message_size} bytes"))
 
     def _check_from_domain(self, account: Account, body: bytes) -> None:
         """submission.require_own_domain: From: must be the account's own (SendGrid's sender
@@ -108,12 +209,15 @@ class SubmissionPolicy:
             failure = chaos_reply(account, "data")
             if failure is not None:
                 raise Refusal(failure)
+        self._check_size(self.plans.get(account.plan), len(body))
         inspected = smtpapi.inspect(body)
         body = inspected.body
         if self.sender_domains is not None:
             self._check_from_domain(account, body)
         queue_id = new_queue_id()
-        now = time.time()
+        now = self.clock()
+        # Recipients reserved at RCPT are counted already; the others now, with the message.
+        reserved = isinstance(txn.hold, Held) and txn.hold.total > 0
         record = SpoolRecord(
             queue_id=queue_id,
             account_id=account.id,
@@ -134,7 +238,7 @@ class SubmissionPolicy:
             subject=inspected.subject,
             tags=inspected.tags,
             sandbox=account.sandbox,
-            count_usage=True,
+            count_usage=not reserved,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
         if log.isEnabledFor(logging.INFO):
@@ -144,6 +248,21 @@ class SubmissionPolicy:
 
 class SenderDomains(Protocol):
     def signing_domain(self, account_id: int, data: bytes) -> str | None: ...
+
+
+def _exceeded(plan: PlanSettings, period: Period, now: float) -> Reply:
+    limit, per, reset = ((plan.daily_limit, "day", day_reset(now)) if period == "day"
+                         else (plan.monthly_limit, "month", month_reset(now)))
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset))
+    return QUOTA_EXCEEDED.with_text(f"Maximum credits exceeded: plan {plan.name} allows {limit} "
+                                    f"emails a {per}; resets at {when}")
+
+
+def _log_release(held: Held, fut: asyncio.Future[None]) -> None:
+    """Giving back is fire-and-forget; if it fails the count stays high (safe), but say so."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        log.error("could not give back %d reserved emails of account id %d: %s",
+                  held.total, held.account_id, exc)
 
 
 def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -> None:

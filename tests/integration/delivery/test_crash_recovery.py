@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration.delivery.conftest import RemoteMX
-from tests.integration.serve.test_serve_process import Server, base_env, free_port, write_config
+from tests.integration.serve.test_serve_process import Server, base_env, free_port, run_cli, write_config
 from tests.support.dnsserver import FakeDNS
 
 N = 300
@@ -40,6 +40,9 @@ require_own_domain = false
 """)
     server = Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path))
     server.wait_ready()
+    # demo, the trusted account, sends N > 200 emails: more than the free plan's day.
+    moved = run_cli(tmp_path, config, "account", "plan", "demo", "unlimited")
+    assert moved.returncode == 0, moved.stderr
     accepted: list[str] = []
     lock = threading.Lock()
 

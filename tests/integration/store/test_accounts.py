@@ -68,8 +68,8 @@ def test_create_refuses_duplicates_bad_names_plans_and_passwords(svc: AccountSer
         svc.create("alice", PASSWORD)
     with pytest.raises(AccountError, match="invalid account name"):
         svc.create("al ice", PASSWORD)
-    with pytest.raises(AccountError, match="unknown plan"):
-        svc.create("carol", PASSWORD, plan="gold")
+    with pytest.raises(AccountError, match="invalid plan name"):
+        svc.create("carol", PASSWORD, plan="gold plan")
     with pytest.raises(AccountError, match="too short"):
         svc.create("carol", "short")
     assert svc.count() == 1

@@ -1,0 +1,186 @@
+"""The sandbox inbox: captured messages, one inbox per account.
+
+A message is in the inbox while one of its recipients is `captured`. Every query takes an
+optional account name and then sees that account's mail only: `get`, `release` and `clear`
+scoped to account A treat a message of account B as unknown.
+
+Exceptions: `NoSuchCapture(LookupError)` for an id that is not a captured message (of the
+account); `AccountError` for an unknown account name.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailrelay.accounts.service import AccountError
+from mailrelay.events.log import add_events
+from mailrelay.sandbox.capture import CAPTURED
+from mailrelay.spool.leases import PENDING
+from mailrelay.store.schema import accounts, attempts, messages, recipients
+
+SEARCH_PAGE = 200  # messages read per query while searching
+
+
+class NoSuchCapture(LookupError):
+    def __init__(self, queue_id: str) -> None:
+        super().__init__(f"no captured message {queue_id[:40]!r} (see `mailrelay inbox list`)")
+        self.queue_id = queue_id
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    id: str
+    account: str
+    mail_from: str
+    recipients: tuple[str, ...]  # the captured ones
+    subject: str | None
+    size: int
+    signed: bool  # a DKIM signature was made at capture
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedMessage:
+    entry: InboxEntry
+    signature: bytes  # DKIM-Signature fields made at capture (b"": unsigned)
+    data: bytes  # trace headers + body, as stored
+
+    @property
+    def raw(self) -> bytes:
+        """What delivery would have sent: the signature prefix, then the stored message."""
+        return self.signature + self.data
+
+
+_IS_CAPTURED = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status == CAPTURED)
+_ENTRY_COLS = (messages.c.id, accounts.c.name.label("account"), messages.c.mail_from, messages.c.subject,
+               messages.c.size, messages.c.signature.is_not(None).label("signed"), messages.c.created_at)
+
+
+class Inbox:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def _where(self, conn: Connection, account: str | None) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = [_IS_CAPTURED]
+        if account is not None:
+            account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).scalar()
+            if account_id is None:
+                raise AccountError(f"no account named {account[:80]!r}")
+            where.append(messages.c.account_id == account_id)
+        return where
+
+    @staticmethod
+    def _entries(conn: Connection, rows: Sequence[Any]) -> builtins.list[InboxEntry]:
+        ids = [r.id for r in rows]
+        to: dict[str, builtins.list[str]] = {}
+        if ids:
+            for r in conn.execute(sa.select(recipients.c.message_id, recipients.c.address)
+                                  .where(recipients.c.message_id.in_(ids), recipients.c.status == CAPTURED)
+                                  .order_by(recipients.c.id)):
+                to.setdefault(r.message_id, []).append(r.address)
+        return [InboxEntry(r.id, r.account, r.mail_from, tuple(to.get(r.id, ())), r.subject, r.size,
+                           bool(r.signed), r.created_at) for r in rows]
+
+    def list(self, *, account: str | None = None, search: str | None = None, limit: int = 100,
+             ) -> builtins.list[InboxEntry]:
+        """Newest first. `search` (case-insensitive) looks in the subject, the envelope sender and
+        recipients, and the raw message: header fields and body as stored (encoded parts such
+        as base64 are not decoded)."""
+        query = (sa.select(*_ENTRY_COLS).join(accounts, accounts.c.id == messages.c.account_id)
+                 .order_by(messages.c.created_at.desc(), messages.c.id.desc()))
+        with self._engine.connect() as conn:
+            query = query.where(*self._where(conn, account))
+            if not search:
+                return self._entries(conn, conn.execute(query.limit(limit)).all())
+            needle = search.lower()
+            found: builtins.list[InboxEntry] = []
+            offset = 0
+            while len(found) < limit:
+                page = self._entries(conn, conn.execute(query.limit(SEARCH_PAGE).offset(offset)).all())
+                if not page:
+                    break
+                offset += len(page)
+                found += [e for e in page if self._meta_matches(e, needle)]
+                rest = [e for e in page if not self._meta_matches(e, needle)]
+                found += self._body_matches(conn, rest, needle.encode())
+                found.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+            return found[:limit]
+
+    @staticmethod
+    def _meta_matches(e: InboxEntry, needle: str) -> bool:
+        return any(needle in (v or "").lower() for v in (e.subject, e.mail_from, *e.recipients))
+
+    @staticmethod
+    def _body_matches(conn: Connection, entries: builtins.list[InboxEntry], needle: bytes,
+                      ) -> builtins.list[InboxEntry]:
+        if not entries:
+            return []
+        by_id = {e.id: e for e in entries}
+        hits = {r.id for r in conn.execute(
+            sa.select(messages.c.id, messages.c.trace_headers, messages.c.body).where(messages.c.id.in_(by_id)))
+            if needle in bytes(r.body).lower() or needle in bytes(r.trace_headers).lower()}
+        return [e for e in entries if e.id in hits]
+
+    def count(self, *, account: str | None = None) -> int:
+        with self._engine.connect() as conn:
+            where = self._where(conn, account)
+            return int(conn.execute(sa.select(sa.func.count()).select_from(messages).where(*where)).scalar_one())
+
+    def get(self, queue_id: str, *, account: str | None = None) -> CapturedMessage:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_ENTRY_COLS, messages.c.signature, messages.c.trace_headers, messages.c.body)
+                .join(accounts, accounts.c.id == messages.c.account_id)
+                .where(messages.c.id == queue_id, *self._where(conn, account))).first()
+            if row is None:
+                raise NoSuchCapture(queue_id)
+            [entry] = self._entries(conn, [row])
+        return CapturedMessage(entry, bytes(row.signature or b""), bytes(row.trace_headers) + bytes(row.body))
+
+    def release(self, queue_id: str, *, account: str | None = None, now: float) -> builtins.list[str]:
+        """Send a captured message for real: its captured recipients are queued, due now, and
+        the message is no longer a sandbox one (the delivery agent signs it afresh). Returns the
+        released addresses, each with a `released` event."""
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(messages.c.id, messages.c.account_id)
+                               .where(messages.c.id == queue_id, *self._where(conn, account))).first()
+            if row is None:
+                raise NoSuchCapture(queue_id)
+            r = recipients
+            rcpts = conn.execute(sa.select(r.c.id, r.c.address).where(r.c.message_id == queue_id,
+                                                                      r.c.status == CAPTURED)).all()
+            # The status in the WHERE: of two concurrent releases, only one moves each recipient.
+            conn.execute(r.update().where(r.c.id.in_([x.id for x in rcpts]), r.c.status == CAPTURED).values(
+                status="queued", next_attempt_at=now, last_reply=None, lease_owner=None, lease_until=None,
+                updated_at=now))
+            conn.execute(messages.update().where(messages.c.id == queue_id).values(sandbox=False, signature=None))
+            add_events(conn, [{"account_id": row.account_id, "message_id": queue_id, "recipient": x.address,
+                               "type": "released", "detail": "released from the sandbox inbox for delivery",
+                               "at": now} for x in rcpts])
+        return [x.address for x in rcpts]
+
+    def clear(self, *, account: str | None = None, now: float, dry_run: bool = False) -> int:
+        """Delete captured messages (of `account`, or all); returns how many. Messages with a
+        recipient still pending (another domain not captured yet) are left for next time."""
+        pending = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status.in_(PENDING))
+        with self._engine.begin() as conn:
+            rows = conn.execute(sa.select(messages.c.id, messages.c.account_id)
+                                .where(*self._where(conn, account), sa.not_(pending))).all()
+            if dry_run or not rows:
+                return len(rows)
+            ids = [r.id for r in rows]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                # Children first: correct even where SQLite's foreign_keys pragma is off.
+                conn.execute(attempts.delete().where(attempts.c.message_id.in_(chunk)))
+                conn.execute(recipients.delete().where(recipients.c.message_id.in_(chunk)))
+                conn.execute(messages.delete().where(messages.c.id.in_(chunk)))
+            add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
+                               "type": "deleted-by-operator", "detail": "inbox clear", "at": now} for r in rows])
+        return len(rows)
