@@ -46,17 +46,25 @@ def _insert(conn: Connection) -> postgresql.Insert | sqlite.Insert:
     return postgresql.insert(usage) if conn.dialect.name == "postgresql" else sqlite.insert(usage)
 
 
+def _build_add(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    insert = postgresql.insert(usage) if dialect == "postgresql" else sqlite.insert(usage)
+    return insert.on_conflict_do_update(index_elements=[usage.c.account_id, usage.c.period],
+                                        set_={"count": usage.c.count + insert.excluded.count})
+
+
+# Built once per dialect: this runs in every group commit, and building an upsert (its
+# `excluded` alias) costs more than executing it.
+_ADD = {name: _build_add(name) for name in ("postgresql", "sqlite")}
+
+
 def add_usage(conn: Connection, counts: Mapping[int, int], now: float) -> None:
     """Count `counts[account_id]` emails for today and this month, whatever the limits
     (accounts whose recipients were not reserved one by one at RCPT)."""
+    day, month = day_period(now), month_period(now)
     rows = [{"account_id": a, "period": p, "count": n}
-            for a, n in counts.items() if n > 0 for p in (day_period(now), month_period(now))]
-    if not rows:
-        return
-    insert = _insert(conn)
-    stmt = insert.on_conflict_do_update(index_elements=[usage.c.account_id, usage.c.period],
-                                        set_={"count": usage.c.count + insert.excluded.count})
-    conn.execute(stmt, rows)
+            for a, n in counts.items() if n > 0 for p in (day, month)]
+    if rows:
+        conn.execute(_ADD["postgresql" if conn.dialect.name == "postgresql" else "sqlite"], rows)
 
 
 def ensure_rows(conn: Connection, account_id: int, periods: list[str]) -> None:
