@@ -77,6 +77,10 @@ messages = sa.Table(
     # `inbox release` clears this flag. `signature` holds the DKIM-Signature fields made then.
     sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("signature", sa.LargeBinary, nullable=True),
+    # "out": submitted for delivery; "in": received for one of our inbound domains. `auth` (JSON,
+    # inbound only): the SPF, DKIM, DMARC and reverse-DNS results, for the parse webhook.
+    sa.Column("direction", sa.String(8), nullable=False, server_default="out"),
+    sa.Column("auth", sa.Text, nullable=True),
 )
 
 recipients = sa.Table(
@@ -165,4 +169,23 @@ domains = sa.Table(
     sa.Column("rsa_private_key", sa.Text, nullable=True),
     sa.Column("ed25519_private_key", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Receiving: mail for this domain is accepted on port 25 from anyone (only for known
+    # addresses, or any with catch_all) and handed to `inbound_webhook` (SendGrid's Inbound
+    # Parse; `inbound_raw`: the whole message in one field), or kept in the inbox without one.
+    sa.Column("inbound", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("catch_all", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("inbound_webhook", sa.Text, nullable=True),
+    sa.Column("inbound_raw", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("dmarc_policy", sa.String(16), nullable=False, server_default="monitor"),  # monitor | enforce
+)
+
+# Known recipient addresses of inbound domains (`mailrelay address add user@example.com`).
+addresses = sa.Table(
+    "addresses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("domain_id", sa.Integer, sa.ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("local_part", sa.String(64), nullable=False),  # lower-cased
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("domain_id", "local_part", name="uq_addresses_domain_local"),
 )
