@@ -67,6 +67,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    if value > 2**31 - 1:  # past what the database takes as a LIMIT (OverflowError)
+        raise argparse.ArgumentTypeError(f"expected at most {2**31 - 1}, got {text[:20]}")
     return value
 
 

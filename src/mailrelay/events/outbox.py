@@ -27,6 +27,7 @@ _ADVISORY_KEY = 0x6D72_7768  # "mrwh"
 # `account_id + 0` keeps the planner off ix_events_account_id (which would scan an account's
 # whole history) and on the small partial index of pending events.
 _ACCOUNT = (events.c.account_id + 0)
+_LOOKS = 4  # candidate windows read per claim at most, each past the accounts found blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,25 +57,42 @@ def claim(conn: Connection, *, now: float, lease_until: float, max_events: int, 
     if conn.dialect.name == "postgresql" and not conn.execute(
             sa.select(sa.func.pg_try_advisory_xact_lock(_ADVISORY_KEY))).scalar():
         return Claimed([], expired)
-    candidates = conn.execute(
-        sa.select(events.c.id, events.c.account_id)
-        .where(events.c.webhook_due_at.is_not(None), events.c.webhook_due_at <= now)
-        .order_by(events.c.id).limit(max_events)).all()
-    if not candidates:
-        return Claimed([], expired)
     by_account: dict[int, list[int]] = {}
     orphans: list[int] = []
-    for row in candidates:
-        if row.account_id is None:
-            orphans.append(row.id)
-        elif row.account_id not in busy:
-            by_account.setdefault(row.account_id, []).append(row.id)
-    # The oldest event of each account that is pending but not due: nothing past it may go.
-    blockers = dict(conn.execute(
-        sa.select(_ACCOUNT, sa.func.min(events.c.id))
-        .where(events.c.webhook_due_at.is_not(None), events.c.webhook_due_at > now,
-               _ACCOUNT.in_(list(by_account)))
-        .group_by(_ACCOUNT)).all()) if by_account else {}
+    blockers: dict[int, int] = {}
+    # Accounts whose due events cannot go (in flight here, or behind one of their events that
+    # is not due) are left out of the next look: a backlog of one account in the first
+    # `max_events` must not keep every other account waiting until it is drained.
+    excluded: set[int] = set()
+    for _ in range(_LOOKS):
+        where = [events.c.webhook_due_at.is_not(None), events.c.webhook_due_at <= now]
+        if excluded:  # not the first look: orphans (no account, NOT IN is null) were seen then
+            where.append(_ACCOUNT.not_in(list(excluded)))
+        candidates = conn.execute(sa.select(events.c.id, events.c.account_id).where(*where)
+                                  .order_by(events.c.id).limit(max_events)).all()
+        found: dict[int, list[int]] = {}
+        before = len(excluded)
+        for row in candidates:
+            if row.account_id is None:
+                orphans.append(row.id)
+            elif row.account_id in busy:
+                excluded.add(row.account_id)
+            else:
+                found.setdefault(row.account_id, []).append(row.id)
+        # The oldest event of each account that is pending but not due: nothing past it may go.
+        found_blockers = dict(conn.execute(
+            sa.select(_ACCOUNT, sa.func.min(events.c.id))
+            .where(events.c.webhook_due_at.is_not(None), events.c.webhook_due_at > now,
+                   _ACCOUNT.in_(list(found)))
+            .group_by(_ACCOUNT)).all()) if found else {}
+        by_account.update(found)
+        blockers.update(found_blockers)
+        blocked = {a for a, ids in found.items() if a in found_blockers and ids[0] > found_blockers[a]}
+        excluded |= blocked
+        if len(candidates) < max_events or blocked != found.keys() or len(excluded) == before:
+            break  # all seen, or some account can go, or nothing more to leave out
+    if not by_account and not orphans:
+        return Claimed([], expired)
     chosen: dict[int, list[int]] = {}
     held_back: dict[int, list[int]] = {}  # blocker id -> candidates to move behind it
     for account_id, ids in by_account.items():

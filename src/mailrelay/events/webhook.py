@@ -165,10 +165,14 @@ class WebhookDispatcher:
         headers = {signing.TIMESTAMP_HEADER: str(timestamp),
                    signing.SIGNATURE_HEADER: signing.sign(secret, timestamp, body)}
         try:
-            # Streamed and closed unread: a receiver's answer body is of no use to us.
-            async with self._client.stream("POST", url, content=body, headers=headers) as response:
-                status = response.status_code
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each network step; this bounds the whole POST, so a
+            # receiver trickling its answer cannot outlast the claim's lease (and get the
+            # events twice, from another dispatcher).
+            async with asyncio.timeout(self.settings.timeout):
+                # Streamed and closed unread: a receiver's answer body is of no use to us.
+                async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                    status = response.status_code
+        except (httpx.TimeoutException, TimeoutError):
             return f"no answer in {self.settings.timeout:g}s"
         except (httpx.HTTPError, OSError, ValueError) as exc:
             text = str(exc).replace(url, redact(url))[:200] or "connection failed"

@@ -648,6 +648,15 @@ class SMTPSession(asyncio.Protocol):
             self._drop_txn()
             self._error(refusal.reply, disconnect=refusal.disconnect)
             return
+        except Exception:
+            # A bug in the policy costs this message, not the session: left busy, the
+            # transaction's reservations would never be given back (and this may run straight
+            # from data_received, outside _process's guard).
+            log.exception("accepting a message from %s failed", self.session.peer_ip)
+            self._busy = False
+            self._drop_txn()
+            self._reply(R.LOCAL_ERROR)
+            return
         fut = asyncio.ensure_future(aw)
         fut.add_done_callback(self._accepted)
 

@@ -51,8 +51,11 @@ class SpoolRecord:
     subject: str | None = None
     tags: dict[str, Any] | None = None  # X-SMTPAPI category / unique_args, copied onto events
     sandbox: bool = False  # captured by the delivery agent instead of delivered
-    count_usage: bool = False  # add the recipients to the account's usage in this transaction
+    count_usage: int = 0  # recipients to add to the account's usage in this transaction
     processed_event: bool = True  # a "processed" event per recipient (not for our own bounces)
+    direction: str = "out"  # "in": received for an inbound domain, handed to its webhook
+    auth: dict[str, Any] | None = None  # inbound: SPF/DKIM/DMARC/iprev results (JSON)
+    initial_status: str = "queued"  # inbound mail: "inbound" (to post) or "kept" (inbox only)
 
     def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         msg = {
@@ -64,10 +67,11 @@ class SpoolRecord:
             "body": self.body, "created_at": self.created_at,
             "message_id_header": self.message_id_header, "subject": self.subject,
             "tags": json.dumps(self.tags) if self.tags else None, "sandbox": self.sandbox,
+            "direction": self.direction, "auth": json.dumps(self.auth) if self.auth is not None else None,
         }
         rcpts = [
             {"message_id": self.queue_id, "address": addr, "domain": addr.rpartition("@")[2].lower(),
-             "params": json.dumps(params), "status": "queued", "attempts": 0,
+             "params": json.dumps(params), "status": self.initial_status, "attempts": 0,
              "next_attempt_at": self.created_at, "updated_at": self.created_at}
             for addr, params in self.recipients
         ]
@@ -204,7 +208,7 @@ class SpoolWriter:
                         {"account_id": work.account_id, "message_id": work.queue_id, "recipient": addr,
                          "type": "processed", "at": work.created_at} for addr, _ in work.recipients)
                 if work.count_usage:
-                    usage[work.account_id] = usage.get(work.account_id, 0) + len(work.recipients)
+                    usage[work.account_id] = usage.get(work.account_id, 0) + work.count_usage
         out: list[Any] = []
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)

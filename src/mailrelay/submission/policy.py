@@ -216,8 +216,9 @@ class SubmissionPolicy:
             self._check_from_domain(account, body)
         queue_id = new_queue_id()
         now = self.clock()
-        # Recipients reserved at RCPT are counted already; the others now, with the message.
-        reserved = isinstance(txn.hold, Held) and txn.hold.total > 0
+        # Recipients reserved at RCPT are counted already; the others now, with the message
+        # (a transaction can have both: its account's plan changed between two RCPTs).
+        reserved = txn.hold.total if isinstance(txn.hold, Held) else 0
         record = SpoolRecord(
             queue_id=queue_id,
             account_id=account.id,
@@ -238,7 +239,7 @@ class SubmissionPolicy:
             subject=inspected.subject,
             tags=inspected.tags,
             sandbox=account.sandbox,
-            count_usage=not reserved,
+            count_usage=len(txn.recipients) - reserved,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
         if log.isEnabledFor(logging.INFO):

@@ -12,6 +12,7 @@ Only `category` and `unique_args` are honoured; other X-SMTPAPI keys ("to", "sub
 from __future__ import annotations
 
 import contextlib
+import email.errors
 import email.header
 import json
 import logging
@@ -28,6 +29,10 @@ MAX_CATEGORY = 255  # characters of one category
 MAX_UNIQUE_ARGS_JSON = 10_000  # bytes of unique_args as JSON, SendGrid's limit for custom args
 MAX_ARG_KEY = 100
 MAX_SUBJECT = 500  # characters kept for events
+# Characters of a Subject decoded at most: enough for MAX_SUBJECT characters even in the
+# smallest encoded words ("=?utf-8?q?a?= "), while email.header's cost grows with the square
+# of the length (a 4 MB Subject held the event loop for minutes).
+MAX_SUBJECT_DECODED = 16 * MAX_SUBJECT
 MAX_MESSAGE_ID = 998  # RFC 5322 §2.1.1 line limit; the column's size
 
 # A field we read, with its continuation lines (RFC 5322 §2.2.3 folding) and its line end.
@@ -157,7 +162,11 @@ def _message_id(raw: bytes) -> str | None:
 def _subject(raw: bytes) -> str | None:
     value = _unfold(raw)
     if "=?" in value:  # RFC 2047 encoded words
-        with contextlib.suppress(ValueError, LookupError, UnicodeError):  # else keep it as written
+        if len(value) > MAX_SUBJECT_DECODED:  # cut between words, not inside one
+            cut = value.rfind(" ", 0, MAX_SUBJECT_DECODED)
+            value = value[:cut if cut > 0 else MAX_SUBJECT_DECODED]
+        # HeaderParseError (bad base64, "=?utf-8?b?a?=") is no ValueError; else keep it as written
+        with contextlib.suppress(ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
             value = str(email.header.make_header(email.header.decode_header(value)))
     value = _CONTROL.sub(" ", value)
     return value[:MAX_SUBJECT] if value else None

@@ -77,3 +77,22 @@ def test_webhook_off_drops_pending_and_unhooked_accounts_are_skipped(engine: sa.
         conn.execute(events.insert().values(account_id=1, type="delivered", at=T, webhook_due_at=T))
     assert claim(engine, T + 1).batches == []
     assert all(d is None for _, d in due(engine))
+
+
+def test_one_accounts_backlog_does_not_starve_the_others(engine: sa.Engine) -> None:
+    """The first `max_events` due events all belong to alice, whose oldest are in flight (here
+    or in another process): bob's event, behind them, must still be claimed."""
+    aid = setup(engine, n=10)
+    with engine.begin() as conn:
+        bid = conn.execute(accounts.insert().values(name="bob", password_hash="x", created_at=T, updated_at=T)
+                           .returning(accounts.c.id)).scalar_one()
+    WebhookService(engine).set_url("bob", "https://hooks.example/b")
+    forget_hooked_accounts()
+    add(engine, bid, 1)
+    [first] = claim(engine, T + 1, per_account=2, max_accounts=1).batches
+    assert first.account_id == aid
+    for busy in ((), (aid,)):  # in flight elsewhere / in this process
+        got = claim(engine, T + 2, max_events=4, busy=busy)
+        assert [b.account_id for b in got.batches] == [bid]
+        with engine.begin() as conn:
+            outbox.settle(conn, sent=[], failed=[r.id for r in got.batches[0].rows], retry_at=T + 2)

@@ -13,6 +13,7 @@ from tests.integration.quota.conftest import (
     NOON,
     Clock,
     data,
+    policy,
     rcpts,
     reset,
     set_plan,
@@ -188,3 +189,33 @@ def test_a_plan_gone_from_the_config_means_the_default_plan(quota_node: QuotaNod
     assert [code for code, _ in rcpts(c, ["a@example.com", "b@example.com", "c@example.com"])] == [250, 250, 451]
     warnings = [r.getMessage() for r in caplog.records if "not in the config" in r.getMessage()]
     assert len(warnings) == 1 and "'gold'" in warnings[0] and "'free'" in warnings[0], warnings
+
+
+def test_a_subject_email_cannot_decode_is_kept_as_written(quota_node: QuotaNode) -> None:
+    """"=?utf-8?b?a?=" (bad base64) made email.header raise HeaderParseError out of accept():
+    the session dropped with the message refused and its reservation never given back."""
+    node, _ = quota_node("[plans.free]\ndaily_limit = 10\n")
+    c = trusted(node)
+    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]
+    code, text = data(c, b"Subject: =?utf-8?b?a?=\r\n\r\nhello\r\n")
+    assert code == 250, text
+    assert node.stored()[-1]["subject"] == "=?utf-8?b?a?="
+    assert c.cmd("QUIT")[0] == 221
+    assert usage_of(node, "bob") == (1, 1)
+
+
+@pytest.mark.parametrize("first, then", [("free", "unlimited"), ("unlimited", "free")])
+def test_plan_changed_between_two_rcpts_counts_every_recipient_once(quota_node: QuotaNode,
+                                                                    first: str, then: str) -> None:
+    """The trusted account is looked up again during a transaction: some of its recipients
+    were reserved at RCPT, the others must still be counted with the message."""
+    node, _ = quota_node("[plans.free]\ndaily_limit = 10\n")
+    policy(node).cache_seconds = 0.0  # the plan is read again at every RCPT
+    set_plan(node, "bob", first)
+    c = trusted(node)
+    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]
+    set_plan(node, "bob", then)
+    assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+    assert data(c)[0] == 250
+    assert c.cmd("QUIT")[0] == 221
+    assert usage_of(node, "bob") == (2, 2)

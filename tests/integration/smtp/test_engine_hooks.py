@@ -55,7 +55,12 @@ class CountingPolicy:
         self.reserved -= txn.hold or 0
         txn.hold = 0
 
-    async def accept(self, session: Session, txn: Transaction, body: bytes) -> Reply:
+    def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
+        if b"crash-me" in body:
+            raise RuntimeError("a bug in the policy")  # before any awaitable exists
+        return self._accept(txn, body)
+
+    async def _accept(self, txn: Transaction, body: bytes) -> Reply:
         if b"refuse-me" in body:
             raise Refusal(Reply(554, "5.7.1", "content refused"))
         self.accepted.append([r.address for r in txn.recipients])
@@ -111,7 +116,8 @@ def test_pipelined_recipients_are_answered_in_order(engine: Engine) -> None:
     assert engine.policy.reserved == 2
 
 
-@pytest.mark.parametrize("ending", ["RSET", "EHLO again", "refused DATA", "oversized DATA", "QUIT", "drop"])
+@pytest.mark.parametrize("ending", ["RSET", "EHLO again", "refused DATA", "crashed DATA", "oversized DATA", "QUIT",
+                                    "drop"])
 def test_every_unaccepted_transaction_is_abandoned_once(engine: Engine, ending: str) -> None:
     c = engine.client()
     assert c.cmd("MAIL FROM:<a@x.test>")[0] == 250
@@ -125,6 +131,10 @@ def test_every_unaccepted_transaction_is_abandoned_once(engine: Engine, ending: 
     elif ending == "refused DATA":
         assert c.cmd("DATA")[0] == 354
         assert c.cmd(b"Subject: refuse-me\r\n\r\nx\r\n.")[0] == 554
+    elif ending == "crashed DATA":
+        assert c.cmd("DATA")[0] == 354
+        assert c.cmd(b"Subject: crash-me\r\n\r\nx\r\n.")[0] == 451
+        assert c.cmd("NOOP")[0] == 250  # the session goes on
     elif ending == "oversized DATA":
         assert c.cmd("DATA")[0] == 354
         c.send(b"x" * 40_000_000 + b"\r\n.\r\n")

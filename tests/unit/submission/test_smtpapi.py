@@ -121,3 +121,14 @@ def test_cost_per_message_without_the_header() -> None:
         inspect(msg)
     per = (time.perf_counter() - start) / n
     assert per < 100e-6, f"{per * 1e6:.1f} µs per message"
+
+
+def test_subjects_email_header_cannot_decode_or_would_take_minutes() -> None:
+    # Bad base64 raises HeaderParseError, which is no ValueError: kept as written.
+    assert inspect(b"Subject: =?utf-8?b?a?=\r\n\r\nx").subject == "=?utf-8?b?a?="
+    # email.header's cost is quadratic: a 4 MB Subject of encoded words took minutes.
+    msg = b"Subject: " + b"=?utf-8?q?a?= " * 300_000 + b"\r\n\r\nx"
+    start = time.perf_counter()
+    got = inspect(msg)
+    assert time.perf_counter() - start < 1.0
+    assert got.subject == "a" * 500
