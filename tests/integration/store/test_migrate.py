@@ -14,8 +14,8 @@ from mailrelay.store import migrate
 from mailrelay.store.db import StorageError, create_engine
 from mailrelay.store.schema import metadata
 
-TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events", "suppressions", "domains", "usage", "addresses",
-          "alembic_version"}
+TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events", "suppressions", "domains",
+          "usage", "addresses", "alembic_version"}
 
 
 def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
