@@ -1,8 +1,10 @@
 """A real authoritative-style DNS server on 127.0.0.1 for tests, built on dnslib.
 
 UDP and TCP on the same free port, each served by a background thread. Tests fill an in-memory
-zone (`mx`, `null_mx`, `a`, `txt`, `nodata`) and mark names as failing (`servfail`, `timeout`);
-any other name is NXDOMAIN. UDP answers larger than the client's buffer (512 bytes, or its EDNS
+zone (`mx`, `null_mx`, `a`, `txt`, `spf`, `ptr`, `cname`, `nodata`) and mark names as failing
+(`servfail`, `rcode`, `timeout`); any other name is NXDOMAIN. `clear` empties the zone so one
+server can serve many scenarios. CNAMEs are chased inside the zone, as an authoritative server
+does. UDP answers larger than the client's buffer (512 bytes, or its EDNS
 payload size) are sent truncated, so clients retry over TCP as real servers make them do.
 
 Security: binds loopback only; for tests.
@@ -15,12 +17,15 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSError, DNSRecord
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSError, DNSLabel, DNSRecord
 
 TTL = 60
+MAX_CHAIN = 8  # CNAME links chased per answer; a loop stops here
+
+TextData = str | bytes | Sequence[str | bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,7 @@ class FakeDNS:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, list[tuple[str, object]]] = {}
-        self._servfail: set[tuple[str, str]] = set()  # (name, qtype or "*")
+        self._rcodes: dict[tuple[str, str], int] = {}  # (name, qtype or "*") -> RCODE
         self._timeout: set[tuple[str, str]] = set()
         self.queries: list[Query] = []
         self._udp: socketserver.ThreadingUDPServer | None = None
@@ -111,11 +116,22 @@ class FakeDNS:
             records.append(("A", A(str(addr))) if addr.version == 4 else ("AAAA", AAAA(str(addr))))
         self._add(host, records)
 
-    def txt(self, name: str, text: str | bytes) -> None:
-        """One TXT record; text over 255 bytes is split into 255-byte strings (RFC 1035 §3.3)."""
-        data = text.encode() if isinstance(text, str) else text
-        chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
-        self._add(name, [("TXT", TXT(chunks))])
+    def txt(self, name: str, text: TextData) -> None:
+        """One TXT record; text over 255 bytes is split into 255-byte strings (RFC 1035 §3.3).
+        A sequence gives the record's strings as they are (RFC 7208 §3.3 joins them)."""
+        self._add(name, [("TXT", TXT(_strings(text)))])
+
+    def spf(self, name: str, text: TextData) -> None:
+        """One record of the obsolete SPF type 99 (RFC 4408 §3.1.1; RFC 7208 §3.1 drops it)."""
+        self._add(name, [("SPF", TXT(_strings(text)))])
+
+    def ptr(self, name: str, *targets: str) -> None:
+        """PTR records at `name` (e.g. "4.3.2.1.in-addr.arpa")."""
+        self._add(name, [("PTR", PTR(target)) for target in targets])
+
+    def cname(self, name: str, target: str) -> None:
+        """`name` is an alias of `target`."""
+        self._add(name, [("CNAME", CNAME(target))])
 
     def nodata(self, name: str) -> None:
         """`name` exists but has no records of any type asked (NOERROR, empty answer)."""
@@ -123,13 +139,27 @@ class FakeDNS:
 
     def servfail(self, name: str, qtype: str = "*") -> None:
         """Questions about `name` (only of `qtype`, e.g. "AAAA", if given) get SERVFAIL."""
+        self.rcode(name, "SERVFAIL", qtype)
+
+    def rcode(self, name: str, rcode: str | int, qtype: str = "*") -> None:
+        """Questions about `name` (only of `qtype`, if given) get an empty answer with `rcode`
+        ("SERVFAIL", "REFUSED", 2, ...)."""
+        code = rcode if isinstance(rcode, int) else getattr(RCODE, rcode.upper())
         with self._lock:
-            self._servfail.add((_key(name), qtype.upper()))
+            self._rcodes[(_key(name), qtype.upper())] = code
 
     def timeout(self, name: str, qtype: str = "*") -> None:
         """Questions about `name` (only of `qtype`, if given) are never answered."""
         with self._lock:
             self._timeout.add((_key(name), qtype.upper()))
+
+    def clear(self) -> None:
+        """Forget every record, failure and query: an empty zone."""
+        with self._lock:
+            self._records.clear()
+            self._rcodes.clear()
+            self._timeout.clear()
+            self.queries.clear()
 
     def asked(self, name: str, qtype: str | None = None) -> list[Query]:
         """The questions received about `name` (and of `qtype`), in order."""
@@ -152,21 +182,20 @@ class FakeDNS:
         if not request.questions:
             return None
         question = request.q
-        name = _key(str(question.qname))
+        name = _label_key(question.qname)
         qtype = QTYPE.get(question.qtype, str(question.qtype))
         reply = request.reply()  # QR, AA and RD copied; RA set
         with self._lock:
             self.queries.append(Query(name, qtype, transport))
             if {(name, "*"), (name, qtype)} & self._timeout:
                 return None
-            if {(name, "*"), (name, qtype)} & self._servfail:
-                reply.header.rcode = RCODE.SERVFAIL
+            rcode = self._rcodes.get((name, qtype), self._rcodes.get((name, "*")))
+            if rcode is not None:
+                reply.header.rcode = rcode
             elif name not in self._records:
                 reply.header.rcode = RCODE.NXDOMAIN
             else:
-                for rtype, rdata in self._records[name]:
-                    if rtype == qtype or question.qtype == QTYPE.ANY:
-                        reply.add_answer(RR(question.qname, getattr(QTYPE, rtype), rdata=rdata, ttl=TTL))
+                self._fill(reply, name, question.qname, qtype)
         packed: bytes = reply.pack()
         if transport == "udp" and len(packed) > _udp_limit(request):
             # RFC 1035 §4.2.1 / RFC 2181 §9: set TC and let the client ask again over TCP.
@@ -175,9 +204,42 @@ class FakeDNS:
             packed = truncated.pack()
         return packed
 
+    def _fill(self, reply: DNSRecord, name: str, qname: object, qtype: str) -> None:
+        """Add the records of `name` (following CNAMEs within the zone, RFC 1034 §3.6.2)."""
+        seen: set[str] = set()
+        for _ in range(MAX_CHAIN):
+            seen.add(name)
+            records = self._records.get(name, [])
+            aliases = [rdata for rtype, rdata in records if rtype == "CNAME"]
+            if aliases and qtype != "CNAME":
+                reply.add_answer(RR(qname, QTYPE.CNAME, rdata=aliases[0], ttl=TTL))
+                qname = aliases[0].label
+                name = _label_key(qname)
+                if name in seen or name not in self._records:
+                    return  # a loop, or a target outside the zone: the client resolves it
+                continue
+            for rtype, rdata in records:
+                if rtype == qtype or qtype == "ANY":
+                    reply.add_answer(RR(qname, getattr(QTYPE, rtype), rdata=rdata, ttl=TTL))
+            return
+
+
+def _strings(text: TextData) -> list[bytes]:
+    """TXT character-strings: one text cut into 255-byte pieces, or a sequence as given."""
+    if isinstance(text, str | bytes):
+        data = text.encode() if isinstance(text, str) else text
+        return [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return [part.encode() if isinstance(part, str) else part for part in text]
+
 
 def _key(name: str) -> str:
     return name.lower().rstrip(".")
+
+
+def _label_key(qname: DNSLabel) -> str:
+    """The zone key of a name on the wire: labels joined as they are, so a name with spaces or
+    other odd octets (RFC 2181 §11 allows any) matches the text it was added as."""
+    return _key(".".join(label.decode("utf-8", "replace") for label in qname.label))
 
 
 def _udp_limit(request: DNSRecord) -> int:
