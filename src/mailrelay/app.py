@@ -23,6 +23,7 @@ from mailrelay.cli.common import open_storage
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
 from mailrelay.events.webhook import WebhookDispatcher
+from mailrelay.inbound.dispatch import InboundDispatcher
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
@@ -91,6 +92,9 @@ class App:
         self.agent: DeliveryAgent | None = self._build_agent(node) if deliver else None
         # The event webhook is posted from the processes that deliver (one dispatcher each).
         self.webhooks = WebhookDispatcher(settings.webhooks, self.writer) if deliver else None
+        # Received mail goes to its domain's parse webhook from the same processes.
+        self.inbound = (InboundDispatcher(settings.inbound, self.writer, node=self.agent.node)
+                        if self.agent is not None else None)
 
     def _build_agent(self, node: str | None) -> DeliveryAgent:
         s = self.settings
@@ -154,6 +158,8 @@ class App:
             await self.agent.start()
         if self.webhooks is not None:
             await self.webhooks.start()
+        if self.inbound is not None:
+            await self.inbound.start()
         return await self.smtp.start() if self.serve_smtp else []
 
     async def stop(self) -> None:
@@ -162,6 +168,8 @@ class App:
             await self.agent.stop(self.settings.server.shutdown_timeout)
         if self.webhooks is not None:
             await self.webhooks.stop(self.settings.server.shutdown_timeout)
+        if self.inbound is not None:
+            await self.inbound.stop(self.settings.server.shutdown_timeout)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
         self.auth_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()

@@ -145,6 +145,17 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundSettings:
+    """The inbound parse webhook: received mail POSTed to its domain's URL, from the spool."""
+
+    timeout: float = 30.0  # seconds for one POST
+    retry_first: float = 60.0  # first retry after a failed POST, doubling...
+    retry_max: float = 3600.0  # ...up to this
+    max_age: float = 259_200.0  # give up (status `expired`) this long after the mail arrived (3 days)
+    max_concurrent: int = 10  # messages posted at once, per delivery process
+
+
+@dataclass(frozen=True, slots=True)
 class PlanSettings:
     """`[plans.NAME]`: limits of the accounts on plan NAME; 0 means no limit."""
 
@@ -198,6 +209,7 @@ class Settings:
     listeners: tuple[ListenerSettings, ...]
     accounts: AccountSettings = AccountSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    inbound: InboundSettings = InboundSettings()
     plans: tuple[PlanSettings, ...] = tuple(PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items())
 
     def plan(self, name: str) -> PlanSettings | None:
@@ -234,6 +246,7 @@ SECTIONS: dict[str, type] = {
     "dns": DNSSettings,
     "accounts": AccountSettings,
     "webhooks": WebhookSettings,
+    "inbound": InboundSettings,
 }
 
 # Keys of these sections that are tables, parsed apart from the scalar keys.
@@ -518,6 +531,11 @@ def _check(s: Settings) -> None:
                           f"no plan {s.accounts.default_plan!r} (known: {', '.join(p.name for p in s.plans)})")
     if s.webhooks.batch_size < 1:
         raise ConfigError(src, "webhooks.batch_size", "expected at least 1")
+    if s.inbound.max_concurrent < 1:
+        raise ConfigError(src, "inbound.max_concurrent", "expected at least 1")
+    if s.inbound.timeout <= 0 or s.inbound.retry_first <= 0:
+        raise ConfigError(src, "inbound.timeout" if s.inbound.timeout <= 0 else "inbound.retry_first",
+                          "expected a number of seconds above 0")
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
 

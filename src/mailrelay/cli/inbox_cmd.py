@@ -1,7 +1,8 @@
-"""`mailrelay inbox list | show | raw | release | clear`: mail captured by sandbox accounts.
+"""`mailrelay inbox list | show | raw | release | clear`: mail captured by sandbox accounts, and
+mail received for the account's inbound domains (kind "in").
 
-One inbox per account: with `--account A` every command sees A's captured mail only, and an id
-of another account's message is unknown to it.
+One inbox per account: with `--account A` every command sees A's mail only, and an id of another
+account's message is unknown to it. `release` and `clear` act on sandbox captures only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from mailrelay.cli.common import UsageError, open_from_args
 from mailrelay.cli.output import format_size, format_table, format_time, printable, to_json
-from mailrelay.sandbox.inbox import CapturedMessage, Inbox, InboxEntry, NoSuchCapture
+from mailrelay.sandbox.inbox import INBOUND, CapturedMessage, Inbox, InboxEntry, NoSuchCapture, NotSandbox
 from mailrelay.sandbox.summary import Summary, summarize
 
 TEXT_LINES = 20  # of the text part, in `show`
@@ -22,13 +23,13 @@ TEXT_LINES = 20  # of the text part, in `show`
 
 def add_arguments(sub: Any) -> None:
     """Add this module's command to `mailrelay`."""
-    inbox = sub.add_parser("inbox", help="mail captured by sandbox accounts (see `account sandbox`)")
+    inbox = sub.add_parser("inbox", help="mail captured by sandbox accounts, and received mail kept or posted")
     i = inbox.add_subparsers(dest="inbox_command", metavar="COMMAND", required=True)
 
     def account_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--account", metavar="NAME", help="only this account's captured mail")
+        p.add_argument("--account", metavar="NAME", help="only this account's mail")
 
-    p = i.add_parser("list", help="list captured messages, newest first")
+    p = i.add_parser("list", help="list captured and received messages, newest first (kind: sandbox or in)")
     account_option(p)
     p.add_argument("--search", metavar="TEXT",
                    help="case-insensitive, in the subject, the envelope sender and recipients, and the raw "
@@ -39,24 +40,25 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
-    p = i.add_parser("show", help="one captured message: headers, DKIM, text, HTML summary, attachments")
+    p = i.add_parser("show", help="one message: headers, DKIM (received: checks), text, HTML summary, attachments")
     p.add_argument("queue_id", metavar="ID")
     account_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output (with the whole text part)")
     p.set_defaults(func=cmd_show)
 
-    p = i.add_parser("raw", help="the message exactly as it would have been sent (DKIM signature included)")
+    p = i.add_parser("raw", help="the message exactly as it would have been sent (DKIM signature included), "
+                                 "or as received")
     p.add_argument("queue_id", metavar="ID")
     account_option(p)
     p.set_defaults(func=cmd_raw)
 
-    p = i.add_parser("release", help="deliver a captured message for real (signed afresh at delivery)")
+    p = i.add_parser("release", help="deliver a captured sandbox message for real (signed afresh at delivery)")
     p.add_argument("queue_id", metavar="ID")
     account_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_release)
 
-    p = i.add_parser("clear", help="delete captured messages (of one account with --account)")
+    p = i.add_parser("clear", help="delete captured sandbox messages (of one account with --account)")
     account_option(p)
     p.add_argument("--yes", action="store_true", help="delete without asking (required to delete)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -70,6 +72,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    if value > 2**31 - 1:  # past what the database takes as a LIMIT (OverflowError)
+        raise argparse.ArgumentTypeError(f"expected at most {2**31 - 1}, got {text[:20]}")
     return value
 
 
@@ -109,9 +113,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         scope = f" of account {args.account}" if args.account else ""
         print(f"no captured messages{scope}" + (f" matching {args.search!r}" if args.search else ""))
         return 0
-    rows = [(e.id, e.account, format_time(e.created_at), e.mail_from or "<>", _to_cell(e), e.subject or "-")
-            for e in entries]
-    print(format_table(("id", "account", "time", "from", "to", "subject"), rows))
+    rows = [(e.id, e.kind, e.account, format_time(e.created_at), e.mail_from or "<>", _to_cell(e),
+             e.subject or "-") for e in entries]
+    print(format_table(("id", "kind", "account", "time", "from", "to", "subject"), rows))
     if len(entries) == args.limit:
         print(f"(first {args.limit} shown; use --limit)")
     return 0
@@ -127,11 +131,12 @@ def _show_text(m: CapturedMessage, s: Summary) -> str:
     e = m.entry
     fields = [
         ("id", e.id),
+        ("kind", "in (received mail)" if e.kind == INBOUND else "sandbox (captured, not sent)"),
         ("account", e.account),
         ("received", f"{format_time(e.created_at)} UTC"),
         ("envelope", f"<{e.mail_from}> to " + ", ".join(e.recipients)),
         ("size", f"{format_size(len(m.raw))} ({len(m.raw)} bytes{' with the signature' if m.signature else ''})"),
-        ("dkim", _dkim_line(s)),
+        ("checks", m.auth or "none recorded") if e.kind == INBOUND else ("dkim", _dkim_line(s)),
     ]
     width = max(len(k) for k, _ in fields) + 1
     lines = [f"{(k + ':').ljust(width)} {v}" for k, v in fields]
@@ -180,6 +185,8 @@ def cmd_raw(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     try:
         released = _inbox(args).release(args.queue_id, account=args.account, now=time.time())
+    except NotSandbox as exc:
+        raise UsageError(str(exc)) from None
     except NoSuchCapture:
         raise UsageError(_unknown(args)) from None
     if args.json:

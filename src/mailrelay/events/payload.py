@@ -24,6 +24,9 @@ EVENT_NAMES = {
     "dropped": "dropped",
     "captured": "captured",
     "released": "released",
+    # Received mail and the domain's parse webhook (no SendGrid counterpart: our own names).
+    "inbound-posted": "inbound-posted", "inbound-deferred": "inbound-deferred",
+    "inbound-expired": "inbound-expired", "inbound-kept": "inbound-kept",
 }
 POSTED = frozenset(EVENT_NAMES)
 
@@ -97,7 +100,7 @@ def to_payload(ev: EventRow) -> dict[str, Any]:
     if ev.mx_host:
         out["mx_host"] = ev.mx_host
     reply = ev.reply or ev.detail
-    if ev.type in ("delivered", "deferred", "captured", "released"):
+    if ev.type in ("delivered", "deferred", "captured", "released") or ev.type.startswith("inbound-"):
         if reply:
             out["response"] = reply
     elif ev.type in _BOUNCE_TYPES:

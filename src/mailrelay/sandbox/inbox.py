@@ -1,16 +1,21 @@
-"""The sandbox inbox: captured messages, one inbox per account.
+"""The inbox: captured sandbox messages and received (inbound) mail, one inbox per account.
 
-A message is in the inbox while one of its recipients is `captured`. Every query takes an
+A sandbox message is in the inbox while one of its recipients is `captured`; received mail
+(`direction` "in") always is, whatever became of it (`kept` without a webhook, `inbound`
+waiting to be posted, `posted`, `expired`). Entries say which (`kind`: "sandbox" or "in").
+`release` and `clear` act on sandbox captures only. Every query takes an
 optional account name and then sees that account's mail only: `get`, `release` and `clear`
 scoped to account A treat a message of account B as unknown.
 
-Exceptions: `NoSuchCapture(LookupError)` for an id that is not a captured message (of the
-account); `AccountError` for an unknown account name.
+Exceptions: `NoSuchCapture(LookupError)` for an id that is not in the inbox (of the account),
+and its subclass `NotSandbox` for received mail given to `release`; `AccountError` for an
+unknown account name.
 """
 
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,16 +38,30 @@ class NoSuchCapture(LookupError):
         self.queue_id = queue_id
 
 
+class NotSandbox(NoSuchCapture):
+    def __init__(self, queue_id: str) -> None:
+        LookupError.__init__(self, f"{queue_id[:40]!r} is received mail, not a sandbox capture: "
+                                   "only captured messages can be released")
+        self.queue_id = queue_id
+
+
+SANDBOX = "sandbox"
+INBOUND = "in"
+# Statuses of received mail's recipients (inbound.claims), all shown in the inbox.
+_INBOUND_STATUSES = ("kept", "inbound", "posted", "expired")
+
+
 @dataclass(frozen=True, slots=True)
 class InboxEntry:
     id: str
     account: str
     mail_from: str
-    recipients: tuple[str, ...]  # the captured ones
+    recipients: tuple[str, ...]  # the captured ones (received mail: all of them)
     subject: str | None
     size: int
     signed: bool  # a DKIM signature was made at capture
     created_at: float
+    kind: str = SANDBOX  # SANDBOX, or INBOUND for received mail
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +69,7 @@ class CapturedMessage:
     entry: InboxEntry
     signature: bytes  # DKIM-Signature fields made at capture (b"": unsigned)
     data: bytes  # trace headers + body, as stored
+    auth: str | None = None  # received mail: the Authentication-Results we added
 
     @property
     def raw(self) -> bytes:
@@ -58,16 +78,20 @@ class CapturedMessage:
 
 
 _IS_CAPTURED = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status == CAPTURED)
+_IN_INBOX = sa.or_(_IS_CAPTURED, messages.c.direction == "in")
 _ENTRY_COLS = (messages.c.id, accounts.c.name.label("account"), messages.c.mail_from, messages.c.subject,
-               messages.c.size, messages.c.signature.is_not(None).label("signed"), messages.c.created_at)
+               messages.c.size, messages.c.signature.is_not(None).label("signed"), messages.c.created_at,
+               messages.c.direction)
 
 
 class Inbox:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def _where(self, conn: Connection, account: str | None) -> list[sa.ColumnElement[bool]]:
-        where: list[sa.ColumnElement[bool]] = [_IS_CAPTURED]
+    def _where(self, conn: Connection, account: str | None, *, received: bool = True,
+               ) -> list[sa.ColumnElement[bool]]:
+        """Messages in the inbox (`received`: with received mail), of `account` if given."""
+        where: list[sa.ColumnElement[bool]] = [_IN_INBOX if received else _IS_CAPTURED]
         if account is not None:
             account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).scalar()
             if account_id is None:
@@ -78,14 +102,17 @@ class Inbox:
     @staticmethod
     def _entries(conn: Connection, rows: Sequence[Any]) -> builtins.list[InboxEntry]:
         ids = [r.id for r in rows]
+        inbound = {r.id for r in rows if r.direction == "in"}
         to: dict[str, builtins.list[str]] = {}
         if ids:
-            for r in conn.execute(sa.select(recipients.c.message_id, recipients.c.address)
-                                  .where(recipients.c.message_id.in_(ids), recipients.c.status == CAPTURED)
+            for r in conn.execute(sa.select(recipients.c.message_id, recipients.c.address, recipients.c.status)
+                                  .where(recipients.c.message_id.in_(ids),
+                                         recipients.c.status.in_((CAPTURED, *_INBOUND_STATUSES)))
                                   .order_by(recipients.c.id)):
-                to.setdefault(r.message_id, []).append(r.address)
+                if r.status == CAPTURED or r.message_id in inbound:
+                    to.setdefault(r.message_id, []).append(r.address)
         return [InboxEntry(r.id, r.account, r.mail_from, tuple(to.get(r.id, ())), r.subject, r.size,
-                           bool(r.signed), r.created_at) for r in rows]
+                           bool(r.signed), r.created_at, INBOUND if r.id in inbound else SANDBOX) for r in rows]
 
     def list(self, *, account: str | None = None, search: str | None = None, limit: int = 100,
              ) -> builtins.list[InboxEntry]:
@@ -135,23 +162,27 @@ class Inbox:
     def get(self, queue_id: str, *, account: str | None = None) -> CapturedMessage:
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(*_ENTRY_COLS, messages.c.signature, messages.c.trace_headers, messages.c.body)
+                sa.select(*_ENTRY_COLS, messages.c.signature, messages.c.trace_headers, messages.c.body,
+                          messages.c.auth)
                 .join(accounts, accounts.c.id == messages.c.account_id)
                 .where(messages.c.id == queue_id, *self._where(conn, account))).first()
             if row is None:
                 raise NoSuchCapture(queue_id)
             [entry] = self._entries(conn, [row])
-        return CapturedMessage(entry, bytes(row.signature or b""), bytes(row.trace_headers) + bytes(row.body))
+        return CapturedMessage(entry, bytes(row.signature or b""), bytes(row.trace_headers) + bytes(row.body),
+                               _auth_results(row.auth) if entry.kind == INBOUND else None)
 
     def release(self, queue_id: str, *, account: str | None = None, now: float) -> builtins.list[str]:
         """Send a captured message for real: its captured recipients are queued, due now, and
         the message is no longer a sandbox one (the delivery agent signs it afresh). Returns the
         released addresses, each with a `released` event."""
         with self._engine.begin() as conn:
-            row = conn.execute(sa.select(messages.c.id, messages.c.account_id)
+            row = conn.execute(sa.select(messages.c.id, messages.c.account_id, messages.c.direction)
                                .where(messages.c.id == queue_id, *self._where(conn, account))).first()
             if row is None:
                 raise NoSuchCapture(queue_id)
+            if row.direction == "in":
+                raise NotSandbox(queue_id)
             r = recipients
             rcpts = conn.execute(sa.select(r.c.id, r.c.address).where(r.c.message_id == queue_id,
                                                                       r.c.status == CAPTURED)).all()
@@ -171,7 +202,7 @@ class Inbox:
         pending = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status.in_(PENDING))
         with self._engine.begin() as conn:
             rows = conn.execute(sa.select(messages.c.id, messages.c.account_id)
-                                .where(*self._where(conn, account), sa.not_(pending))).all()
+                                .where(*self._where(conn, account, received=False), sa.not_(pending))).all()
             if dry_run or not rows:
                 return len(rows)
             ids = [r.id for r in rows]
@@ -184,3 +215,13 @@ class Inbox:
             add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
                                "type": "deleted-by-operator", "detail": "inbox clear", "at": now} for r in rows])
         return len(rows)
+
+
+def _auth_results(text: str | None) -> str | None:
+    """The Authentication-Results header value recorded for received mail, if any."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return None
+    found = value.get("authentication_results") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None

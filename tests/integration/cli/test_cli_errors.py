@@ -86,6 +86,9 @@ def test_unreachable_database_is_a_runtime_failure(tmp_path: Path) -> None:
     (("account", "create", "carol", "--plan", "gold"), "unknown plan 'gold'"),
     (("account", "frobnicate"), "invalid choice: 'frobnicate'"),
     (("queue", "list", "--limit", "0"), "expected at least 1"),
+    (("queue", "list", "--limit", "1" + "0" * 30), "expected at most 2147483647"),
+    (("events", "--limit", "1" + "0" * 30), "expected at most 2147483647"),
+    (("inbox", "list", "--limit", "1" + "0" * 30), "expected at most 2147483647"),
     (("queue",), "the following arguments are required: COMMAND"),
 ])
 def test_usage_mistakes_exit_2_with_one_line(sqlite_config: Path, args: tuple[str, ...],

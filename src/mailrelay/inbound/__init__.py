@@ -1,0 +1,1 @@
+"""Mail received for our own inbound domains: the parse webhook (SendGrid's Inbound Parse)."""

@@ -1,0 +1,323 @@
+"""Received mail handed to its domain's parse webhook (SendGrid's Inbound Parse): the multipart
+form parsed back field by field, raw mode, retries until the receiver is up (posted exactly
+once), expiry, and mail kept in the inbox without a webhook. Real sockets, both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mailrelay.inbound.dispatch import InboundDispatcher
+from mailrelay.sandbox.inbox import Inbox
+from mailrelay.settings import InboundSettings
+from mailrelay.spool.writer import SpoolRecord, SpoolWriter
+from mailrelay.store.schema import accounts, domains, events, recipients
+
+PDF = bytes(range(256)) * 40  # every byte value: base64 must round-trip exactly
+TRACE = (b"Received: from mx.sender.test (mx.sender.test [203.0.113.5]) by mx.test\r\n"
+         b"Authentication-Results: mx.test; spf=pass smtp.mailfrom=sender.test; dkim=pass header.d=sender.test\r\n")
+AUTH = {"spf": {"result": "pass", "domain": "sender.test"},
+        "dkim": [{"result": "pass", "domain": "sender.test", "selector": "s1"},
+                 {"result": "fail", "domain": "esp.test", "selector": "x"}],
+        "sender_ip": "203.0.113.5",
+        "authentication_results": "mx.test; spf=pass smtp.mailfrom=sender.test; dkim=pass header.d=sender.test"}
+
+
+# --- a loopback webhook receiver ---------------------------------------------------------------
+
+
+@dataclass
+class Post:
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    def form(self) -> dict[str, tuple[bytes, str | None, str]]:
+        """name -> (value bytes, filename, content type), parsed with the stdlib."""
+        ctype = self.headers["content-type"].encode()
+        msg = BytesParser(policy=default_policy).parsebytes(b"Content-Type: " + ctype + b"\r\n\r\n" + self.body)
+        assert msg.get_content_type() == "multipart/form-data" and not msg.defects, msg.defects
+        out: dict[str, tuple[bytes, str | None, str]] = {}
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            assert isinstance(name, str) and name not in out
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            out[name] = (payload, part.get_filename(), part.get_content_type())
+        return out
+
+
+@dataclass
+class Receiver:
+    server: ThreadingHTTPServer
+    fail_first: int = 0  # answer 503 to this many POSTs first
+    posts: list[Post] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/parse?key=sekrit"
+
+    def accepted(self) -> list[Post]:
+        with self.lock:
+            return [p for p in self.posts if p.status == 200]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    holder: list[Receiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            rcv = holder[0]
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with rcv.lock:
+                status = 503 if len(rcv.posts) < rcv.fail_first else 200
+                rcv.posts.append(Post({k.lower(): v for k, v in self.headers.items()}, body, status))
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rcv = Receiver(server)
+    holder.append(rcv)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rcv
+    server.shutdown()
+    server.server_close()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def add_domain(engine: sa.Engine, account: str, name: str, *, webhook: str | None = None, raw: bool = False,
+               ) -> int:
+    now = time.time()
+    with engine.begin() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).scalar()
+        if account_id is None:
+            account_id = conn.execute(accounts.insert().values(
+                name=account, password_hash="$argon2id$x", created_at=now, updated_at=now)
+                .returning(accounts.c.id)).scalar_one()
+        conn.execute(domains.insert().values(account_id=account_id, name=name, selector="s1", created_at=now,
+                                             inbound=True, inbound_webhook=webhook, inbound_raw=raw))
+    return int(account_id)
+
+
+def sample_message() -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Zoë Sender <zoe@sender.test>"
+    msg["To"] = "Ann <ann@in.test>, bob@in.test"
+    msg["Cc"] = "carol@keep.test"
+    msg["Subject"] = "Quarterly report — draft"
+    msg["Message-ID"] = "<r1@sender.test>"
+    msg.set_content("Héllo Ann,\nthe report is attached.\n")
+    msg.add_alternative("<p>H&eacute;llo <b>Ann</b></p>", subtype="html")
+    msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf", cid="<rep1@sender.test>")
+    return msg.as_bytes(policy=default_policy.clone(linesep="\r\n"))
+
+
+def store(engine: sa.Engine, account_id: int, qid: str, rcpts: list[str], body: bytes, *,
+          created_at: float | None = None, status: str = "inbound") -> None:
+    record = SpoolRecord(
+        queue_id=qid, account_id=account_id, mail_from="bounces@sender.test", mail_params={},
+        recipients=[(r, {}) for r in rcpts], client_ip="198.51.100.9", helo="mx.sender.test", auth_user=None,
+        tls_version=None, tls_cipher=None, listener="smtp", trace_headers=TRACE, body=body,
+        created_at=time.time() if created_at is None else created_at, direction="in", auth=AUTH,
+        initial_status=status, processed_event=False, count_usage=0, subject="Quarterly report — draft",
+        message_id_header="<r1@sender.test>")
+
+    async def go() -> None:
+        writer = SpoolWriter(engine)
+        writer.start(asyncio.get_running_loop())
+        await writer.submit(record, None)
+        writer.stop()
+
+    asyncio.run(go())
+
+
+def statuses(engine: sa.Engine, qid: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {r.address: r.status for r in conn.execute(
+            sa.select(recipients.c.address, recipients.c.status).where(recipients.c.message_id == qid))}
+
+
+def event_types(engine: sa.Engine, qid: str) -> list[tuple[str | None, str]]:
+    with engine.connect() as conn:
+        return [(r.recipient, r.type) for r in conn.execute(
+            sa.select(events.c.recipient, events.c.type).where(events.c.message_id == qid).order_by(events.c.id))]
+
+
+def run_dispatcher(engine: sa.Engine, settings: InboundSettings, until: Callable[[], bool], *,
+                   timeout: float = 15.0, linger: float = 0.0) -> InboundDispatcher:
+    """Run a dispatcher (with its own spool writer) until `until()` holds, then `linger` more."""
+    async def go() -> InboundDispatcher:
+        writer = SpoolWriter(engine)
+        writer.start(asyncio.get_running_loop())
+        dispatcher = InboundDispatcher(settings, writer, node="test-node")
+        await dispatcher.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while not await asyncio.to_thread(until):
+                assert time.monotonic() < deadline, "timed out"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(linger)
+        finally:
+            await dispatcher.stop(5.0)
+            await asyncio.to_thread(writer.stop)
+        return dispatcher
+
+    return asyncio.run(go())
+
+
+FAST = InboundSettings(timeout=5.0, retry_first=0.2, retry_max=0.4, max_age=120.0, max_concurrent=4)
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_webhook_gets_one_multipart_post_with_every_field(engine: sa.Engine, receiver: Receiver) -> None:
+    acct = add_domain(engine, "alice", "in.test", webhook=receiver.url)
+    add_domain(engine, "alice", "keep.test")  # inbound, no webhook: kept
+    body = sample_message()
+    store(engine, acct, "q1", ["ann@in.test", "bob@in.test", "carol@keep.test"], body)
+    run_dispatcher(engine, FAST, lambda: statuses(engine, "q1")["ann@in.test"] != "inbound", linger=0.6)
+
+    assert statuses(engine, "q1") == {"ann@in.test": "posted", "bob@in.test": "posted", "carol@keep.test": "kept"}
+    [post] = receiver.posts
+    assert post.status == 200 and post.headers["user-agent"].startswith("mailrelay/")
+    assert post.headers["content-type"].startswith("multipart/form-data; boundary=")
+    form = post.form()
+    text = {k: v[0].decode() for k, v in form.items() if v[1] is None}
+    assert text["headers"].startswith(TRACE.decode()) and "Subject: Quarterly report" in text["headers"]
+    assert "\r\n\r\n" not in text["headers"] and "Héllo" not in text["headers"]
+    assert text["dkim"] == "{@sender.test : pass, @esp.test : fail}"
+    assert text["SPF"] == "pass"
+    assert text["to"] == "Ann <ann@in.test>, bob@in.test"
+    assert text["from"] == "Zoë Sender <zoe@sender.test>"
+    assert text["cc"] == "carol@keep.test"
+    assert text["subject"] == "Quarterly report — draft"
+    # Decoded (quoted-printable, UTF-8), line ends as in the message.
+    assert text["text"] == "Héllo Ann,\r\nthe report is attached.\r\n"
+    assert text["html"] == "<p>H&eacute;llo <b>Ann</b></p>\r\n"
+    assert text["sender_ip"] == "203.0.113.5"
+    assert json.loads(text["envelope"]) == {"to": ["ann@in.test", "bob@in.test"], "from": "bounces@sender.test"}
+    assert json.loads(text["charsets"]) == {k: "UTF-8" for k in ("to", "from", "cc", "subject", "text", "html")}
+    assert text["attachments"] == "1"
+    assert json.loads(text["attachment-info"]) == {"attachment1": {
+        "filename": "report.pdf", "name": "report.pdf", "type": "application/pdf", "content-id": "rep1@sender.test"}}
+    assert form["attachment1"] == (PDF, "report.pdf", "application/pdf")
+    assert "email" not in form
+    assert set(form) == {"headers", "dkim", "SPF", "to", "from", "cc", "subject", "text", "html", "sender_ip",
+                         "envelope", "charsets", "attachments", "attachment-info", "attachment1"}
+    assert event_types(engine, "q1") == [("carol@keep.test", "inbound-kept"), ("ann@in.test", "inbound-posted"),
+                                         ("bob@in.test", "inbound-posted")]
+
+
+def test_raw_mode_posts_the_message_as_stored(engine: sa.Engine, receiver: Receiver) -> None:
+    acct = add_domain(engine, "alice", "in.test", webhook=receiver.url, raw=True)
+    body = sample_message().replace(b"draft", b"draft \xff 8bit")  # not even valid UTF-8: still byte-exact
+    store(engine, acct, "q2", ["ann@in.test"], body)
+    run_dispatcher(engine, FAST, lambda: statuses(engine, "q2")["ann@in.test"] == "posted")
+    [post] = receiver.accepted()
+    form = post.form()
+    assert form["email"][0] == TRACE + body
+    assert form["SPF"][0] == b"pass" and form["dkim"][0] == b"{@sender.test : pass, @esp.test : fail}"
+    assert form["to"][0].decode() == "Ann <ann@in.test>, bob@in.test"
+    assert form["from"][0].decode() == "Zoë Sender <zoe@sender.test>"
+    assert form["sender_ip"][0] == b"203.0.113.5"
+    assert json.loads(form["envelope"][0]) == {"to": ["ann@in.test"], "from": "bounces@sender.test"}
+    assert json.loads(form["charsets"][0]) == {"to": "UTF-8", "from": "UTF-8", "subject": "UTF-8"}
+    assert not {"headers", "text", "html", "attachments", "attachment1"} & set(form)
+
+
+def test_webhook_down_then_up_gets_the_message_exactly_once(engine: sa.Engine, receiver: Receiver) -> None:
+    acct = add_domain(engine, "alice", "in.test", webhook=receiver.url)
+    receiver.fail_first = 3
+    store(engine, acct, "q3", ["ann@in.test", "bob@in.test"], sample_message())
+    run_dispatcher(engine, FAST, lambda: set(statuses(engine, "q3").values()) == {"posted"}, linger=1.5)
+    assert [p.status for p in receiver.posts] == [503, 503, 503, 200], "one POST per try, then none"
+    assert len(receiver.accepted()) == 1
+    types = event_types(engine, "q3")
+    assert [t for r, t in types if r == "ann@in.test"] == ["inbound-deferred"] * 3 + ["inbound-posted"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(recipients.c.attempts, recipients.c.last_reply, recipients.c.lease_owner,
+                                      recipients.c.next_attempt_at).where(recipients.c.message_id == "q3")).all()
+        replies = [r.reply for r in conn.execute(sa.select(events.c.reply).where(
+            events.c.message_id == "q3", events.c.recipient == "bob@in.test").order_by(events.c.id))]
+    assert all((r.attempts, r.last_reply, r.lease_owner, r.next_attempt_at) == (4, "HTTP 200", None, None)
+               for r in rows)
+    assert replies == ["HTTP 503"] * 3 + ["HTTP 200"]
+
+
+def test_unreachable_webhook_expires_with_an_event(engine: sa.Engine, caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:  # a port with nobody listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    acct = add_domain(engine, "alice", "in.test", webhook=f"http://127.0.0.1:{port}/parse?key=sekrit")
+    store(engine, acct, "q4", ["ann@in.test"], sample_message())
+    settings = InboundSettings(timeout=2.0, retry_first=0.2, retry_max=0.2, max_age=1.0, max_concurrent=2)
+    caplog.set_level("INFO", logger="mailrelay.inbound")
+    run_dispatcher(engine, settings, lambda: statuses(engine, "q4")["ann@in.test"] == "expired")
+    types = [t for _, t in event_types(engine, "q4")]
+    assert types[-1] == "inbound-expired" and set(types[:-1]) == {"inbound-deferred"} and len(types) >= 2
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(recipients.c.last_reply, recipients.c.next_attempt_at)
+                           .where(recipients.c.message_id == "q4")).one()
+    assert row == ("connection refused", None)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "q4" in warnings[0] and "given up" in warnings[0]
+    assert "sekrit" not in caplog.text, "no query string (token) in the log"
+
+
+def test_no_webhook_keeps_mail_in_the_accounts_inbox(engine: sa.Engine, db_url: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from mailrelay.cli.main import main
+
+    acct = add_domain(engine, "alice", "keep.test")
+    add_domain(engine, "bob", "other.test")
+    body = sample_message()
+    store(engine, acct, "q5", ["carol@keep.test"], body, status="kept")
+    config = tmp_path / "mailrelay.toml"
+    config.write_text(f'[server]\ndata_dir = "data"\n[storage]\nurl = "{db_url}"\n')
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["-c", str(config), "inbox", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = cli("list", "--account", "alice")
+    assert code == 0 and "q5" in out and "Quarterly report" in out
+    assert out.splitlines()[0].split()[:3] == ["ID", "KIND", "ACCOUNT"] and out.splitlines()[1].split()[1] == "in"
+    assert "q5" not in cli("list", "--account", "bob")[1]
+    [entry] = json.loads(cli("list", "--json")[1])
+    assert entry["kind"] == "in" and entry["recipients"] == ["carol@keep.test"]
+    assert cli("show", "q5", "--account", "bob")[0] == 2
+    code, out, _ = cli("show", "q5", "--account", "alice")
+    assert code == 0 and "in (received mail)" in out and AUTH["authentication_results"] in out
+    assert "report.pdf" in out
+    assert Inbox(engine).get("q5", account="alice").raw == TRACE + body
+    code, _, err = cli("release", "q5", "--account", "alice")
+    assert code == 2 and "received mail, not a sandbox capture" in err and len(err.strip().splitlines()) == 1
+    assert cli("clear", "--yes")[1] == "deleted 0 captured messages of every account\n"
+    assert statuses(engine, "q5") == {"carol@keep.test": "kept"}
