@@ -23,7 +23,10 @@ from mailrelay.cli.common import open_storage
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
 from mailrelay.events.webhook import WebhookDispatcher
+from mailrelay.inbound.directory import InboundDirectory
 from mailrelay.inbound.dispatch import InboundDispatcher
+from mailrelay.inbound.receive import InboundReceiver
+from mailrelay.mailauth.spf import SPFChecker
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
@@ -111,11 +114,13 @@ class App:
 
     def _build_smtp(self) -> SMTPServer:
         s = self.settings
+        self.receiver = self._build_inbound()
         policy = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
                                   writer=self.writer, trusted_account=s.submission.trusted_account,
                                   executor=self.auth_executor,
                                   sender_domains=self.signer if s.submission.require_own_domain else None,
-                                  plans=s.plans, default_plan=s.accounts.default_plan)
+                                  plans=s.plans, default_plan=s.accounts.default_plan,
+                                  inbound=self.receiver)
         listeners = [
             Listener(
                 name=ls.name,
@@ -144,6 +149,25 @@ class App:
         return SMTPServer(hostname=s.server.hostname, banner=s.smtp.banner, limits=limits,
                           auth_limiter=limiter, listeners=listeners)
 
+    def _build_inbound(self) -> InboundReceiver | None:
+        """Receiving for our inbound domains on every listener (unauthenticated clients)."""
+        s = self.settings
+        try:
+            resolver = DNSResolver(s.dns.nameservers, s.dns.timeout)
+            spf = SPFChecker(s.dns.nameservers, timeout=s.dns.timeout)
+        except DNSConfigError as exc:
+            if not s.dns.nameservers and exc.key == "dns.nameservers":
+                # No usable system resolver: submission still works; receiving needs DNS.
+                logging.getLogger("mailrelay.inbound").warning("receiving mail is off: %s", exc)
+                return None
+            raise ConfigError(s.source, exc.key, str(exc)) from None
+        except ValueError as exc:
+            raise ConfigError(s.source, "dns.nameservers", str(exc)) from None
+        # Short cache: an address just added with `mailrelay address add` works within seconds.
+        return InboundReceiver(hostname=s.server.hostname, directory=InboundDirectory(self.engine),
+                               resolver=resolver, spf=spf, writer=self.writer,
+                               executor=self.auth_executor, dns_timeout=s.dns.timeout)
+
     def ensure_demo_account(self) -> DemoCredentials | None:
         """First start on an empty database: make the demo account (password shown once)."""
         if not self.settings.server.demo_account or self.accounts.count() > 0:
@@ -171,5 +195,7 @@ class App:
         if self.inbound is not None:
             await self.inbound.stop(self.settings.server.shutdown_timeout)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+        if self.receiver is not None:
+            self.receiver.close()  # the SPF checker's threads
         self.auth_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()

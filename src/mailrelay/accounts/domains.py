@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 from mailrelay.resolver.base import DNSTemporaryError, Resolver
-from mailrelay.store.schema import accounts, domains
+from mailrelay.store.schema import accounts, addresses, domains
 
 if TYPE_CHECKING:
     from mailrelay.mailauth.dkim import DKIMKey, KeyKind
@@ -44,6 +45,10 @@ ED25519_SUFFIX = "-ed"
 MAX_SELECTOR = 63 - len(ED25519_SUFFIX)  # the -ed selector must fit the column (and a label)
 
 CheckStatus = Literal["ok", "missing", "different", "error"]
+
+DMARC_POLICIES = ("monitor", "enforce")
+MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1 (octets)
+MAX_WEBHOOK_URL = 2000
 
 # RFC 5894 §4.1: characters IDNA 2003 maps away but IDNA 2008 keeps (ß → ss, ...): the
 # stdlib codec would silently name a different domain, so these must be given as A-labels.
@@ -72,6 +77,24 @@ class Domain:
     algorithms: tuple[str, ...]  # "rsa", "ed25519", in that order
     created_at: float
     dkim: tuple[DKIMSelector, ...] = ()
+    # Receiving (port 25): mail to known addresses (or any, with catch_all) is accepted and
+    # POSTed to inbound_webhook (the whole message in one field with inbound_raw), or kept.
+    inbound: bool = False
+    catch_all: bool = False
+    inbound_webhook: str | None = None
+    inbound_raw: bool = False
+    dmarc_policy: str = "monitor"  # "monitor": only record; "enforce": apply p=reject/quarantine
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAddress:
+    """A known recipient of an inbound domain: `local_part@domain` (local part lower case)."""
+
+    address: str
+    local_part: str
+    domain: str
+    account_name: str
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +169,9 @@ def ed25519_selector(selector: str, *, dual: bool) -> str:
 # -- rows ------------------------------------------------------------------------------------
 
 _COLS = (domains.c.id, domains.c.name, accounts.c.name.label("account_name"), domains.c.selector,
-         domains.c.rsa_private_key, domains.c.ed25519_private_key, domains.c.created_at)
+         domains.c.rsa_private_key, domains.c.ed25519_private_key, domains.c.created_at,
+         domains.c.inbound, domains.c.catch_all, domains.c.inbound_webhook, domains.c.inbound_raw,
+         domains.c.dmarc_policy)
 
 
 def _domain(row: Any) -> Domain:
@@ -162,7 +187,9 @@ def _domain(row: Any) -> Domain:
                                  public_key_record(row.ed25519_private_key.encode())))
     return Domain(id=row.id, name=row.name, account_name=row.account_name, selector=row.selector,
                   algorithms=tuple(k.kind for k in keys), created_at=row.created_at,
-                  dkim=tuple(keys))
+                  dkim=tuple(keys), inbound=bool(row.inbound), catch_all=bool(row.catch_all),
+                  inbound_webhook=row.inbound_webhook, inbound_raw=bool(row.inbound_raw),
+                  dmarc_policy=row.dmarc_policy)
 
 
 class DomainService:
@@ -173,11 +200,15 @@ class DomainService:
         self._clock = clock
 
     def add(self, name: str, account: str, *, selector: str = DEFAULT_SELECTOR,
-            algorithm: AlgorithmChoice = "rsa", private_key_pem: bytes | None = None) -> Domain:
+            algorithm: AlgorithmChoice = "rsa", private_key_pem: bytes | None = None,
+            inbound: bool = False, catch_all: bool = False, webhook: str | None = None,
+            raw: bool = False, dmarc_policy: str = "monitor") -> Domain:
         """Add `name` to `account` with new keys, or with the imported key (its kind decides
-        the algorithm; `algorithm` is then ignored)."""
+        the algorithm; `algorithm` is then ignored); `inbound`: it receives mail too."""
         domain = normalize_domain(name)
         selector = _check_selector(selector)
+        receiving = _inbound_values(inbound=inbound, catch_all=catch_all, webhook=webhook,
+                                    raw=raw, dmarc_policy=dmarc_policy)
         rsa_pem, ed_pem = self._keys(algorithm, private_key_pem)
         now = self._clock()
         try:
@@ -190,7 +221,8 @@ class DomainService:
                 new_id = conn.execute(
                     domains.insert().values(account_id=account_row.id, name=domain,
                                             selector=selector, rsa_private_key=rsa_pem,
-                                            ed25519_private_key=ed_pem, created_at=now)
+                                            ed25519_private_key=ed_pem, created_at=now,
+                                            **receiving)
                     .returning(domains.c.id)).scalar_one()
         except sa.exc.IntegrityError:  # added by someone else since _check_free
             raise DomainError(f"domain {domain} is already added") from None
@@ -268,6 +300,73 @@ class DomainService:
             conn.execute(domains.delete().where(domains.c.id == found.id))
         return found
 
+    # -- receiving -------------------------------------------------------------------------
+
+    def set_inbound(self, name: str, *, inbound: bool = True, catch_all: bool | None = None,
+                    webhook: str | None = None, clear_webhook: bool = False, raw: bool | None = None,
+                    dmarc_policy: str | None = None) -> Domain:
+        """Turn receiving on (or off) for `name`; the other settings change only when given."""
+        found = self.require(name)
+        values: dict[str, Any] = {"inbound": inbound}
+        if catch_all is not None:
+            values["catch_all"] = catch_all
+        if clear_webhook:
+            values["inbound_webhook"] = None
+        elif webhook is not None:
+            values["inbound_webhook"] = check_webhook_url(webhook)
+        if raw is not None:
+            values["inbound_raw"] = raw
+        if dmarc_policy is not None:
+            values["dmarc_policy"] = _check_dmarc_policy(dmarc_policy)
+        with self._engine.begin() as conn:
+            conn.execute(domains.update().where(domains.c.id == found.id).values(**values))
+        return self.require(found.name)
+
+    def add_address(self, address: str) -> InboundAddress:
+        """Make `address` a known recipient of its domain (which must be added already)."""
+        local, domain_name = split_address(address)
+        found = self.require(domain_name)
+        now = self._clock()
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(addresses.insert().values(domain_id=found.id, local_part=local,
+                                                       created_at=now))
+        except sa.exc.IntegrityError:
+            raise DomainError(f"address {local}@{found.name} is already added") from None
+        return InboundAddress(f"{local}@{found.name}", local, found.name, found.account_name, now)
+
+    def remove_address(self, address: str) -> InboundAddress:
+        local, domain_name = split_address(address)
+        found = self.require(domain_name)
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(addresses.c.id, addresses.c.created_at)
+                               .where(addresses.c.domain_id == found.id,
+                                      addresses.c.local_part == local)).first()
+            if row is None:
+                raise DomainError(f"no address {local}@{found.name}; see `mailrelay address list`")
+            conn.execute(addresses.delete().where(addresses.c.id == row.id))
+        return InboundAddress(f"{local}@{found.name}", local, found.name, found.account_name,
+                              row.created_at)
+
+    def list_addresses(self, *, domain: str | None = None, account: str | None = None,
+                  ) -> builtins.list[InboundAddress]:
+        """Known recipients, by domain then local part; of one domain or account if given."""
+        query = (sa.select(addresses.c.local_part, addresses.c.created_at, domains.c.name,
+                           accounts.c.name.label("account_name"))
+                 .join(domains, domains.c.id == addresses.c.domain_id)
+                 .join(accounts, accounts.c.id == domains.c.account_id)
+                 .order_by(domains.c.name, addresses.c.local_part))
+        if domain is not None:
+            query = query.where(domains.c.name == self.require(domain).name)
+        with self._engine.connect() as conn:
+            if account is not None:
+                if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).first() is None:
+                    raise DomainError(f"no account named {account[:80]!r}")
+                query = query.where(accounts.c.name == account)
+            rows = conn.execute(query).all()
+        return [InboundAddress(f"{r.local_part}@{r.name}", r.local_part, r.name, r.account_name,
+                               r.created_at) for r in rows]
+
     def signing_keys(self, domain_name: str) -> builtins.list[DKIMKey]:
         """The keys to sign mail of `domain_name` with (exactly that domain): RSA first."""
         from mailrelay.mailauth.dkim import ALGORITHM_OF, DKIMKey
@@ -311,6 +410,58 @@ def _check_selector(selector: str) -> str:
     if len(selector) > MAX_SELECTOR:
         raise DomainError(f"selector {selector!r} too long: at most {MAX_SELECTOR} characters")
     return selector
+
+
+# -- receiving settings ----------------------------------------------------------------------
+
+
+def check_webhook_url(url: str) -> str:
+    """An http(s) URL with a host and no fragment, or DomainError."""
+    url = url.strip()
+    if len(url) > MAX_WEBHOOK_URL or any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise DomainError("webhook URL must be one line without spaces, at most "
+                          f"{MAX_WEBHOOK_URL} characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise DomainError(f"webhook URL is not valid: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise DomainError("webhook URL must start with http:// or https:// and name a host, "
+                          "e.g. https://hooks.example.com/parse")
+    if parts.fragment:
+        raise DomainError("webhook URL must not have a #fragment")
+    return url
+
+
+def _check_dmarc_policy(policy: str) -> str:
+    if policy not in DMARC_POLICIES:
+        raise DomainError(f"unknown DMARC policy {policy[:20]!r}: expected monitor or enforce")
+    return policy
+
+
+def _inbound_values(*, inbound: bool, catch_all: bool, webhook: str | None, raw: bool,
+                    dmarc_policy: str) -> dict[str, Any]:
+    return {"inbound": inbound, "catch_all": catch_all,
+            "inbound_webhook": check_webhook_url(webhook) if webhook is not None else None,
+            "inbound_raw": raw, "dmarc_policy": _check_dmarc_policy(dmarc_policy)}
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """(local part lower case, domain as A-labels) of `user@example.com`, or DomainError."""
+    text = address.strip()
+    local, at, domain = text.rpartition("@")
+    if not at or not local:
+        raise DomainError(f"invalid address {text[:80]!r}: expected user@example.com")
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
+        raise DomainError(f"invalid address {text[:80]!r}: the part before @ is over "
+                          f"{MAX_LOCAL_PART} bytes")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '"<>@\\,;' for c in local) \
+            or local.startswith(".") or local.endswith(".") or ".." in local:
+        raise DomainError(f"invalid address {text[:80]!r}: use a plain local part "
+                          "(letters, digits and . _ - + ...)")
+    return local.lower(), normalize_domain(domain)
 
 
 # -- DNS records -----------------------------------------------------------------------------

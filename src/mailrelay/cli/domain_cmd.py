@@ -1,4 +1,5 @@
-"""`mailrelay domain ...`: add sender domains with DKIM keys, list, show, verify DNS, remove.
+"""`mailrelay domain ...`: add sender domains with DKIM keys, list, show, verify DNS, remove;
+`domain add --inbound` / `domain inbound` make a domain receive mail on port 25.
 
 Security: `--private-key` reads a private key from a file (never from argv); keys are stored
 in the database and never printed, only their public DNS records.
@@ -13,6 +14,7 @@ from typing import Any
 from mailrelay.accounts.domains import (
     ALGORITHM_CHOICES,
     DEFAULT_SELECTOR,
+    DMARC_POLICIES,
     DNSRecord,
     Domain,
     DomainService,
@@ -45,8 +47,41 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("--private-key", metavar="FILE",
                    help="import this PEM private key (RSA >= 1024 bits or Ed25519) instead of "
                         "generating one")
+    p.add_argument("--inbound", action="store_true",
+                   help="also receive mail for this domain on port 25 (publish an MX to us)")
+    p.add_argument("--webhook", metavar="URL",
+                   help="with --inbound: POST received mail here (Inbound Parse); without, it is "
+                        "kept in the inbox")
+    p.add_argument("--catch-all", action="store_true",
+                   help="with --inbound: accept any address at the domain, not only known ones")
+    p.add_argument("--raw", action="store_true",
+                   help="with --webhook: post the whole message in one field (SendGrid's raw mode)")
+    p.add_argument("--dmarc", choices=DMARC_POLICIES, default=None,
+                   help="with --inbound: monitor (default: only record) or enforce the sender's "
+                        "DMARC policy (p=reject refused, p=quarantine marked)")
     _json(p)
     p.set_defaults(func=cmd_add)
+
+    p = dom.add_parser("inbound", help="receive mail for a domain (or stop), and how")
+    p.add_argument("domain")
+    p.add_argument("--off", action="store_true", help="stop receiving mail for the domain")
+    hook = p.add_mutually_exclusive_group()
+    hook.add_argument("--webhook", metavar="URL", help="POST received mail here (Inbound Parse)")
+    hook.add_argument("--no-webhook", action="store_true", help="keep received mail in the inbox")
+    catch = p.add_mutually_exclusive_group()
+    catch.add_argument("--catch-all", dest="catch_all", action="store_const", const=True, default=None,
+                       help="accept any address at the domain")
+    catch.add_argument("--no-catch-all", dest="catch_all", action="store_const", const=False,
+                       help="accept only known addresses (`mailrelay address add`)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--raw", dest="raw", action="store_const", const=True, default=None,
+                      help="post the whole message in one field")
+    mode.add_argument("--parsed", dest="raw", action="store_const", const=False,
+                      help="post parsed fields: text, html, attachments (default)")
+    p.add_argument("--dmarc", choices=DMARC_POLICIES, default=None,
+                   help="monitor (only record) or enforce the sender's DMARC policy")
+    _json(p)
+    p.set_defaults(func=cmd_inbound)
 
     p = dom.add_parser("list", help="list sender domains")
     p.add_argument("--account", metavar="NAME")
@@ -114,9 +149,18 @@ def cmd_add(args: argparse.Namespace) -> int:
         if args.algorithm not in (None, kind):
             raise UsageError(f"--private-key {args.private_key} is an {kind} key, but --algorithm "
                              f"is {args.algorithm}: drop --algorithm (the key's type decides)")
+    if not args.inbound:
+        given = [f for f, v in (("--webhook", args.webhook is not None), ("--catch-all", args.catch_all),
+                                ("--raw", args.raw), ("--dmarc", args.dmarc is not None)) if v]
+        if given:
+            raise UsageError(f"{given[0]} needs --inbound (the domain must receive mail)")
+    if args.raw and args.webhook is None:
+        raise UsageError("--raw needs --webhook (it is how received mail is posted)")
     settings, svc = _service(args)
     domain = svc.add(args.domain, args.account, selector=args.selector,
-                     algorithm=args.algorithm or "rsa", private_key_pem=pem)
+                     algorithm=args.algorithm or "rsa", private_key_pem=pem,
+                     inbound=args.inbound, catch_all=args.catch_all, webhook=args.webhook,
+                     raw=args.raw, dmarc_policy=args.dmarc or "monitor")
     records = _records(settings, domain)
     if args.json:
         print(to_json(_domain_json(domain, records)))
@@ -124,12 +168,45 @@ def cmd_add(args: argparse.Namespace) -> int:
     how = "imported" if pem is not None else "new"
     print(f"added domain {domain.name} to account {domain.account_name} "
           f"({how} DKIM key: {', '.join(_describe_keys(domain))})")
+    if domain.inbound:
+        print(f"receiving mail: {_describe_inbound(domain)}")
     print()
     print("Publish these DNS records:")
     print(_records_table(records))
     print()
     print(TXT_NOTE)
     print(f"Then run `mailrelay domain verify {domain.name}` to check them.")
+    return 0
+
+
+def _describe_inbound(d: Domain) -> str:
+    if not d.inbound:
+        return "off"
+    who = "any address (catch-all)" if d.catch_all else "known addresses (`mailrelay address add`)"
+    where = (f"posted to {d.inbound_webhook}" + (" (raw)" if d.inbound_raw else "")
+             if d.inbound_webhook else "kept in the inbox")
+    return f"for {who}, {where}, DMARC {d.dmarc_policy}"
+
+
+def cmd_inbound(args: argparse.Namespace) -> int:
+    if args.off:
+        given = [f for f, v in (("--webhook", args.webhook), ("--no-webhook", args.no_webhook or None),
+                                ("--catch-all/--no-catch-all", args.catch_all),
+                                ("--raw/--parsed", args.raw), ("--dmarc", args.dmarc)) if v is not None]
+        if given:
+            raise UsageError(f"--off takes no {given[0]}: it only stops receiving (the settings are kept)")
+    _, svc = _service(args)
+    domain = svc.set_inbound(args.domain, inbound=not args.off, catch_all=args.catch_all,
+                             webhook=args.webhook, clear_webhook=args.no_webhook, raw=args.raw,
+                             dmarc_policy=args.dmarc)
+    if args.json:
+        print(to_json(_domain_json(domain)))
+    elif args.off:
+        print(f"domain {domain.name} no longer receives mail (port 25 refuses it as relaying)")
+    else:
+        print(f"domain {domain.name} receives mail {_describe_inbound(domain)}")
+        if domain.inbound_raw and not domain.inbound_webhook:
+            print("note: --raw applies once a webhook is set (`--webhook URL`)")
     return 0
 
 
@@ -150,6 +227,8 @@ def _domain_json(d: Domain, records: list[DNSRecord] | None = None) -> dict[str,
         "name": d.name, "account": d.account_name, "selector": d.selector,
         "algorithms": list(d.algorithms), "created_at": d.created_at,
         "dkim": [{"algorithm": k.kind, "selector": k.selector, "record": k.record} for k in d.dkim],
+        "inbound": {"enabled": d.inbound, "catch_all": d.catch_all, "webhook": d.inbound_webhook,
+                    "raw": d.inbound_raw, "dmarc": d.dmarc_policy},
     }
     if records is not None:
         out["dns_records"] = [_record_json(r) for r in records]
@@ -181,6 +260,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"account:  {domain.account_name}")
     print(f"dkim:     {', '.join(_describe_keys(domain))}")
     print(f"created:  {format_time(domain.created_at)}")
+    print(f"inbound:  {_describe_inbound(domain)}")
     print()
     print("DNS records:")
     print(_records_table(records))

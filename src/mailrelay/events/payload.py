@@ -27,6 +27,7 @@ EVENT_NAMES = {
     # Received mail and the domain's parse webhook (no SendGrid counterpart: our own names).
     "inbound-posted": "inbound-posted", "inbound-deferred": "inbound-deferred",
     "inbound-expired": "inbound-expired", "inbound-kept": "inbound-kept",
+    "inbound-received": "inbound-received",
 }
 POSTED = frozenset(EVENT_NAMES)
 

@@ -25,7 +25,9 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
@@ -133,6 +135,18 @@ class DNSResolver:
             return []
         return [b"".join(rr.strings).decode("utf-8", errors="replace")
                 for rr in answer if isinstance(rr, TXT)]
+
+    async def ptr(self, ip: str) -> list[str]:
+        """The names the PTR records of `ip` give (reverse DNS; lower case, no trailing dot);
+        [] when there are none or `ip` is not an IP address. Not confirmed: see iprev."""
+        try:
+            name = dns.reversename.from_address(ip.strip().partition("%")[0])
+        except (dns.exception.SyntaxError, ValueError):
+            return []
+        answer = await self._resolve(name.to_text(), dns.rdatatype.PTR)
+        if isinstance(answer, str):
+            return []
+        return [_host_text(rr.target) for rr in answer if isinstance(rr, PTR)]
 
     async def _addresses(self, host: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
         answer = await self._resolve(host, rdtype)

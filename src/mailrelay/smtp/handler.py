@@ -41,6 +41,7 @@ class Transaction:
     recipients: list[Path] = field(default_factory=list)
     declared_size: int | None = None
     hold: Any = None  # the policy's own: what it reserved for this transaction (e.g. quota)
+    inbound: Any = None  # the policy's own: mail for our inbound domains (whose, which domains)
 
     @property
     def smtputf8(self) -> bool:

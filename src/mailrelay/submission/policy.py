@@ -1,9 +1,11 @@
 """Who may send through us, and how an accepted message enters the spool.
 
 Security: mailrelay is never an open relay. A recipient is accepted only from a logged-in
-account or from a listener's trusted networks (sent as the configured trusted account);
-everyone else gets 554 5.7.1 for every recipient, whatever its syntax (percent hacks, source
-routes, bang paths and quoted local parts route nowhere special here).
+account or from a listener's trusted networks (sent as the configured trusted account), or,
+from anyone, for one of our own inbound domains (mailrelay.inbound.receive: known addresses
+or catch-all, never relayed); everyone else gets 554 5.7.1 for every recipient, whatever its
+syntax (percent hacks, source routes, bang paths and quoted local parts route nowhere special
+here). Received mail reserves no quota and gets no X-SMTPAPI or sandbox processing.
 
 Plans: every recipient is one email. Accounts with a daily or monthly limit reserve each one
 at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is exact across
@@ -32,6 +34,7 @@ from mailrelay.core.address import Path
 from mailrelay.core.headers import from_domains
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
+from mailrelay.inbound.receive import InboundReceiver
 from mailrelay.quota.plans import Plans
 from mailrelay.quota.rate import RateLimiter
 from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release, reserve
@@ -79,8 +82,10 @@ class SubmissionPolicy:
                  trusted_account: str = "", executor: Executor | None = None,
                  cache_seconds: float = 30.0, sender_domains: SenderDomains | None = None,
                  plans: Sequence[PlanSettings] = (), default_plan: str = "free",
+                 inbound: InboundReceiver | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.hostname = hostname
+        self.inbound = inbound  # None: no mail is received for our own domains
         self.accounts = accounts
         self.writer = writer
         self.trusted_account = trusted_account
@@ -131,6 +136,8 @@ class SubmissionPolicy:
                 if failure is not None:
                     raise Refusal(failure)
             return self._check_plan(txn, account) if account is not None else None
+        if self.inbound is not None:
+            return self.inbound.check_recipient(session, txn, rcpt)
         log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
         raise Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
 
@@ -202,6 +209,8 @@ class SubmissionPolicy:
                                 "add it with `mailrelay domain add`"))
 
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
+        if txn.inbound is not None and self.inbound is not None:
+            return self.inbound.accept(session, txn, body)
         account = self.sender_account(session)
         if account is None:  # the account went away between MAIL and DATA
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
