@@ -118,10 +118,11 @@ class InboundDispatcher:
         try:
             form = await asyncio.to_thread(parse.build_form, post.data, mail_from=post.mail_from, rcpts=rcpts,
                                            auth=post.auth, client_ip=post.client_ip, raw_mode=post.raw_mode)
+            body = parse.encode(form)
         except Exception as exc:  # a message the email package chokes on: retried, then expired
+            # (never raised past settle: unsettled, a message would be claimed again forever)
             error, reply = "form", f"could not parse the message: {type(exc).__name__}: {str(exc)[:200]}"
         else:
-            body = parse.encode(form)
             del form
             error, reply = await self._post(post.url, body)
         if error is None:
@@ -144,10 +145,13 @@ class InboundDispatcher:
 
         headers = {"Content-Type": body.content_type, "Content-Length": str(body.length)}
         try:
-            # Streamed and closed unread: the answer's body is of no use to us.
-            async with self._client.stream("POST", url, content=chunks(), headers=headers) as response:
-                status = response.status_code
-        except httpx.TimeoutException:
+            # Streamed and closed unread: the answer's body is of no use to us. httpx's timeout
+            # bounds each network step; this bounds the whole POST, which must end well within
+            # its lease, or a second claim would post the message again meanwhile.
+            async with asyncio.timeout(self.settings.timeout):
+                async with self._client.stream("POST", url, content=chunks(), headers=headers) as response:
+                    status = response.status_code
+        except (httpx.TimeoutException, TimeoutError):
             return "timeout", f"timed out after {self.settings.timeout:g}s"
         except httpx.ConnectError as exc:
             reason = "connection refused" if _refused(exc) else f"connection failed: {_clean(str(exc), url)}"

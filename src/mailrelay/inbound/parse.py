@@ -163,6 +163,15 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8, undecodable bytes (surrogateescape) as they were; any other lone
+    surrogate (a UTF-7 or UTF-16 part can decode to one) becomes "?" rather than an error."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
 @dataclass(frozen=True, slots=True)
 class Encoded:
     content_type: str
@@ -175,12 +184,12 @@ def encode(form: Form, *, boundary: str | None = None) -> Encoded:
     b = boundary or secrets.token_hex(16)
     chunks: list[bytes] = []
     for name, value in form.fields:
-        data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+        data = value if isinstance(value, bytes) else _utf8(value)
         chunks.append(f'--{b}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'.encode())
         chunks += [data, b"\r\n"]
     for name, f in form.files:
         head = (f'--{b}\r\nContent-Disposition: form-data; name="{_quote(name)}"; '
                 f'filename="{_quote(f.filename)}"\r\nContent-Type: {_quote(f.content_type)}\r\n\r\n')
-        chunks += [head.encode("utf-8", "surrogateescape"), f.data, b"\r\n"]
+        chunks += [_utf8(head), f.data, b"\r\n"]
     chunks.append(f"--{b}--\r\n".encode())
     return Encoded(f"multipart/form-data; boundary={b}", sum(len(c) for c in chunks), tuple(chunks))

@@ -40,6 +40,8 @@ Action = Literal["accept", "quarantine", "reject"]
 # RFC 7489 §10.3 suggests 5xx with text naming the policy; 5.7.1 is "delivery not authorized".
 DMARC_REJECT = Reply(550, "5.7.1", "Message rejected by the sender domain's DMARC policy")
 
+# A From field with one mailbox is far shorter; longer ones are not parsed (permerror).
+MAX_FROM = 8192
 _POLICIES: tuple[Policy, ...] = ("none", "quarantine", "reject")
 # RFC 7489 §6.4: the record starts with v=DMARC1 (upper case, WSP allowed around "=").
 _VERSION = re.compile(r"v[ \t]*=[ \t]*DMARC1[ \t]*(?:;|\Z)")
@@ -101,8 +103,14 @@ def from_domain(message: bytes) -> FromDomain:
         return FromDomain(None, "no From field")
     if len(fields) > 1:
         return FromDomain(None, "several From fields")
+    if len(fields[0]) > MAX_FROM:
+        # This runs on the event loop: the stdlib address parser takes seconds on megabytes.
+        return FromDomain(None, "From field too long")
     value = re.sub(rb"\r?\n", b"", fields[0]).decode("utf-8", "replace")
-    addresses = [addr for _, addr in email.utils.getaddresses([value]) if addr]
+    try:
+        addresses = [addr for _, addr in email.utils.getaddresses([value]) if addr]
+    except RecursionError:  # the parser recurses into nested comments: "((((..."
+        return FromDomain(None, "unreadable From field")
     if len(addresses) != 1:
         return FromDomain(None, "no address in From" if not addresses else "several addresses in From")
     local, at, domain = addresses[0].rpartition("@")

@@ -5,6 +5,7 @@ once), expiry, and mail kept in the inbox without a webhook. Real sockets, both 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -321,3 +322,51 @@ def test_no_webhook_keeps_mail_in_the_accounts_inbox(engine: sa.Engine, db_url: 
     assert code == 2 and "received mail, not a sandbox capture" in err and len(err.strip().splitlines()) == 1
     assert cli("clear", "--yes")[1] == "deleted 0 captured messages of every account\n"
     assert statuses(engine, "q5") == {"carol@keep.test": "kept"}
+
+
+def test_a_text_part_that_decodes_to_lone_surrogates_is_posted_not_retried_forever(
+        engine: sa.Engine, receiver: Receiver) -> None:
+    # UTF-7 (and UTF-16) parts can decode to lone surrogates, which UTF-8 cannot encode: the
+    # form encoder raised past the settling, so the message was claimed again forever.
+    acct = add_domain(engine, "alice", "in.test", webhook=receiver.url)
+    body = (b"From: zoe@sender.test\r\nTo: ann@in.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-7\r\n\r\nhi +2AA- there\r\n")
+    store(engine, acct, "q6", ["ann@in.test"], body)
+    run_dispatcher(engine, FAST, lambda: statuses(engine, "q6")["ann@in.test"] != "inbound", timeout=8.0)
+    assert statuses(engine, "q6") == {"ann@in.test": "posted"}
+    [post] = receiver.accepted()
+    assert post.form()["text"][0] == b"hi ? there\r\n"
+
+
+def test_a_webhook_answering_byte_by_byte_is_cut_off_at_the_timeout(engine: sa.Engine) -> None:
+    # httpx bounds each read, not the whole POST: a receiver dribbling its answer kept a POST
+    # going past its lease (then claimed and posted again). The whole POST is bounded now.
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                for i in range(len(answer)):
+                    conn.sendall(answer[i:i + 1])
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    acct = add_domain(engine, "alice", "in.test",
+                      webhook=f"http://127.0.0.1:{listener.getsockname()[1]}/parse")
+    store(engine, acct, "q7", ["ann@in.test"], sample_message())
+    settings = InboundSettings(timeout=1.0, retry_first=60.0, retry_max=60.0, max_age=600.0, max_concurrent=2)
+    started = time.monotonic()
+    try:
+        run_dispatcher(engine, settings, lambda: bool(event_types(engine, "q7")), timeout=20.0)
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 6.0
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(recipients.c.status, recipients.c.last_reply)
+                           .where(recipients.c.message_id == "q7")).one()
+    assert tuple(row) == ("inbound", "timed out after 1s")
+    assert [t for _, t in event_types(engine, "q7")] == ["inbound-deferred"]

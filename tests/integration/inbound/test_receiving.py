@@ -288,3 +288,16 @@ def test_rate_per_client_address(inbound: Node) -> None:
     assert code == 451 and text.startswith("4.7.1 Rate limit exceeded: too many messages from your "
                                            "address; try again in "), text
     assert rcpt_reply(inbound, "ann@in.test", source="127.0.0.12")[0] == 250  # per address
+
+
+def test_hostile_from_fields_are_a_dmarc_permerror_not_a_failed_session(inbound: Node) -> None:
+    # Nested comments made the stdlib address parser recurse until RecursionError (451 for the
+    # message, every retry); a huge From kept the event loop busy for seconds.
+    nested = message().replace(b"From: Carol <carol@sender.test>", b"From: " + b"(" * 3000 + b"carol@sender.test")
+    huge = message().replace(b"From: Carol <carol@sender.test>",
+                             b"From: " + b"\r\n ".join([b"a@sender.test,"] * 40_000) + b" carol@sender.test")
+    for data, problem in ((nested, "unreadable From field"), (huge, "From field too long")):
+        code, reply = send(inbound, data)
+        assert code == 250, reply
+        dmarc = json.loads(by_reply(inbound, reply)["auth"])["dmarc"]
+        assert (dmarc["result"], dmarc["comment"]) == ("permerror", problem)

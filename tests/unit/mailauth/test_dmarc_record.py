@@ -82,3 +82,9 @@ def test_alignment() -> None:
 def test_action(result: str, policy: str | None, monitor: str, enforce: str) -> None:
     r = DMARCResult(result, policy, "example.com", "example.com")  # type: ignore[arg-type]
     assert (dmarc_action(r, "monitor"), dmarc_action(r, "enforce")) == (monitor, enforce)
+
+
+def test_a_from_field_too_long_or_too_nested_is_not_parsed() -> None:
+    many = b"From: " + b"\r\n ".join([b"a@example.com,"] * 100_000) + b"\r\n\r\nbody\r\n"
+    assert from_domain(many).problem == "From field too long"
+    assert from_domain(b"From: " + b"(" * 3000 + b"a@example.com\r\n\r\n").problem == "unreadable From field"
