@@ -19,6 +19,19 @@ class UsageError(Exception):
     """Bad input on the command line (unknown queue id, mismatched passwords): exit code 2."""
 
 
+def row_limit(text: str) -> int:
+    """An argparse type for --limit N: a whole number from 1 to what a database LIMIT takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    if value > 2**31 - 1:  # past that the drivers raise OverflowError
+        raise argparse.ArgumentTypeError(f"expected at most {2**31 - 1}, got {text[:20]}")
+    return value
+
+
 def resolve_config(args: argparse.Namespace) -> None:
     """Set `args.config_path` and `args.config_given` (named by -c or $MAILRELAY_CONFIG).
 

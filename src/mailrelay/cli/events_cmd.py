@@ -10,9 +10,8 @@ import sys
 import time
 from typing import Any
 
-from mailrelay.cli.common import open_from_args
+from mailrelay.cli.common import open_from_args, row_limit
 from mailrelay.cli.output import format_table, printable, to_json
-from mailrelay.cli.queue_cmd import _positive_int
 from mailrelay.events.query import EventEntry, account_id, read_events
 
 FOLLOW_POLL = 0.5  # seconds between looks for new events
@@ -25,7 +24,7 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("--account", metavar="NAME", help="only this account's events")
     p.add_argument("--message", metavar="ID", help="only events of this queue id")
     p.add_argument("--type", metavar="TYPE", help="only events of this type, e.g. delivered")
-    p.add_argument("--limit", type=_positive_int, default=50, metavar="N",
+    p.add_argument("--limit", type=row_limit, default=50, metavar="N",
                    help="show the newest N events (default 50), oldest first")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
     p.add_argument("--json", action="store_true",

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from mailrelay.cli.common import UsageError, open_from_args
+from mailrelay.cli.common import UsageError, open_from_args, row_limit
 from mailrelay.cli.output import format_size, format_table, format_time, printable, to_json
 from mailrelay.sandbox.inbox import INBOUND, CapturedMessage, Inbox, InboxEntry, NoSuchCapture, NotSandbox
 from mailrelay.sandbox.summary import Summary, summarize
@@ -35,7 +35,7 @@ def add_arguments(sub: Any) -> None:
                    help="case-insensitive, in the subject, the envelope sender and recipients, and the raw "
                         "message (header fields and body as sent; base64 or quoted-printable parts are "
                         "not decoded)")
-    p.add_argument("--limit", type=_positive_int, default=100, metavar="N",
+    p.add_argument("--limit", type=row_limit, default=100, metavar="N",
                    help="show at most N messages (default 100)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
@@ -63,18 +63,6 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("--yes", action="store_true", help="delete without asking (required to delete)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_clear)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    if value > 2**31 - 1:  # past what the database takes as a LIMIT (OverflowError)
-        raise argparse.ArgumentTypeError(f"expected at most {2**31 - 1}, got {text[:20]}")
-    return value
 
 
 def _inbox(args: argparse.Namespace) -> Inbox:

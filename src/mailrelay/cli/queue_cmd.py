@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import Any
 
-from mailrelay.cli.common import UsageError, open_from_args
+from mailrelay.cli.common import UsageError, open_from_args, row_limit
 from mailrelay.cli.output import (
     format_age,
     format_size,
@@ -30,7 +30,7 @@ def add_arguments(sub: Any) -> None:
     q = queue.add_subparsers(dest="queue_command", metavar="COMMAND", required=True)
 
     p = q.add_parser("list", help="list messages, newest first")
-    p.add_argument("--limit", type=_positive_int, default=100, metavar="N",
+    p.add_argument("--limit", type=row_limit, default=100, metavar="N",
                    help="show at most N messages (default 100)")
     p.add_argument("--status", choices=STATUS_ORDER, metavar="STATUS",
                    help="only messages with a recipient in STATUS: " + ", ".join(STATUS_ORDER))
@@ -58,18 +58,6 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("queue_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bounce)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    if value > 2**31 - 1:  # past what the database takes as a LIMIT (OverflowError)
-        raise argparse.ArgumentTypeError(f"expected at most {2**31 - 1}, got {text[:20]}")
-    return value
 
 
 def _reader(args: argparse.Namespace) -> QueueReader:
