@@ -45,7 +45,7 @@ from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.events.log import add_events
 from mailrelay.inbound.directory import Found, InboundDirectory, InboundDomain, _Miss
-from mailrelay.mailauth.authres import authentication_results, strip_forged
+from mailrelay.mailauth.authres import authentication_results, strip_fields, strip_forged
 from mailrelay.mailauth.dmarc import DMARCResult, check_message, dmarc_action
 from mailrelay.mailauth.spf import SPFChecker, SPFResult
 from mailrelay.mailauth.verify import DKIMResult, verify_dkim
@@ -269,7 +269,9 @@ class InboundReceiver:
                           ptr_name=checks.iprev.name if checks.iprev.result == "pass" else "") + authres
         if action == "quarantine":
             prefix += QUARANTINE_HEADER
-        kept = strip_forged(body, self.hostname)
+        # Forged results claiming our name go (RFC 8601 §5), and so does any quarantine mark
+        # the sender wrote itself: only ours, in the prefix, may say so.
+        kept = strip_fields(strip_forged(body, self.hostname), QUARANTINE_HEADER.split(b":")[0])
         message_id, subject = _fields(kept)
         rcpts = [(_stored_address(r, state), dict(r.params)) for r in txn.recipients]
         record = SpoolRecord(

@@ -128,6 +128,17 @@ def strip_forged(message: bytes, authserv_id: str) -> bytes:
     return b"".join(kept) + message[len(head):]
 
 
+def strip_fields(message: bytes, name: bytes) -> bytes:
+    """`message` without any header field called `name` (case-insensitive), continuation
+    lines included; for headers only we may add, such as our quarantine mark."""
+    head = header_section(message)
+    pattern = re.compile(rb"(?i)" + re.escape(name) + rb"[ \t]*:")
+    if not re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:", head):
+        return message
+    kept = [field for field in _fields(head) if not pattern.match(field)]
+    return b"".join(kept) + message[len(head):]
+
+
 def _fields(head: bytes) -> list[bytes]:
     """Header fields with their continuation lines and line endings, byte for byte."""
     fields: list[bytes] = []

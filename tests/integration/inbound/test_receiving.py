@@ -232,7 +232,8 @@ def test_one_account_per_transaction(inbound: Node) -> None:
 def test_forged_authentication_results_removed(inbound: Node) -> None:
     forged = (f"Authentication-Results: {HOST.upper()}; spf=pass smtp.mailfrom=sender.test;\r\n"
               "\tdkim=pass header.d=bank.test\r\n"
-              "Authentication-Results: other.test; spf=neutral smtp.mailfrom=sender.test\r\n")
+              "Authentication-Results: other.test; spf=neutral smtp.mailfrom=sender.test\r\n"
+              "x-mailrelay-quarantine : none\r\n\tforged\r\n")
     code, reply = send(inbound, message(extra=forged), source=BAD_IP)
     assert code == 250, reply
     row = stored_one(inbound)
@@ -240,6 +241,7 @@ def test_forged_authentication_results_removed(inbound: Node) -> None:
     assert b"bank.test" not in body and HOST.upper().encode() not in body
     assert b"Authentication-Results: other.test; spf=neutral" in body
     assert row["data"].count(f"Authentication-Results: {HOST}".encode()) == 1
+    assert b"quarantine" not in body.lower() and b"forged" not in body
 
 
 def test_dns_timeout_is_temperror_and_mail_is_accepted(inbound: Node, fake_dns: FakeDNS) -> None:
