@@ -11,13 +11,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,6 +24,7 @@ from mailrelay.sandbox.inbox import Inbox
 from mailrelay.settings import InboundSettings
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.schema import accounts, domains, events, recipients
+from tests.support.httpsink import Post, Receiver, http_receiver
 
 PDF = bytes(range(256)) * 40  # every byte value: base64 must round-trip exactly
 TRACE = (b"Received: from mx.sender.test (mx.sender.test [203.0.113.5]) by mx.test\r\n"
@@ -41,70 +39,25 @@ AUTH = {"spf": {"result": "pass", "domain": "sender.test"},
 # --- a loopback webhook receiver ---------------------------------------------------------------
 
 
-@dataclass
-class Post:
-    headers: dict[str, str]
-    body: bytes
-    status: int
-
-    def form(self) -> dict[str, tuple[bytes, str | None, str]]:
-        """name -> (value bytes, filename, content type), parsed with the stdlib."""
-        ctype = self.headers["content-type"].encode()
-        msg = BytesParser(policy=default_policy).parsebytes(b"Content-Type: " + ctype + b"\r\n\r\n" + self.body)
-        assert msg.get_content_type() == "multipart/form-data" and not msg.defects, msg.defects
-        out: dict[str, tuple[bytes, str | None, str]] = {}
-        for part in msg.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            assert isinstance(name, str) and name not in out
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            out[name] = (payload, part.get_filename(), part.get_content_type())
-        return out
-
-
-@dataclass
-class Receiver:
-    server: ThreadingHTTPServer
-    fail_first: int = 0  # answer 503 to this many POSTs first
-    posts: list[Post] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/parse?key=sekrit"
-
-    def accepted(self) -> list[Post]:
-        with self.lock:
-            return [p for p in self.posts if p.status == 200]
+def form_of(post: Post) -> dict[str, tuple[bytes, str | None, str]]:
+    """name -> (value bytes, filename, content type), parsed with the stdlib."""
+    ctype = post.headers["content-type"].encode()
+    msg = BytesParser(policy=default_policy).parsebytes(b"Content-Type: " + ctype + b"\r\n\r\n" + post.body)
+    assert msg.get_content_type() == "multipart/form-data" and not msg.defects, msg.defects
+    out: dict[str, tuple[bytes, str | None, str]] = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        assert isinstance(name, str) and name not in out
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        out[name] = (payload, part.get_filename(), part.get_content_type())
+    return out
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    holder: list[Receiver] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            rcv = holder[0]
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with rcv.lock:
-                status = 503 if len(rcv.posts) < rcv.fail_first else 200
-                rcv.posts.append(Post({k.lower(): v for k, v in self.headers.items()}, body, status))
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    rcv = Receiver(server)
-    holder.append(rcv)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield rcv
-    server.shutdown()
-    server.server_close()
+    with http_receiver("/parse?key=sekrit", fail_status=503) as rcv:
+        yield rcv
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -207,7 +160,7 @@ def test_webhook_gets_one_multipart_post_with_every_field(engine: sa.Engine, rec
     [post] = receiver.posts
     assert post.status == 200 and post.headers["user-agent"].startswith("mailrelay/")
     assert post.headers["content-type"].startswith("multipart/form-data; boundary=")
-    form = post.form()
+    form = form_of(post)
     text = {k: v[0].decode() for k, v in form.items() if v[1] is None}
     assert text["headers"].startswith(TRACE.decode()) and "Subject: Quarterly report" in text["headers"]
     assert "\r\n\r\n" not in text["headers"] and "Héllo" not in text["headers"]
@@ -240,7 +193,7 @@ def test_raw_mode_posts_the_message_as_stored(engine: sa.Engine, receiver: Recei
     store(engine, acct, "q2", ["ann@in.test"], body)
     run_dispatcher(engine, FAST, lambda: statuses(engine, "q2")["ann@in.test"] == "posted")
     [post] = receiver.accepted()
-    form = post.form()
+    form = form_of(post)
     assert form["email"][0] == TRACE + body
     assert form["SPF"][0] == b"pass" and form["dkim"][0] == b"{@sender.test : pass, @esp.test : fail}"
     assert form["to"][0].decode() == "Ann <ann@in.test>, bob@in.test"
@@ -335,7 +288,7 @@ def test_a_text_part_that_decodes_to_lone_surrogates_is_posted_not_retried_forev
     run_dispatcher(engine, FAST, lambda: statuses(engine, "q6")["ann@in.test"] != "inbound", timeout=8.0)
     assert statuses(engine, "q6") == {"ann@in.test": "posted"}
     [post] = receiver.accepted()
-    assert post.form()["text"][0] == b"hi ? there\r\n"
+    assert form_of(post)["text"][0] == b"hi ? there\r\n"
 
 
 def test_a_webhook_answering_byte_by_byte_is_cut_off_at_the_timeout(engine: sa.Engine) -> None:
