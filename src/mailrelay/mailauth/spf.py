@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.resolver
 import spf
 
-from mailrelay.resolver.dnspython import SYSTEM_RESOLV_CONF, DNSConfigError, parse_nameserver
+from mailrelay.resolver.dnspython import SYSTEM_RESOLV_CONF, stub_resolver
 
 Result: TypeAlias = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
 Scope: TypeAlias = Literal["mailfrom", "helo"]
@@ -187,23 +187,7 @@ class _SyncResolver:
     """pyspf's DNS questions, asked of our nameservers with dnspython's blocking stub resolver."""
 
     def __init__(self, nameservers: Sequence[str], timeout: float, resolv_conf: str) -> None:
-        if timeout <= 0:
-            raise DNSConfigError("dns.timeout", f"expected a number of seconds above 0, got {timeout!r}")
-        if isinstance(nameservers, str):
-            nameservers = (nameservers,)
-        if nameservers:
-            resolver = dns.resolver.Resolver(configure=False)
-            resolver.nameservers = [parse_nameserver(ns) for ns in nameservers]
-        else:
-            try:
-                resolver = dns.resolver.Resolver(filename=resolv_conf, configure=True)
-            except (dns.exception.DNSException, ValueError) as exc:
-                raise DNSConfigError("dns.nameservers", f"cannot use the system resolver from "
-                                     f"{resolv_conf} ({exc}); set [dns] nameservers") from None
-        resolver.timeout = min(resolver.timeout, timeout)
-        resolver.lifetime = timeout
-        resolver.use_edns(0, 0, 1232)  # as resolver.dnspython: TCP beyond 1232 bytes
-        resolver.cache = None  # shared across threads; no cache means no shared mutable state
+        resolver = stub_resolver(dns.resolver.Resolver, nameservers, timeout, resolv_conf)
         self.timeout = timeout
         self._resolver = resolver
 

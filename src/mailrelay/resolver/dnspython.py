@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -60,28 +60,8 @@ class DNSResolver:
 
     def __init__(self, nameservers: Sequence[str] = (), timeout: float = 5.0, *,
                  resolv_conf: str = SYSTEM_RESOLV_CONF) -> None:
-        if isinstance(nameservers, str):  # a common slip: "127.0.0.1" instead of ["127.0.0.1"]
-            nameservers = (nameservers,)
-        if nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [parse_nameserver(ns) for ns in nameservers]
-        else:
-            try:
-                resolver = dns.asyncresolver.Resolver(filename=resolv_conf, configure=True)
-            except (dns.exception.DNSException, ValueError) as exc:
-                raise DNSConfigError(
-                    "dns.nameservers",
-                    f"cannot use the system resolver from {resolv_conf} ({exc}); "
-                    'set [dns] nameservers = ["IP"] instead') from None
-        if timeout <= 0:
-            raise DNSConfigError("dns.timeout", f"expected a number of seconds above 0, got {timeout!r}")
+        resolver = stub_resolver(dns.asyncresolver.Resolver, nameservers, timeout, resolv_conf)
         self._timeout = timeout
-        resolver.lifetime = timeout
-        # The per-server timeout stays shorter (2 s by default) so a dead first server leaves
-        # time to ask the next one.
-        resolver.timeout = min(resolver.timeout, timeout)
-        resolver.use_edns(0, 0, EDNS_PAYLOAD)
-        resolver.cache = None
         self._resolver = resolver
 
     @property
@@ -175,6 +155,37 @@ class DNSResolver:
             raise DNSTemporaryError(f"{what}: no DNS server could answer ({_servers_said(exc)})") from None
         except (dns.exception.DNSException, OSError) as exc:
             raise DNSTemporaryError(f"{what}: {exc.__class__.__name__}: {exc}") from None
+
+
+R = TypeVar("R", bound=dns.resolver.BaseResolver)
+
+
+def stub_resolver(cls: type[R], nameservers: Sequence[str], timeout: float, resolv_conf: str) -> R:
+    """A dnspython resolver (blocking or async `cls`) asking `nameservers`, or the system's
+    from `resolv_conf` when there are none; no cache, EDNS at EDNS_PAYLOAD, `timeout` per
+    question. Raises DNSConfigError naming the key to fix."""
+    if timeout <= 0:
+        raise DNSConfigError("dns.timeout", f"expected a number of seconds above 0, got {timeout!r}")
+    if isinstance(nameservers, str):  # a common slip: "127.0.0.1" instead of ["127.0.0.1"]
+        nameservers = (nameservers,)
+    if nameservers:
+        resolver = cls(configure=False)
+        resolver.nameservers = [parse_nameserver(ns) for ns in nameservers]
+    else:
+        try:
+            resolver = cls(filename=resolv_conf, configure=True)
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise DNSConfigError(
+                "dns.nameservers",
+                f"cannot use the system resolver from {resolv_conf} ({exc}); "
+                'set [dns] nameservers = ["IP"] instead') from None
+    resolver.lifetime = timeout
+    # The per-server timeout stays shorter (2 s by default) so a dead first server leaves
+    # time to ask the next one.
+    resolver.timeout = min(resolver.timeout, timeout)
+    resolver.use_edns(0, 0, EDNS_PAYLOAD)
+    resolver.cache = None  # also: shared across threads, no shared mutable state
+    return resolver
 
 
 def parse_nameserver(text: str) -> dns.nameserver.Do53Nameserver:
