@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from mailrelay.store.schema import attempts, events, recipients
 from tests.integration.delivery.conftest import Behaviour, RemoteMX, delivery_toml
-from tests.integration.smtp.conftest import Node
+from tests.integration.smtp.conftest import PASSWORD, Node
 from tests.support.dnsserver import FakeDNS
 
 MSG = (b"From: alice@sender.test\r\nTo: bob@dest.test\r\nSubject: hello\r\n"
@@ -24,8 +24,9 @@ def start_node(node_factory: Callable[..., Node], fake_dns: FakeDNS, mx_port: in
     return node_factory(delivery_toml(fake_dns.address, mx_port, extra))
 
 
-def submit(node: Node, rcpts: list[str], msg: bytes = MSG, sender: str = "alice@sender.test") -> str:
-    client = node.submission()
+def submit(node: Node, rcpts: list[str], msg: bytes = MSG, sender: str = "alice@sender.test",
+           user: str = "alice") -> str:
+    client = node.submission(user, PASSWORD)
     client.ehlo()
     client.mail(sender)
     for rcpt in rcpts:

@@ -16,25 +16,13 @@ from mailrelay.sandbox.inbox import Inbox
 from mailrelay.store.schema import events, messages, recipients
 from tests.integration.cli.conftest import CLI
 from tests.integration.delivery.conftest import RemoteMX, delivery_toml
-from tests.integration.delivery.test_delivery import MSG, wait_status
+from tests.integration.delivery.test_delivery import MSG, submit, wait_status
 from tests.integration.delivery.test_dkim_and_domains import dns_lookup
 from tests.integration.smtp.conftest import PASSWORD, Node
 from tests.support.dnsserver import FakeDNS
 
 SANDBOX_MSG = (b"From: Sandy <sandy@sender.test>\r\nTo: bob@dest.test\r\nSubject: Reset your password\r\n"
                b"Message-ID: <s1@sender.test>\r\n\r\nClick https://app.test/reset?token=abc123\r\n")
-
-
-def submit_as(node: Node, user: str, rcpts: list[str], msg: bytes, sender: str) -> str:
-    client = node.submission(user, PASSWORD)
-    client.ehlo()
-    client.mail(sender)
-    for rcpt in rcpts:
-        client.rcpt(rcpt)
-    code, text = client.data(msg)
-    assert code == 250, text
-    client.quit()
-    return text.decode().rsplit(" ", 1)[1]
 
 
 def sandbox_node(node_factory: Callable[..., Node], fake_dns: FakeDNS, mx_port: int) -> Node:
@@ -56,10 +44,10 @@ def test_captured_signed_never_sent_isolated_then_released_once(
         if record.type == "TXT":
             fake_dns.txt(record.name, record.value)
 
-    qid = submit_as(node, "sandy", ["bob@dest.test", "carol@dest.test"], SANDBOX_MSG, "sandy@sender.test")
+    qid = submit(node, ["bob@dest.test", "carol@dest.test"], SANDBOX_MSG, "sandy@sender.test", user="sandy")
     # A real account's message to the same MX, sent after: once it has arrived, the sandbox
     # message would have too, had it been delivered.
-    real = submit_as(node, "real", ["bob@dest.test"], MSG, "alice@sender.test")
+    real = submit(node, ["bob@dest.test"], MSG, "alice@sender.test", user="real")
     [got] = mx.wait_for(1)
     wait_status(node, real, {"bob@dest.test": "delivered"})
     wait_status(node, qid, {"bob@dest.test": "captured", "carol@dest.test": "captured"})
@@ -129,7 +117,7 @@ def test_raw_is_byte_exact(node_factory: Any, fake_dns: FakeDNS, mx_port: int, c
 
     node = sandbox_node(node_factory, fake_dns, mx_port)
     body = SANDBOX_MSG.replace(b"Click", b"Caf\xc3\xa9 \x01\tclick")
-    qid = submit_as(node, "sandy", ["bob@dest.test"], body, "sandy@sender.test")
+    qid = submit(node, ["bob@dest.test"], body, "sandy@sender.test", user="sandy")
     wait_status(node, qid, {"bob@dest.test": "captured"})
     proc = subprocess.run([sys.executable, "-m", "mailrelay", "-c", str(cli.config), "inbox", "raw", qid],
                           capture_output=True, env=clean_env(), cwd=cli.config.parent, timeout=60)
@@ -141,8 +129,8 @@ def test_raw_is_byte_exact(node_factory: Any, fake_dns: FakeDNS, mx_port: int, c
 def test_clear_only_touches_the_account_given(node_factory: Any, fake_dns: FakeDNS, mx_port: int, cli: CLI,
                                               ) -> None:
     node = sandbox_node(node_factory, fake_dns, mx_port)
-    mine = [submit_as(node, "sandy", ["bob@dest.test"], SANDBOX_MSG, "sandy@sender.test") for _ in range(2)]
-    theirs = submit_as(node, "other", ["bob@dest.test"], SANDBOX_MSG, "o@other.test")
+    mine = [submit(node, ["bob@dest.test"], SANDBOX_MSG, "sandy@sender.test", user="sandy") for _ in range(2)]
+    theirs = submit(node, ["bob@dest.test"], SANDBOX_MSG, "o@other.test", user="other")
     for qid in [*mine, theirs]:
         wait_status(node, qid, {"bob@dest.test": "captured"})
 
