@@ -2,8 +2,10 @@
 
 `DKIMSigner.sign(message)` returns DKIM-Signature header fields to prepend; the stored message
 is never rewritten. Canonicalization and header parsing are dkimpy's (the code its verifier
-runs, so both sides agree byte for byte); the signature itself is OpenSSL's, through
-`cryptography` (dkimpy's RSA is pure Python: ~12 ms per signature against ~0.25 ms).
+runs, so both sides agree byte for byte), except that the relaxed body rewrite is skipped where
+it changes nothing (`relaxed_body`, tested against dkimpy's); the signature itself is
+OpenSSL's, through `cryptography` (dkimpy's RSA is pure Python: ~12 ms per signature against
+~0.7 ms).
 
 Exceptions:
 
@@ -31,7 +33,7 @@ import dkim
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from dkim.canonicalization import Relaxed
+from dkim.canonicalization import Relaxed, correct_empty_body, strip_trailing_lines
 
 KeyKind = Literal["rsa", "ed25519"]
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
@@ -56,6 +58,10 @@ LINE_LENGTH = 78
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEADER_END = re.compile(rb"\n\r?\n")
+# Relaxed body canonicalization's two rewrites, matching only where they change something:
+# whitespace before a line end, and whitespace runs that are not already one space.
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_WSP_TO_COMPRESS = re.compile(rb"\t[\t ]*| [\t ]+")
 
 
 class DKIMError(Exception):
@@ -213,7 +219,7 @@ class DKIMSigner:
         headers, body = _split(message)
         # Relaxed body canonicalization (RFC 6376 §3.4.4) and hash, shared by all keys: both
         # algorithms hash with SHA-256.
-        body_hash = base64.b64encode(hashlib.sha256(Relaxed.canonicalize_body(body)).digest())
+        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
         include = self._include(headers)
         # dkimpy's select_headers picks instances bottom-up, the way verifiers do (§5.4.2);
         # an over-signed name selects nothing and contributes nothing to the hash.
@@ -262,6 +268,20 @@ def _load(k: DKIMKey) -> _LoadedKey:
         raise DKIMKeyError(f"domain {k.domain!r} must be in A-label (xn--) form") from None
     check_selector(k.selector)
     return _LoadedKey(domain.lower(), k.selector.encode(), k.algorithm, key)
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 §3.4.4 relaxed body canonicalization of a CRLF body: byte for byte what
+    dkimpy's `Relaxed.canonicalize_body` returns (a test compares them), at a fraction of the
+    cost: dkimpy's whitespace regex rewrites every single space into a space (about 150 µs for
+    a 2 KB text body, against 6 µs here). A body without tabs, double spaces or spaces before a
+    line end skips both rewrites, and the rewrites match only what they change."""
+    if b"\t" in body or b" \r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b"\t" in body or b"  " in body:
+        body = _WSP_TO_COMPRESS.sub(b" ", body)
+    result: bytes = correct_empty_body(strip_trailing_lines(body))
+    return result
 
 
 def _split(message: bytes) -> tuple[list[list[bytes]], bytes]:

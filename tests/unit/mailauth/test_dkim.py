@@ -4,6 +4,7 @@ final Ed25519 check done by `cryptography` (dkimpy needs PyNaCl for that, not in
 from __future__ import annotations
 
 import base64
+import random
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ import dkim
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from dkim.canonicalization import Relaxed
 
 from mailrelay.mailauth.dkim import (
     DKIMKey,
@@ -20,6 +22,7 @@ from mailrelay.mailauth.dkim import (
     generate_private_key,
     load_private_key,
     public_key_record,
+    relaxed_body,
 )
 
 # RFC 8463 Appendix A: the Ed25519 key, its record, and the example message with both of its
@@ -295,6 +298,22 @@ def _encrypted() -> bytes:
     key = load_private_key(ED_PEM)[1]
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.BestAvailableEncryption(b"secret"))
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"\r\n", b"\r\n\r\n", b"a", b"a\r\n", b"a \r\n", b"a\t\r\n\r\n\r\n", b" \t a  b\t\tc \r\n",
+    b"a  b\r\n \r\n\t\r\n", b"trailing space at the end ", b"x\r\n\r\n ", b"one space only\r\n",
+])
+def test_relaxed_body_is_dkimpys(body: bytes) -> None:
+    assert relaxed_body(body) == Relaxed.canonicalize_body(body)
+
+
+def test_relaxed_body_is_dkimpys_on_random_bodies() -> None:
+    rng = random.Random(6376)
+    alphabet = [b"a", b"b", b" ", b" ", b"\t", b"\r\n", b"\r\n", b"."]
+    for _ in range(3000):
+        body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        assert relaxed_body(body) == Relaxed.canonicalize_body(body), body
 
 
 def test_signing_cost(capsys: Any) -> None:
