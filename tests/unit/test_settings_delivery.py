@@ -117,3 +117,18 @@ def test_route_duplicate_domain(tmp_path: Path) -> None:
 
 def test_route_repr_hides_password() -> None:
     assert "s3cret" not in repr(Route(domain="*", host="h", password="s3cret"))
+
+
+@pytest.mark.parametrize(("processes", "total", "per_domain", "each"), [
+    (1, 100, 20, (100, 20)), (2, 100, 20, (50, 10)), (3, 100, 20, (34, 7)), (4, 2, 1, (1, 1)),
+    (0, 100, 20, (100, 20)),
+])
+def test_worker_processes_share_the_node_wide_connection_limits(
+        tmp_path: Path, processes: int, total: int, per_domain: int, each: tuple[int, int]) -> None:
+    from mailrelay.cli.workers import worker_share
+
+    s = load(tmp_path, f"[delivery]\nprocesses = {processes}\nmax_connections = {total}\n"
+                       f"max_per_domain = {per_domain}\n")
+    share = worker_share(s).delivery
+    assert (share.max_connections, share.max_per_domain) == each
+    assert share.processes == processes and worker_share(s).server == s.server

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -71,8 +72,19 @@ async def stop_workers(workers: list[Worker], timeout: float) -> None:
         os.close(w.wake_fd)
 
 
+def worker_share(settings: Settings) -> Settings:
+    """One worker's settings: the node-wide connection limits divided between the workers
+    (rounded up), so `max_connections` and `max_per_domain` hold for the node as a whole."""
+    d = settings.delivery
+    n = max(1, d.processes)
+    return dataclasses.replace(settings, delivery=dataclasses.replace(
+        d, max_connections=-(-d.max_connections // n), max_per_domain=-(-d.max_per_domain // n)))
+
+
 def _child_main(settings: Settings, index: int, wake: multiprocessing.connection.Connection) -> None:
     from mailrelay.cli.serve import setup_logging
+
+    settings = worker_share(settings)
 
     setup_logging(settings.server.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
