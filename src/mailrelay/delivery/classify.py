@@ -16,9 +16,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-import aiosmtplib
-
 from mailrelay.core.reply import Refusal
+from mailrelay.delivery.smtpclient import ProtocolError, SMTPClientError
 from mailrelay.resolver.base import DNSTemporaryError
 
 Outcome = Literal["delivered", "deferred", "bounced"]
@@ -60,7 +59,7 @@ def classify_reply(code: int, text: str) -> Verdict:
     """A remote SMTP reply: 2xx delivered, 4xx deferred, 5xx bounced, anything else deferred.
 
     `text` is the reply text without the code (multi-line text joined by newlines, as
-    aiosmtplib gives it); an RFC 2034 enhanced code at its start sets the status.
+    `smtpclient.Reply` gives it); an RFC 2034 enhanced code at its start sets the status.
     """
     lines = text.split("\n") if text else [""]
     enhanced: tuple[str, str, str] | None = None
@@ -93,35 +92,27 @@ def classify_reply(code: int, text: str) -> Verdict:
     return Verdict(outcome, status, diagnostic, remote=True)
 
 
-def classify_error(exc: BaseException) -> Verdict:
+def classify_error(exc: BaseException, *, connecting: bool = False) -> Verdict:
     """An exception from an attempt: deferred, unless it carries a 5xx reply.
 
-    Exceptions that carry a reply (aiosmtplib's response errors, our own `Refusal`) are
-    classified by it; everything else is a temporary failure with the closest RFC 3463 code.
+    Our own `Refusal` carries a reply and is classified by it (replies from a remote server go
+    through `classify_reply`); everything else is a temporary failure with the closest RFC 3463
+    code. `connecting`: the error came before the server's greeting (a timeout there means no
+    answer from the host, X.4.1).
     """
     if isinstance(exc, Refusal):
         # Our own decision (null MX, policy): its reply decides, but the text is ours.
         v = classify_reply(exc.reply.code, exc.reply.status + " " + exc.reply.text)
         return Verdict(v.outcome, v.status, _prose(exc.reply.text or v.diagnostic))
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        # Callers should classify each recipient's refusal; for the whole, one temporary
-        # refusal among them means the transaction may still succeed later.
-        replies = [classify_reply(r.code, r.message) for r in exc.recipients]
-        temporary = [v for v in replies if v.outcome != "bounced"]
-        if temporary or not replies:
-            return temporary[0] if temporary else _defer("4.0.0", "all recipients refused", exc)
-        return replies[0]
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return classify_reply(exc.code, exc.message)
     if isinstance(exc, DNSTemporaryError):
         return _defer("4.4.3", "DNS lookup failed", exc)  # X.4.3: routing server failure
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _defer("4.7.5", "TLS certificate verification failed", exc)  # X.7.5: crypto
     if isinstance(exc, ssl.SSLError):
         return _defer("4.7.5", "TLS handshake failed", exc)
-    if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
-        return _defer("4.4.1", "connection timed out", exc)  # X.4.1: no answer from host
     if isinstance(exc, TimeoutError):
+        if connecting:
+            return _defer("4.4.1", "connection timed out", exc)  # X.4.1: no answer from host
         return _defer("4.4.2", "timed out", exc)  # X.4.2: bad connection
     if isinstance(exc, socket.gaierror):
         # The system resolver cannot tell "no such host" from "no answer now" reliably;
@@ -129,13 +120,11 @@ def classify_error(exc: BaseException) -> Verdict:
         return _defer("4.4.3", "host name lookup failed", exc)
     if isinstance(exc, ConnectionRefusedError):
         return _defer("4.4.1", "connection refused", exc)
-    if isinstance(exc, aiosmtplib.SMTPConnectError):
-        return _defer("4.4.1", "cannot connect", exc)
     if isinstance(exc, (ConnectionError, EOFError)):
         return _defer("4.4.2", "connection lost", exc)
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return _defer("4.5.0", "server does not support what the message needs", exc)
-    if isinstance(exc, aiosmtplib.SMTPException):
+    if isinstance(exc, ProtocolError):
+        return _defer("4.5.0", "SMTP protocol error", exc)  # X.5.0: other protocol status
+    if isinstance(exc, SMTPClientError):
         return _defer("4.5.0", "SMTP error", exc)
     if isinstance(exc, OSError):
         if exc.errno in _UNREACHABLE:
