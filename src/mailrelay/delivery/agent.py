@@ -35,6 +35,10 @@ log = logging.getLogger("mailrelay.delivery")
 
 Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines to prepend
 ROUTE_CACHE_SECONDS = 30.0
+# Outcomes are written in one statement per this many seconds, not one per loop iteration:
+# fewer commits (each costs the database write lock) for a few milliseconds more of the
+# window in which a crash after the remote 250 sends a message twice.
+OUTCOME_WINDOW = 0.01
 # A finished job: its claim, what happened, and the future that gets the bounce's queue id.
 _Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[str | None]"]
 _Captured = tuple[Claim, bytes, "asyncio.Future[None]"]  # a sandbox claim and its DKIM signature
@@ -217,7 +221,7 @@ class DeliveryAgent:
         """Outcomes of the jobs that finish in one loop iteration are written together."""
         fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         if not self._finished:
-            asyncio.get_running_loop().call_soon(self._flush_outcomes)
+            asyncio.get_running_loop().call_later(OUTCOME_WINDOW, self._flush_outcomes)
         self._finished.append((claim, outcomes, fut))
         return fut
 
