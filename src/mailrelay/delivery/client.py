@@ -156,14 +156,14 @@ async def send(conn: Connection, *, sender: str, recipients: Sequence[str], data
         # 421 or a dropped connection: what is not settled yet is deferred (RFC 5321 §3.8).
         client.close()
         return all_get(classify_error(exc))
-    if t.mail.code != 250:
+    if t.mail.code // 100 != 2:
         reusable = t.mail.code != 421 and client.usable
         for rcpt in recipients:
             verdicts[rcpt] = classify_reply(t.mail.code, t.mail.text)
         return TransactionResult(verdicts, conn.hop.host, conn.ip, conn.tls, reusable=reusable)
     accepted: list[str] = []
     for rcpt, reply in zip(recipients, t.rcpts, strict=True):
-        if reply.code in (250, 251):
+        if reply.code // 100 == 2:  # 250, 251 or 252 (RFC 5321 §4.2.2): send it the message
             accepted.append(rcpt)
         else:
             verdicts[rcpt] = classify_reply(reply.code, reply.text)
