@@ -99,10 +99,22 @@ class Route:
     tls: TLSPolicy = "may"
 
 
+MAX_DEFAULT_PROCESSES = 4  # SQLite has one writer at a time; more workers mostly queue for it
+
+
+def default_processes() -> int:
+    """`delivery.processes` when not configured: one worker per CPU this process may use."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_PROCESSES))
+
+
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
     enabled: bool = True  # run delivery workers on this node
-    processes: int = 1  # worker processes beside the SMTP process; 0: inside it
+    processes: int = field(default_factory=default_processes)  # 0: inside the SMTP process
     max_connections: int = 100
     max_per_domain: int = 20  # Postfix default_destination_concurrency_limit
     retry_first: float = 300.0  # Postfix minimal_backoff_time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,9 @@ def test_worker_processes_share_the_node_wide_connection_limits(
     share = worker_share(s).delivery
     assert (share.max_connections, share.max_per_domain) == each
     assert share.processes == processes and worker_share(s).server == s.server
+
+
+def test_delivery_processes_default_to_one_per_cpu_up_to_four() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert load_settings(None, env={}).delivery.processes == min(cpus, 4) >= 1
+    assert load_settings(None, env={"MAILRELAY_DELIVERY_PROCESSES": "0"}).delivery.processes == 0

@@ -27,6 +27,8 @@ from mailrelay.store.db import create_engine
 
 log = logging.getLogger("mailrelay")
 
+WORKER_NICENESS = 5  # added to the workers' nice value (lower CPU priority than the SMTP process)
+
 
 @dataclass
 class Worker:
@@ -87,6 +89,13 @@ def _child_main(settings: Settings, index: int, wake: multiprocessing.connection
     settings = worker_share(settings)
 
     setup_logging(settings.server.log_level)
+    # Accepting comes first: a client is waiting for each 250, while delivery is throughput
+    # work that can yield a few milliseconds. On a busy box this keeps the workers (DKIM
+    # signing is their main cost) from starving the SMTP process of CPU; measured on 2 cores,
+    # two workers at +5 delivered 8-9 % more end to end than one; two at the same priority
+    # did not.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     # Claims and outcomes may be repeated but never lost, so they need not wait for the disk:
     # this keeps the workers' commits from holding the write lock the SMTP process needs.
