@@ -35,6 +35,7 @@ class Behaviour:
     defer_first: int = 0  # answer DATA with 451 this many times first
     reject: set[str] = field(default_factory=set)  # RCPT answered 550 5.1.1
     defer_rcpt: set[str] = field(default_factory=set)  # RCPT answered 450 4.2.1
+    unverified: set[str] = field(default_factory=set)  # RCPT answered 252: taken, not verified
 
 
 class RecordingHandler:
@@ -62,6 +63,8 @@ class RecordingHandler:
         if address in self.behaviour.defer_rcpt:
             return "450 4.2.1 Mailbox busy, try later"
         envelope.rcpt_tos.append(address)
+        if address in self.behaviour.unverified:
+            return "252 2.1.5 Cannot verify the user, but will accept the message"
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:

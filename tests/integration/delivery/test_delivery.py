@@ -196,6 +196,24 @@ def test_mixed_domains_one_failing(node_factory: Any, fake_dns: FakeDNS, mx_port
     wait_status(node, qid, {"one@a.test": "delivered", "busy@b.test": "deferred", "nx@nx.test": "bounced"})
 
 
+def test_every_2xx_to_rcpt_gets_the_message(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                           remote_mx: Callable[..., RemoteMX]) -> None:
+    """RFC 5321 §4.2.2: 251 and 252 accept a recipient too. The message must reach it, and what
+    is recorded is the answer to the message, not the 252."""
+    mx = remote_mx("127.0.0.2", Behaviour(unverified={"maybe@a.test"}))
+    fake_dns.mx("a.test", (10, "mx.a.test"))
+    fake_dns.a("mx.a.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["maybe@a.test"])  # the only recipient: no other one carries the DATA
+    got = mx.wait_for(1)
+    assert got[0].rcpt_tos == ["maybe@a.test"] and b"Subject:" in got[0].data
+    wait_status(node, qid, {"maybe@a.test": "delivered"})
+    with node.app.engine.connect() as conn:
+        reply = conn.execute(sa.select(events.c.reply).where(events.c.message_id == qid,
+                                                              events.c.type == "delivered")).scalar_one()
+    assert reply.startswith("250 2.0.0"), reply  # the answer to the message, not the 252
+
+
 def test_suppressed_address_is_dropped(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
                                        remote_mx: Callable[..., RemoteMX]) -> None:
     mx = remote_mx("127.0.0.2")
