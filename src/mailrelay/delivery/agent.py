@@ -218,7 +218,7 @@ class DeliveryAgent:
             self.wake()
 
     def _record(self, claim: Claim, outcomes: list[RecipientOutcome]) -> asyncio.Future[str | None]:
-        """Outcomes of the jobs that finish in one loop iteration are written together."""
+        """Outcomes of the jobs that finish within OUTCOME_WINDOW are written together."""
         fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         if not self._finished:
             asyncio.get_running_loop().call_later(OUTCOME_WINDOW, self._flush_outcomes)
