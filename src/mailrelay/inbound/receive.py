@@ -39,7 +39,6 @@ from sqlalchemy.engine import Connection
 from mailrelay.accounts.domains import DomainError, normalize_domain
 from mailrelay.core import reply as R
 from mailrelay.core.address import Path
-from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
@@ -54,8 +53,7 @@ from mailrelay.resolver.base import DNSTemporaryError
 from mailrelay.smtp.handler import Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.schema import messages, recipients
-from mailrelay.submission import smtpapi
-from mailrelay.submission.trace import ip_literal, protocol_name
+from mailrelay.submission import smtpapi, trace
 
 log = logging.getLogger("mailrelay.inbound")
 
@@ -343,17 +341,8 @@ def received(session: Session, txn: Transaction, *, hostname: str, queue_id: str
              ptr_name: str = "") -> bytes:
     """Our Received field (RFC 5321 §4.4), with the client's confirmed reverse DNS name, in
     Postfix's form: `from HELO (NAME [IP])`, NAME "unknown" when it did not confirm."""
-    parts = [f"Received: from {session.helo} ({ptr_name or 'unknown'} {ip_literal(session.peer_ip)})"]
-    if session.tls_version:
-        parts.append(f"\t(using {session.tls_version} with cipher {session.tls_cipher})")
-    parts.append(f"\tby {hostname} (mailrelay) with {protocol_name(session, txn)} id {queue_id}")
-    date = rfc5322_date(now)
-    if len(txn.recipients) == 1:
-        parts.append(f"\tfor <{txn.recipients[0].address}>; {date}")
-    else:
-        parts[-1] += ";"
-        parts.append(f"\t{date}")
-    return ("\r\n".join(parts) + "\r\n").encode("utf-8")
+    return trace.received(session, txn, hostname=hostname, queue_id=queue_id, now=now,
+                          client_name=ptr_name or "unknown")
 
 
 def _fields(message: bytes) -> tuple[str | None, str | None]:

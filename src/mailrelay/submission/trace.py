@@ -29,10 +29,13 @@ def ip_literal(ip: str) -> str:
 
 
 def received(session: Session, txn: Transaction, *, hostname: str, queue_id: str,
-             now: float | None = None) -> bytes:
-    """The Received line (RFC 5321 §4.4) we prepend, folded over several lines."""
+             now: float | None = None, client_name: str | None = None) -> bytes:
+    """The Received line (RFC 5321 §4.4) we prepend, folded over several lines. With
+    `client_name` (received mail: the confirmed reverse DNS name, or "unknown") it reads
+    `from HELO (NAME [IP])`, as Postfix writes it."""
     date = rfc5322_date(now if now is not None else time.time())
-    parts = [f"Received: from {session.helo} ({ip_literal(session.peer_ip)})"]
+    client = ip_literal(session.peer_ip) if client_name is None else f"{client_name} {ip_literal(session.peer_ip)}"
+    parts = [f"Received: from {session.helo} ({client})"]
     if session.tls_version:
         parts.append(f"\t(using {session.tls_version} with cipher {session.tls_cipher})")
     parts.append(f"\tby {hostname} (mailrelay) with {protocol_name(session, txn)} id {queue_id}")
