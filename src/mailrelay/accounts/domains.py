@@ -287,11 +287,7 @@ class DomainService:
         query = (sa.select(*_COLS).join(accounts, accounts.c.id == domains.c.account_id)
                  .order_by(domains.c.name))
         with self._engine.connect() as conn:
-            if account is not None:
-                if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).first() is None:
-                    raise DomainError(f"no account named {account[:80]!r}")
-                query = query.where(accounts.c.name == account)
-            rows = conn.execute(query).all()
+            rows = conn.execute(_of_account(conn, query, account)).all()
         return [_domain(r) for r in rows]
 
     def remove(self, name: str) -> Domain:
@@ -359,11 +355,7 @@ class DomainService:
         if domain is not None:
             query = query.where(domains.c.name == self.require(domain).name)
         with self._engine.connect() as conn:
-            if account is not None:
-                if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).first() is None:
-                    raise DomainError(f"no account named {account[:80]!r}")
-                query = query.where(accounts.c.name == account)
-            rows = conn.execute(query).all()
+            rows = conn.execute(_of_account(conn, query, account)).all()
         return [InboundAddress(f"{r.local_part}@{r.name}", r.local_part, r.name, r.account_name,
                                r.created_at) for r in rows]
 
@@ -550,3 +542,13 @@ def _tags(text: str) -> dict[str, str]:
         if sep:
             tags.setdefault(tag.strip(), "".join(value.split()))
     return tags
+
+
+def _of_account(conn: sa.Connection, query: sa.Select[Any], account: str | None) -> sa.Select[Any]:
+    """`query` limited to `account`'s rows (joined with accounts), if one is named; an unknown
+    name is an error rather than an empty list."""
+    if account is None:
+        return query
+    if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).first() is None:
+        raise DomainError(f"no account named {account[:80]!r}")
+    return query.where(accounts.c.name == account)
