@@ -13,7 +13,6 @@ from typing import Any
 from mailrelay.cli.common import UsageError, open_from_args
 from mailrelay.cli.output import printable, to_json
 from mailrelay.events.hooks import Webhook, WebhookService
-from mailrelay.events.log import _CACHE_SECONDS
 
 
 def add_account_arguments(acc: Any) -> None:
@@ -64,8 +63,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     if hook.url is None:
         print(f"account {args.name}: no event webhook; set one with `mailrelay account webhook {args.name} URL`")
     elif args.url:
-        print(f"account {args.name}: events are posted to {printable(hook.url)} "
-              f"(running servers notice within {_CACHE_SECONDS:g}s)")
+        print(f"account {args.name}: events are posted to {printable(hook.url)} from now on")
     else:
         print(f"account {args.name}: events are posted to {printable(hook.url)}")
     if show and hook.secret:

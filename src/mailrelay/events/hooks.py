@@ -1,7 +1,8 @@
 """An account's event webhook: its URL and signing secret (`mailrelay account webhook`).
 
 Security: the secret is generated here (secrets.token_urlsafe) and shown only on request
-(`--show-secret`). Processes notice a changed URL within log._CACHE_SECONDS.
+(`--show-secret`). A changed URL applies to every event recorded after the change commits
+(events/log.py reads it in the event's INSERT).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import sqlalchemy as sa
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.events import outbox, signing
-from mailrelay.events.log import forget_hooked_accounts
 from mailrelay.store.schema import accounts
 
 MAX_URL = 2000
@@ -64,7 +64,6 @@ class WebhookService:
             secret = row.webhook_secret or signing.new_secret()
             conn.execute(accounts.update().where(accounts.c.id == row.id).values(
                 webhook_url=url, webhook_secret=secret, updated_at=time.time()))
-        forget_hooked_accounts()
         return Webhook(name, url, secret)
 
     def turn_off(self, name: str) -> int:
@@ -75,7 +74,6 @@ class WebhookService:
             conn.execute(accounts.update().where(accounts.c.id == row.id).values(
                 webhook_url=None, updated_at=time.time()))
             dropped = outbox.stop_account(conn, row.id)
-        forget_hooked_accounts()
         return dropped
 
     def rotate_secret(self, name: str) -> Webhook:

@@ -1,11 +1,15 @@
 """Writing events. Every event row goes through `add_events`, which also puts it in the webhook
-outbox (`webhook_due_at`) when its account has an event webhook and the type is one that is
-posted (`payload.POSTED`)."""
+outbox (`webhook_due_at`) when the type is one that is posted (`payload.POSTED`) and its
+account has an event webhook at the moment the row is inserted.
+
+Whether the account has a webhook is read by the INSERT itself (a subquery on the account's
+primary key), not from a per-process cache: a webhook set in another process applies to every
+event recorded after that command committed, on every node, at no extra round trip. Events
+recorded before the webhook was set are not posted later (as SendGrid's Event Webhook).
+"""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,30 +19,14 @@ from sqlalchemy.engine import Connection
 from mailrelay.events.payload import POSTED
 from mailrelay.store.schema import accounts, events
 
-# Accounts with a webhook, per process, refreshed every few seconds: `account webhook NAME URL`
-# run in another process takes effect within that time.
-_CACHE_SECONDS = 5.0
-_lock = threading.Lock()
-_hooked: tuple[frozenset[int], float] = (frozenset(), 0.0)
-
-
-def hooked_accounts(conn: Connection) -> frozenset[int]:
-    global _hooked
-    ids, expires = _hooked
-    now = time.monotonic()
-    if now < expires:
-        return ids
-    ids = frozenset(r.id for r in conn.execute(sa.select(accounts.c.id).where(accounts.c.webhook_url.is_not(None))))
-    with _lock:
-        _hooked = (ids, now + _CACHE_SECONDS)
-    return ids
-
-
-def forget_hooked_accounts() -> None:
-    """Drop the cache (after this process changed a webhook)."""
-    global _hooked
-    with _lock:
-        _hooked = (frozenset(), 0.0)
+# Bind names of their own: an INSERT reserves its columns' names for the VALUES clause.
+_HOOK_ACCOUNT = sa.bindparam("hook_account_id", type_=sa.Integer)
+_HOOK_AT = sa.bindparam("hook_at", type_=sa.Float)  # `at` for a posted type, else null
+# The due time is `hook_at` when the account has a webhook now, else null (no row).
+_DUE = (sa.select(sa.cast(_HOOK_AT, sa.Float))
+        .where(accounts.c.id == _HOOK_ACCOUNT, accounts.c.webhook_url.is_not(None))
+        .scalar_subquery())
+_INSERT = events.insert().values(webhook_due_at=_DUE)
 
 
 def add_events(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -47,7 +35,6 @@ def add_events(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
     batch = [dict(r) for r in rows]
     if not batch:
         return
-    hooked = hooked_accounts(conn)
     for row in batch:
         # the same keys in every row: one executemany
         row.setdefault("message_id", None)
@@ -56,6 +43,6 @@ def add_events(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         row.setdefault("attempt", None)
         row.setdefault("reply", None)
         row.setdefault("mx_host", None)
-        posted = row.get("account_id") in hooked and row["type"] in POSTED
-        row["webhook_due_at"] = row["at"] if posted else None
-    conn.execute(events.insert(), batch)
+        row["hook_account_id"] = row.get("account_id")
+        row["hook_at"] = row["at"] if row["type"] in POSTED else None
+    conn.execute(_INSERT, batch)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from mailrelay.events import outbox
 from mailrelay.events.hooks import WebhookService
-from mailrelay.events.log import add_events, forget_hooked_accounts
+from mailrelay.events.log import add_events
 from mailrelay.store.schema import accounts, events
 
 T = 1_700_000_000.0
@@ -18,7 +18,6 @@ def setup(engine: sa.Engine, n: int = 3) -> int:
         aid = conn.execute(accounts.insert().values(name="alice", password_hash="x", created_at=T, updated_at=T)
                            .returning(accounts.c.id)).scalar_one()
     WebhookService(engine).set_url("alice", "https://hooks.example/x")
-    forget_hooked_accounts()
     add(engine, aid, n)
     return int(aid)
 
@@ -87,7 +86,6 @@ def test_one_accounts_backlog_does_not_starve_the_others(engine: sa.Engine) -> N
         bid = conn.execute(accounts.insert().values(name="bob", password_hash="x", created_at=T, updated_at=T)
                            .returning(accounts.c.id)).scalar_one()
     WebhookService(engine).set_url("bob", "https://hooks.example/b")
-    forget_hooked_accounts()
     add(engine, bid, 1)
     [first] = claim(engine, T + 1, per_account=2, max_accounts=1).batches
     assert first.account_id == aid
