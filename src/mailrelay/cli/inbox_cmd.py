@@ -2,7 +2,8 @@
 mail received for the account's inbound domains (kind "in").
 
 One inbox per account: with `--account A` every command sees A's mail only, and an id of another
-account's message is unknown to it. `release` and `clear` act on sandbox captures only.
+account's message is unknown to it. `release` acts on sandbox captures only; `clear` deletes
+captured and received mail, except mail still waiting for delivery or for its parse webhook.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def add_arguments(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_release)
 
-    p = i.add_parser("clear", help="delete captured sandbox messages (of one account with --account)")
+    p = i.add_parser("clear", help="delete captured and received messages (of one account with --account); "
+                                   "mail still waiting to be delivered or posted stays")
     account_option(p)
     p.add_argument("--yes", action="store_true", help="delete without asking (required to delete)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -189,10 +191,10 @@ def cmd_clear(args: argparse.Namespace) -> int:
     scope = f"of account {args.account}" if args.account else "of every account"
     n = inbox.clear(account=args.account, now=time.time(), dry_run=not args.yes)
     if not args.yes and n:
-        raise UsageError(f"this would delete {n} captured message{'s' * (n != 1)} {scope}; "
+        raise UsageError(f"this would delete {n} inbox message{'s' * (n != 1)} {scope}; "
                          "add --yes to delete them")
     if args.json:
         print(to_json({"account": args.account, "deleted": n}))
     else:
-        print(f"deleted {n} captured message{'s' * (n != 1)} {scope}")
+        print(f"deleted {n} inbox message{'s' * (n != 1)} {scope}")
     return 0

@@ -3,7 +3,8 @@
 A sandbox message is in the inbox while one of its recipients is `captured`; received mail
 (`direction` "in") always is, whatever became of it (`kept` without a webhook, `inbound`
 waiting to be posted, `posted`, `expired`). Entries say which (`kind`: "sandbox" or "in").
-`release` and `clear` act on sandbox captures only. Every query takes an
+`release` acts on sandbox captures only; `clear` deletes captures and received mail alike, but
+not mail with a recipient still waiting (for delivery, or for its parse webhook). Every query takes an
 optional account name and then sees that account's mail only: `get`, `release` and `clear`
 scoped to account A treat a message of account B as unknown.
 
@@ -49,6 +50,7 @@ SANDBOX = "sandbox"
 INBOUND = "in"
 # Statuses of received mail's recipients (inbound.claims), all shown in the inbox.
 _INBOUND_STATUSES = ("kept", "inbound", "posted", "expired")
+_WAITING_FOR_WEBHOOK = "inbound"  # inbound.claims.INBOUND (sandbox does not import inbound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +199,15 @@ class Inbox:
         return [x.address for x in rcpts]
 
     def clear(self, *, account: str | None = None, now: float, dry_run: bool = False) -> int:
-        """Delete captured messages (of `account`, or all); returns how many. Messages with a
-        recipient still pending (another domain not captured yet) are left for next time."""
-        pending = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status.in_(PENDING))
+        """Delete the inbox's messages (of `account`, or all): sandbox captures and received mail
+        (kept, posted or expired); returns how many. Messages with a recipient still pending
+        (another domain not captured yet, or received mail not yet posted to its webhook, which
+        the inbound dispatcher may hold) are left for next time."""
+        pending = sa.exists().where(recipients.c.message_id == messages.c.id,
+                                    recipients.c.status.in_((*PENDING, _WAITING_FOR_WEBHOOK)))
         with self._engine.begin() as conn:
             rows = conn.execute(sa.select(messages.c.id, messages.c.account_id)
-                                .where(*self._where(conn, account, received=False), sa.not_(pending))).all()
+                                .where(*self._where(conn, account), sa.not_(pending))).all()
             if dry_run or not rows:
                 return len(rows)
             ids = [r.id for r in rows]

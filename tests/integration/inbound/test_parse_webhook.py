@@ -273,7 +273,7 @@ def test_no_webhook_keeps_mail_in_the_accounts_inbox(engine: sa.Engine, db_url: 
     assert Inbox(engine).get("q5", account="alice").raw == TRACE + body
     code, _, err = cli("release", "q5", "--account", "alice")
     assert code == 2 and "received mail, not a sandbox capture" in err and len(err.strip().splitlines()) == 1
-    assert cli("clear", "--yes")[1] == "deleted 0 captured messages of every account\n"
+    assert cli("clear", "--account", "bob", "--yes")[1] == "deleted 0 inbox messages of account bob\n"
     assert statuses(engine, "q5") == {"carol@keep.test": "kept"}
 
 
@@ -323,3 +323,22 @@ def test_a_webhook_answering_byte_by_byte_is_cut_off_at_the_timeout(engine: sa.E
                            .where(recipients.c.message_id == "q7")).one()
     assert tuple(row) == ("inbound", "timed out after 1s")
     assert [t for _, t in event_types(engine, "q7")] == ["inbound-deferred"]
+
+
+def test_inbox_clear_deletes_received_mail_but_not_mail_waiting_for_its_webhook(engine: sa.Engine) -> None:
+    """Kept, posted and expired received mail is in the inbox and `inbox clear` deletes it;
+    mail still to be posted is left (the dispatcher holds it), as is another account's."""
+    alice = add_domain(engine, "alice", "keep.test")
+    bob = add_domain(engine, "bob", "other.test")
+    for qid, status in (("k1", "kept"), ("p1", "posted"), ("e1", "expired"), ("i1", "inbound")):
+        store(engine, alice, qid, ["carol@keep.test"], sample_message(), status=status)
+    store(engine, bob, "b1", ["dan@other.test"], sample_message(), status="kept")
+    inbox = Inbox(engine)
+    assert inbox.clear(account="alice", now=time.time(), dry_run=True) == 3
+    assert inbox.count(account="alice") == 4, "a dry run deletes nothing"
+    assert inbox.clear(account="alice", now=time.time()) == 3
+    assert [e.id for e in inbox.list(account="alice")] == ["i1"]
+    assert statuses(engine, "k1") == {} and statuses(engine, "i1") == {"carol@keep.test": "inbound"}
+    assert [t for _, t in event_types(engine, "k1")][-1] == "deleted-by-operator"
+    assert [e.id for e in inbox.list(account="bob")] == ["b1"]
+    assert inbox.clear(now=time.time()) == 1 and inbox.count() == 1

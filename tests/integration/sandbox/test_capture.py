@@ -136,13 +136,13 @@ def test_clear_only_touches_the_account_given(node_factory: Any, fake_dns: FakeD
 
     asked = cli("inbox", "clear", "--account", "sandy")
     assert asked.code == 2
-    assert "would delete 2 captured messages of account sandy; add --yes" in asked.error_line
+    assert "would delete 2 inbox messages of account sandy; add --yes" in asked.error_line
     assert Inbox(node.app.engine).count() == 3
 
     done = cli("inbox", "clear", "--account", "sandy", "--yes")
-    assert (done.code, done.out) == (0, "deleted 2 captured messages of account sandy\n")
+    assert (done.code, done.out) == (0, "deleted 2 inbox messages of account sandy\n")
     assert [e.id for e in Inbox(node.app.engine).list()] == [theirs]
-    assert cli("inbox", "clear", "--account", "sandy").out == "deleted 0 captured messages of account sandy\n"
+    assert cli("inbox", "clear", "--account", "sandy").out == "deleted 0 inbox messages of account sandy\n"
     with node.app.engine.connect() as conn:
         left = {r.id for r in conn.execute(sa.select(messages.c.id))}
         gone_rcpts = conn.execute(sa.select(sa.func.count()).select_from(recipients)
@@ -150,4 +150,4 @@ def test_clear_only_touches_the_account_given(node_factory: Any, fake_dns: FakeD
     assert left == {theirs} and gone_rcpts == 0
     unknown = cli("inbox", "clear", "--account", "nobody", "--yes")
     assert unknown.code == 2 and "no account named 'nobody'" in unknown.error_line
-    assert cli("inbox", "clear", "--yes").out == "deleted 1 captured message of every account\n"
+    assert cli("inbox", "clear", "--yes").out == "deleted 1 inbox message of every account\n"
