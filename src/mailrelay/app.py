@@ -140,7 +140,9 @@ class App:
         ]
         limits = EngineLimits(
             max_message_size=s.smtp.max_message_size, max_recipients=s.smtp.max_recipients,
-            idle_timeout=s.smtp.idle_timeout, max_connections=s.smtp.max_connections,
+            idle_timeout=s.smtp.idle_timeout, command_deadline=s.smtp.command_deadline,
+            data_deadline=s.smtp.data_deadline, min_data_rate=s.smtp.min_data_rate,
+            max_connections=s.smtp.max_connections,
             max_connections_per_ip=s.smtp.max_connections_per_ip, bare_newline=s.smtp.bare_newline,
         )
         limiter = AuthFailureLimiter(slowdown_after=s.auth.slowdown_after,

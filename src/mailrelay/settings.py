@@ -62,6 +62,16 @@ class SMTPSettings:
     max_message_size: int = 31_457_280  # 30 MiB, SendGrid's limit
     max_recipients: int = 1000
     idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes
+    # The idle timeout restarts at every byte; these bound a whole command line (first byte to
+    # LF) and a whole DATA phase (354 to CRLF.CRLF), so a trickling client cannot hold a slot
+    # forever. 300 s per line is Exim's smtp_receive_timeout and Postfix's smtpd_timeout under
+    # smtpd_per_request_deadline, and still honours RFC 5321 §4.5.3.2.7's five minutes.
+    command_deadline: float = 300.0
+    # DATA gets data_deadline plus one second per min_data_rate bytes received (Postfix's
+    # smtpd_min_data_rate, 500 B/s): any client faster than that finishes, however big its
+    # message; a trickler is cut off after about data_deadline.
+    data_deadline: float = 600.0
+    min_data_rate: int = 500
     max_connections: int = 20_000
     max_connections_per_ip: int = 50  # Postfix smtpd_client_connection_count_limit
     bare_newline: Literal["reject", "normalize"] = "reject"
@@ -530,6 +540,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(src, "smtp.max_recipients", "expected at least 1 (RFC 5321 §4.5.3.1.8 asks for 100)")
     if s.smtp.max_message_size < 1024:
         raise ConfigError(src, "smtp.max_message_size", "expected at least 1024 bytes")
+    for key in ("idle_timeout", "command_deadline", "data_deadline"):
+        if getattr(s.smtp, key) <= 0:
+            raise ConfigError(src, f"smtp.{key}", "expected a number of seconds above 0")
+    if s.smtp.min_data_rate < 0:
+        raise ConfigError(src, "smtp.min_data_rate", "expected 0 (no allowance) or more bytes per second")
     if s.auth.lockout_after < s.auth.slowdown_after:
         raise ConfigError(src, "auth.lockout_after", "expected a number >= auth.slowdown_after")
     if bool(s.tls.cert_file) != bool(s.tls.key_file):

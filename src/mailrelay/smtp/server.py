@@ -34,6 +34,9 @@ class EngineLimits:
     max_message_size: int = 31_457_280
     max_recipients: int = 1000
     idle_timeout: float = 300.0
+    command_deadline: float = 300.0  # seconds for one command line, first byte to LF
+    data_deadline: float = 600.0  # seconds for DATA, 354 to CRLF.CRLF, plus the rate allowance
+    min_data_rate: int = 500  # bytes/s: each this many bytes of DATA add one second (0: none)
     max_connections: int = 20_000
     max_connections_per_ip: int = 50
     bare_newline: Literal["reject", "normalize"] = "reject"
@@ -146,14 +149,20 @@ class SMTPServer:
             self.counter.remove(session.client_key)
 
     async def _sweep(self) -> None:
-        """Close idle sessions; one timer for all connections instead of one each."""
-        timeout = self.limits.idle_timeout
-        interval = max(0.05, min(timeout / 4, 5.0))
+        """Close sessions past a time limit (idle, command, DATA); one timer for all
+        connections instead of one each. A limit is enforced within a quarter of the shortest
+        one (at most 5 s) after it passes."""
+        lim = self.limits
+        interval = max(0.05, min(lim.idle_timeout / 4, lim.command_deadline / 4, lim.data_deadline / 4, 5.0))
         while True:
             await asyncio.sleep(interval)
-            deadline = time.monotonic() - timeout
-            for session in [s for s in self.sessions if s.last_activity < deadline]:
-                session.close(R.IDLE_TIMEOUT)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                reply = session.overdue(now)
+                if reply is not None:
+                    if reply is not R.IDLE_TIMEOUT:
+                        log.info("%s from %s", reply.text.partition(",")[0], session.session.peer_ip)
+                    session.close(reply)
             self.auth_limiter.prune()
 
     async def stop(self, timeout: float) -> None:

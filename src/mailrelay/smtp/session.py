@@ -12,6 +12,9 @@ Security:
   session knowledge is reset after the handshake (RFC 3207 §4.2).
 - Command lines are limited to 512 octets (RFC 5321 §4.5.3.1.4; AUTH lines 12288, RFC 4954 §4),
   messages to SIZE, recipients to a count; errors beyond a limit close the connection.
+- Time is limited three ways: without input (idle), for one command line from its first byte
+  to its LF, and for DATA from the 354 to CRLF.CRLF, so trickling a byte at a time does not
+  hold a connection forever. The server's sweep enforces them (`overdue`); no timer per byte.
 - Credentials are decoded here and handed to the policy; they never reach a log line.
 """
 
@@ -60,10 +63,13 @@ class SMTPSession(asyncio.Protocol):
         "_buf",
         "_busy",
         "_data",
+        "_data_bytes",
+        "_data_started",
         "_discarding",
         "_eof",
         "_errors",
         "_junk",
+        "_line_started",
         "_out",
         "_paused",
         "_state",
@@ -87,6 +93,9 @@ class SMTPSession(asyncio.Protocol):
         self.client_key = ""  # what per-client limits count by (see limits.client_key)
         self._buf = bytearray()
         self._data = bytearray()
+        self._data_started = 0.0  # when the 354 was sent
+        self._data_bytes = 0  # octets of DATA received so far
+        self._line_started = 0.0  # first byte of the command line being read; 0: none
         self._too_big = False
         self._discarding = False
         self._state = _CMD
@@ -162,6 +171,22 @@ class SMTPSession(asyncio.Protocol):
     def in_transaction(self) -> bool:
         return self.txn is not None or self._busy
 
+    def overdue(self, now: float) -> Reply | None:
+        """The 421 to close with if a time limit has passed at `now`, else None (the server's
+        sweep asks every session periodically)."""
+        limits = self.server.limits
+        if now - self.last_activity > limits.idle_timeout:
+            return R.IDLE_TIMEOUT
+        if self._busy:
+            return None  # our turn (AUTH, a commit): the client is not the one taking time
+        if self._state == _DATA:
+            allowance = self._data_bytes / limits.min_data_rate if limits.min_data_rate else 0.0
+            if now - self._data_started > limits.data_deadline + allowance:
+                return R.DATA_TIMEOUT
+        elif self._line_started and now - self._line_started > limits.command_deadline:
+            return R.COMMAND_TIMEOUT
+        return None
+
     # -- input ----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
@@ -211,9 +236,12 @@ class SMTPSession(asyncio.Protocol):
                     # No end in sight: drop what we have, answer once the line ends.
                     self._discarding = True
                     buf.clear()
+                if (buf or self._discarding) and not self._line_started:
+                    self._line_started = self.last_activity  # the command deadline runs
                 return
             raw = bytes(buf[:nl])
             del buf[: nl + 1]
+            self._line_started = 0.0
             if self._discarding:
                 self._discarding = False
                 self._error(R.LINE_TOO_LONG)
@@ -556,6 +584,8 @@ class SMTPSession(asyncio.Protocol):
             raise Refusal(Reply(554, "5.5.1", "No valid recipients"))
         self._reply(R.START_DATA)
         self._state = _DATA
+        self._data_started = time.monotonic()
+        self._data_bytes = 0
         self._data = bytearray(b"\r\n")  # so a "." first line is found like any other
         self._too_big = False
 
@@ -597,6 +627,7 @@ class SMTPSession(asyncio.Protocol):
         data = self._data
         start = max(0, len(data) - 4)
         data += chunk
+        self._data_bytes += len(chunk)
         end = data.find(TERMINATOR, start)
         if end < 0:
             # Dot-stuffing and a terminator split across reads make the raw size a little larger

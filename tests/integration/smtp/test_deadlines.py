@@ -1,0 +1,111 @@
+"""Deadlines for a whole command line and a whole DATA phase, against clients that trickle.
+
+The idle timeout restarts at every byte, so a client sending one byte every few seconds would
+hold its connection forever without these. Each test sets tiny deadlines in its own config.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+
+from tests.integration.quota.conftest import TRUSTED, rcpts, usage_of, wait_usage
+from tests.integration.smtp.conftest import Node
+from tests.integration.smtp.rawclient import RawClient
+
+NodeFactory = Callable[..., Node]
+
+
+def trusted_client(node: Node) -> RawClient:
+    c = node.raw("smtp")
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assert c.cmd("EHLO client.test")[0] == 250
+    return c
+
+
+def trickle(c: RawClient, data: bytes, every: float) -> tuple[float, tuple[int, str] | None]:
+    """Send `data` one byte per `every` seconds, stopping early if the server says anything.
+    Returns (seconds spent, the reply if one came before the last byte)."""
+    start = time.monotonic()
+    for i in range(len(data)):
+        try:
+            c.send(data[i:i + 1])
+        except OSError:
+            break  # closed under us: the reply is already buffered
+        readable, _, _ = select.select([c.sock], [], [], every)
+        if readable:
+            return time.monotonic() - start, c.reply()
+    return time.monotonic() - start, None
+
+
+def test_a_command_trickled_past_its_deadline_gets_421(node_factory: NodeFactory) -> None:
+    # The idle timeout (30 s in the base config) never fires: a byte comes every 0.1 s.
+    node = node_factory(TRUSTED + "[smtp]\ncommand_deadline = 0.5\n")
+    c = trusted_client(node)
+    spent, reply = trickle(c, b"NOOP " + b"x" * 100 + b"\r\n", 0.1)
+    assert reply is not None, "the trickled command was read to its end"
+    code, text = reply
+    assert code == 421 and text.startswith("421 4.4.2") and "timeout" in text.lower(), text
+    assert 0.45 <= spent < 1.5, spent
+    assert c.closed()
+
+
+def test_slow_commands_within_the_deadline_are_answered(node_factory: NodeFactory) -> None:
+    # Each line takes ~0.6 s of a 1 s deadline; three of them take longer than one deadline:
+    # the clock is per line, not per session.
+    node = node_factory(TRUSTED + "[smtp]\ncommand_deadline = 1.0\n")
+    c = trusted_client(node)
+    for line in (b"NOOP slowly\r\n", b"RSET  slowly\r\n", b"NOOP  slowly\r\n"):
+        spent, reply = trickle(c, line, 0.045)
+        assert reply is not None and reply[0] == 250, (reply, spent)
+    assert c.cmd("QUIT")[0] == 221
+
+
+def test_a_trickled_message_past_the_data_deadline_gets_421_and_gives_quota_back(
+        node_factory: NodeFactory) -> None:
+    # min_data_rate far above the trickle: the bytes sent buy (almost) no extra time.
+    node = node_factory(TRUSTED + "[smtp]\ndata_deadline = 0.6\nmin_data_rate = 100000\n"
+                        "[plans.free]\ndaily_limit = 5\n")
+    c = trusted_client(node)
+    assert [code for code, _ in rcpts(c, ["a@example.com", "b@example.com"])] == [250, 250]
+    assert usage_of(node, "bob", time.time()) == (2, 2)  # reserved at RCPT
+    assert c.cmd("DATA")[0] == 354
+    # Every line is short and complete: the command deadline does not apply inside DATA.
+    spent, reply = trickle(c, b"Subject: slow\r\n\r\n" + b"line\r\n" * 50, 0.05)
+    assert reply is not None, "the trickled message was read to its end"
+    code, text = reply
+    assert code == 421 and text.startswith("421 4.4.2"), text
+    assert 0.5 <= spent < 1.6, spent
+    assert c.closed()
+    assert node.stored() == []
+    assert wait_usage(node, "bob", (0, 0), time.time()) == (0, 0), "the reservation was not given back"
+
+
+def test_a_slow_message_sent_above_the_minimum_rate_is_accepted(node_factory: NodeFactory) -> None:
+    # 0.4 s of grace, then one more second per 1000 bytes received: a client sending 4000
+    # bytes a second for 1.2 s (three times the base deadline) finishes in time.
+    node = node_factory(TRUSTED + "[smtp]\ndata_deadline = 0.4\nmin_data_rate = 1000\n")
+    c = trusted_client(node)
+    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]
+    assert c.cmd("DATA")[0] == 354
+    c.send(b"Subject: slow but steady\r\n\r\n")
+    for _ in range(12):
+        c.send(b"y" * 398 + b"\r\n")
+        readable, _, _ = select.select([c.sock], [], [], 0.1)
+        assert not readable, c.reply()
+    code, text = c.cmd(b".")
+    assert code == 250, text
+    assert len(node.stored()) == 1
+
+
+def test_the_command_deadline_does_not_count_time_between_commands(node_factory: NodeFactory) -> None:
+    node = node_factory(TRUSTED + "[smtp]\ncommand_deadline = 0.4\n")
+    c = trusted_client(node)
+    c.send(b"NO")
+    time.sleep(0.2)
+    c.send(b"OP\r\n")
+    assert c.reply()[0] == 250
+    time.sleep(0.6)  # idle, not inside a command: only idle_timeout applies
+    assert c.cmd("NOOP")[0] == 250
