@@ -115,18 +115,23 @@ class InboundDispatcher:
         """Build the form, POST it once, record what happened."""
         rcpts = [addr for _, addr in post.recipients]
         error: str | None
+        unparsed: str | None = None  # why the message was sent raw
         try:
             form = await asyncio.to_thread(parse.build_form, post.data, mail_from=post.mail_from, rcpts=rcpts,
                                            auth=post.auth, client_ip=post.client_ip, raw_mode=post.raw_mode)
             body = parse.encode(form)
-        except Exception as exc:  # a message the email package chokes on: retried, then expired
-            # (never raised past settle: unsettled, a message would be claimed again forever)
-            error, reply = "form", f"could not parse the message: {type(exc).__name__}: {str(exc)[:200]}"
+        except Exception as exc:  # a bug of ours (a message the email package chokes on is sent
+            # raw): retried, then expired; never raised past settle, or it would be claimed forever
+            error, reply = "form", f"could not build the form: {type(exc).__name__}: {str(exc)[:200]}"
         else:
+            unparsed = form.unparsed
             del form
             error, reply = await self._post(post.url, body)
         if error is None:
             self.posts += 1
+            if unparsed:
+                log.info("inbound webhook %s: message %s posted raw (%s)", redact(post.url), post.message_id,
+                         unparsed)
         status = await self.writer.run(functools.partial(
             claims.settle, post=post, node=self.node, now=self._clock(), error=error, reply=reply,
             max_age=self.settings.max_age))

@@ -4,6 +4,9 @@ Fields (non-raw): `headers`, `dkim`, `SPF`, `to`, `from`, `cc` (if any), `subjec
 `html`, `sender_ip`, `envelope` (JSON), `charsets` (JSON), `attachments` (a count),
 `attachment-info` (JSON) and the files `attachment1`, `attachment2`, ... Raw mode sends the
 whole message as received in `email` instead of `headers`, `text`, `html` and the attachments.
+A message the email package cannot parse (its parser raises on some malformed header fields) is
+sent in raw mode whatever the domain's setting (`Form.unparsed` says why): a receiver gets every
+message once, rather than a message retried until it expires.
 
 Every text field is sent as UTF-8 (bodies and headers are decoded first), so `charsets` names
 UTF-8 for each: a receiver that decodes by `charsets`, as SendGrid's documentation advises, gets
@@ -40,6 +43,7 @@ class Form:
 
     fields: list[tuple[str, str | bytes]]
     files: list[tuple[str, FilePart]] = field(default_factory=list)
+    unparsed: str | None = None  # why a parsed-mode message is sent raw instead
 
     def value(self, name: str) -> str | bytes | None:
         return next((v for k, v in self.fields if k == name), None)
@@ -71,20 +75,35 @@ def build_form(raw: bytes, *, mail_from: str, rcpts: Sequence[str], auth: Mappin
     Results prefix, then the message as received); `rcpts` its recipients at the domain."""
     sender_ip = str(auth.get("sender_ip") or client_ip)
     envelope = json.dumps({"to": list(rcpts), "from": mail_from})
-    if raw_mode:
-        # Only the header section is parsed: to, from and subject.
-        head = _PARSER.parsebytes(header_section(raw), headersonly=True)
-        fields: list[tuple[str, str | bytes]] = [
-            ("dkim", dkim_field(auth)), ("SPF", spf_field(auth)), ("to", _header(head, "to")),
-            ("from", _header(head, "from")), ("subject", _header(head, "subject")),
-            ("sender_ip", sender_ip), ("envelope", envelope),
-            ("charsets", json.dumps({k: "UTF-8" for k in ("to", "from", "subject")})), ("email", raw)]
-        return Form(fields)
+    if not raw_mode:
+        try:
+            return _parsed_form(raw, auth=auth, sender_ip=sender_ip, envelope=envelope)
+        except Exception as exc:  # the email package's parser raises on some malformed fields
+            unparsed = f"could not parse the message: {type(exc).__name__}: {str(exc)[:200]}"
+            return _raw_form(raw, auth=auth, sender_ip=sender_ip, envelope=envelope, unparsed=unparsed)
+    return _raw_form(raw, auth=auth, sender_ip=sender_ip, envelope=envelope)
+
+
+def _raw_form(raw: bytes, *, auth: Mapping[str, Any], sender_ip: str, envelope: str,
+              unparsed: str | None = None) -> Form:
+    """Raw mode: the whole message in `email`; only to, from and subject are read from it."""
+    section = header_section(raw)
+    head = _PARSER.parsebytes(section, headersonly=True)
+    fields: list[tuple[str, str | bytes]] = [
+        ("dkim", dkim_field(auth)), ("SPF", spf_field(auth)), ("to", _header(head, "to", section)),
+        ("from", _header(head, "from", section)), ("subject", _header(head, "subject", section)),
+        ("sender_ip", sender_ip), ("envelope", envelope),
+        ("charsets", json.dumps({k: "UTF-8" for k in ("to", "from", "subject")})), ("email", raw)]
+    return Form(fields, unparsed=unparsed)
+
+
+def _parsed_form(raw: bytes, *, auth: Mapping[str, Any], sender_ip: str, envelope: str) -> Form:
+    """The parsed fields: headers, text, html, attachments."""
     msg = _PARSER.parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     text_part = msg.get_body(preferencelist=("plain",))
     html_part = msg.get_body(preferencelist=("html",))
-    fields = [("headers", header_section(raw).decode("utf-8", "replace")),
+    fields: list[tuple[str, str | bytes]] = [("headers", header_section(raw).decode("utf-8", "replace")),
               ("dkim", dkim_field(auth)), ("SPF", spf_field(auth)),
               ("to", _header(msg, "to")), ("from", _header(msg, "from"))]
     if msg.get("cc") is not None:
@@ -105,9 +124,30 @@ def build_form(raw: bytes, *, mail_from: str, rcpts: Sequence[str], auth: Mappin
     return Form(fields, files)
 
 
-def _header(msg: Message, name: str) -> str:
-    value = msg.get(name)
-    return "" if value is None else str(value)
+def _header(msg: Message, name: str, section: bytes | None = None) -> str:
+    """The decoded field; with `section` given, where the email package raises on the field,
+    its value as written (unfolded, UTF-8 with replacement characters)."""
+    if section is None:
+        value = msg.get(name)
+        return "" if value is None else str(value)
+    try:
+        return _header(msg, name)
+    except Exception:
+        return _written_value(section, name)
+
+
+def _written_value(section: bytes, name: str) -> str:
+    """The first `name` field of a header section as written, unfolded (RFC 5322 §2.2.3)."""
+    prefix = name.lower().encode() + b":"
+    value: list[bytes] | None = None
+    for line in section.splitlines():
+        if value is not None:
+            if line[:1] not in (b" ", b"\t"):
+                break
+            value.append(line)
+        elif line.lower().startswith(prefix):
+            value = [line[len(prefix):]]
+    return b"".join(value).strip().decode("utf-8", "replace") if value is not None else ""
 
 
 def _text(part: Message) -> str:

@@ -342,3 +342,28 @@ def test_inbox_clear_deletes_received_mail_but_not_mail_waiting_for_its_webhook(
     assert [t for _, t in event_types(engine, "k1")][-1] == "deleted-by-operator"
     assert [e.id for e in inbox.list(account="bob")] == ["b1"]
     assert inbox.clear(now=time.time()) == 1 and inbox.count() == 1
+
+
+def test_a_message_the_email_package_cannot_parse_is_posted_raw(engine: sa.Engine, receiver: Receiver,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # `To: "` makes the email package's address parser raise (IndexError): such a message was
+    # retried, then expired. It is posted once in SendGrid's raw shape: the whole message in
+    # `email`, with the envelope and the checks' results.
+    acct = add_domain(engine, "alice", "in.test", webhook=receiver.url)  # a parsed-mode domain
+    body = (b'From: Zo\xc3\xab <zoe@sender.test>\r\nTo: "\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n'
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+    store(engine, acct, "q8", ["ann@in.test"], body)
+    caplog.set_level("INFO", logger="mailrelay.inbound")
+    run_dispatcher(engine, FAST, lambda: statuses(engine, "q8")["ann@in.test"] != "inbound", timeout=8.0)
+    assert statuses(engine, "q8") == {"ann@in.test": "posted"}
+    [post] = receiver.posts
+    form = form_of(post)
+    assert form["email"][0] == TRACE + body
+    assert json.loads(form["envelope"][0]) == {"to": ["ann@in.test"], "from": "bounces@sender.test"}
+    assert form["SPF"][0] == b"pass" and form["dkim"][0] == b"{@sender.test : pass, @esp.test : fail}"
+    assert form["sender_ip"][0] == b"203.0.113.5"
+    assert (form["to"][0], form["from"][0].decode(), form["subject"][0].decode()) == (
+        b'"', "Zoë <zoe@sender.test>", "café")
+    assert not {"headers", "text", "html", "attachments"} & set(form)
+    assert [t for _, t in event_types(engine, "q8")] == ["inbound-posted"]
+    assert any("q8" in r.getMessage() and "posted raw" in r.getMessage() for r in caplog.records)

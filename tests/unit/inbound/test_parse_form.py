@@ -74,3 +74,16 @@ def test_encoding_round_trips_through_the_stdlib_parser() -> None:
         "name%22with%0D%0Aodd", "bin", "attachment1"]
     assert [p.get_payload(decode=True) for p in parts] == ["vålue".encode(), b"\xff\x00\r\n", b"%PDF\r\n--x"]
     assert parts[2].get_filename() == "re%22port.pdf" and parts[2].get_content_type() == "application/pdf"
+
+
+def test_a_message_the_email_package_cannot_parse_becomes_a_raw_form() -> None:
+    # Each raises inside the email package's address parser (IndexError, AttributeError).
+    for to in (b'"', b"<", b"g:;@", b"a@["):
+        raw = b"From: a@b.test\r\nTo: " + to + b"\r\nSubject: hi\r\n there\r\n\r\nbody\r\n"
+        form = _form(raw)
+        assert form.unparsed is not None and form.unparsed.startswith("could not parse the message: "), to
+        assert form.value("email") == raw and form.files == [] and form.value("text") is None
+        # the field as written where it cannot be decoded; folded lines unfolded (RFC 5322 §2.2.3)
+        assert (form.value("to"), form.value("from"), form.value("subject")) == (to.decode(), "a@b.test", "hi there")
+    assert _form(b"To: x@in.test\r\n\r\nhello\r\n").unparsed is None
+    assert _form(b'To: "\r\n\r\nhello\r\n', raw_mode=True).value("to") == '"', "raw mode too"
