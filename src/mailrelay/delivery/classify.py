@@ -1,9 +1,9 @@
 """The one place that decides what a delivery attempt's result means: delivered, deferred, bounced.
 
 Errors are temporary unless proven permanent: only a 5xx reply (from the remote server, or a
-5xx `Reply` that our own policy raised as a `Refusal`) bounces. A refused or reset connection,
-a timeout, a TLS failure or a DNS failure defers, whatever its cause, so a network outage
-never turns into bounces. Hard bounces (RFC 3463 X.1.x: the mailbox or domain does not exist)
+5xx `Reply` that our own policy raised as a `Refusal`) bounces, and not 503, which blames us.
+A refused or reset connection, a timeout, a TLS failure or a DNS failure defers, whatever its
+cause, so a network outage never turns into bounces. Hard bounces (RFC 3463 X.1.x: the mailbox or domain does not exist)
 are the ones that go to the suppression list.
 """
 
@@ -35,6 +35,11 @@ MAX_DIAGNOSTIC = 1000  # characters; a chatty multi-line 5xx must not fill the d
 # sending to it again can only hurt the sender's reputation.
 HARD_BOUNCE_STATUSES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 
+# RFC 5321 §4.2.3: 503 "bad sequence of commands" says our client sent something out of order
+# (or skipped a step a smarthost wants, such as AUTH): our fault, not the address's. It defers,
+# so the mail survives until the fault is fixed, and the caller logs it loudly.
+BAD_SEQUENCE = 503
+
 _UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN,
                           errno.ENETDOWN, errno.EADDRNOTAVAIL})
 
@@ -56,7 +61,8 @@ class Verdict:
 
 
 def classify_reply(code: int, text: str) -> Verdict:
-    """A remote SMTP reply: 2xx delivered, 4xx deferred, 5xx bounced, anything else deferred.
+    """A remote SMTP reply: 2xx delivered, 4xx deferred, 5xx bounced except 503 (our own
+    protocol error, deferred as 4.x.x), anything else deferred.
 
     `text` is the reply text without the code (multi-line text joined by newlines, as
     `smtpclient.Reply` gives it); an RFC 2034 enhanced code at its start sets the status.
@@ -76,6 +82,9 @@ def classify_reply(code: int, text: str) -> Verdict:
     diagnostic = _truncate(said)
 
     klass = code // 100
+    if code == BAD_SEQUENCE:
+        status = "4.5.0" if enhanced is None else f"4.{enhanced[1]}.{enhanced[2]}"  # X.5.0: protocol
+        return Verdict("deferred", status, diagnostic, remote=True)
     if klass == 2:
         outcome: Outcome = "delivered"
     elif klass == 4:

@@ -13,14 +13,17 @@ smarthost routes are only sent over TLS.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mailrelay.delivery.classify import Verdict, classify_error, classify_reply
+from mailrelay.delivery.classify import BAD_SEQUENCE, Verdict, classify_error, classify_reply
 from mailrelay.delivery.routing import Hop
-from mailrelay.delivery.smtpclient import SMTPClient, SMTPClientError
+from mailrelay.delivery.smtpclient import Reply, SMTPClient, SMTPClientError
+
+log = logging.getLogger("mailrelay.delivery")
 
 
 class HostFailed(Exception):
@@ -70,6 +73,16 @@ _NO_VERIFY.check_hostname = False
 _NO_VERIFY.verify_mode = ssl.CERT_NONE  # opportunistic TLS, as MTAs do (RFC 7435)
 
 
+def _judge(hop: Hop, ip: str, command: str, reply: Reply, *, warn: bool = True) -> Verdict:
+    """`classify_reply`, plus a warning when the server says we broke the protocol (503): that
+    is a bug in this client or a smarthost setting, which only an operator can fix."""
+    verdict = classify_reply(reply.code, reply.text)
+    if warn and reply.code == BAD_SEQUENCE:
+        log.warning("%s [%s] answered our %s with \"%s\": a protocol error on our side; deferred, "
+                    "not bounced", hop.host, ip, command, verdict.diagnostic)
+    return verdict
+
+
 def _tls_context(verify: bool) -> ssl.SSLContext:
     if verify:
         ctx = ssl.create_default_context()
@@ -93,16 +106,16 @@ async def connect(hop: Hop, ip: str, *, helo: str, source_address: str, connect_
     try:
         reply = await client.ehlo(helo)
         if reply.code != 250:
-            raise HostFailed(classify_reply(reply.code, reply.text))
+            raise HostFailed(_judge(hop, ip, "EHLO", reply))
         if hop.tls != "none" and client.supports("STARTTLS"):
             verify = hop.tls == "verify"
             context = verify_context if (verify and verify_context is not None) else _tls_context(verify)
             reply = await client.starttls(context, hop.host if verify else None)
             if reply.code != 220:
-                raise HostFailed(classify_reply(reply.code, reply.text))
+                raise HostFailed(_judge(hop, ip, "STARTTLS", reply))
             reply = await client.ehlo(helo)
             if reply.code != 250:
-                raise HostFailed(classify_reply(reply.code, reply.text))
+                raise HostFailed(_judge(hop, ip, "EHLO", reply))
         elif hop.tls in ("encrypt", "verify"):
             raise HostFailed(Verdict("deferred", "4.7.4", f"{hop.host} does not offer STARTTLS, "
                                      f"required by TLS policy {hop.tls}", remote=False))
@@ -112,7 +125,7 @@ async def connect(hop: Hop, ip: str, *, helo: str, source_address: str, connect_
                                          "without TLS", remote=False))
             reply = await client.login(hop.username, hop.password)
             if reply.code != 235:
-                raise HostFailed(classify_reply(reply.code, reply.text))
+                raise HostFailed(_judge(hop, ip, "AUTH", reply))
     except HostFailed:
         client.close()
         raise
@@ -156,22 +169,31 @@ async def send(conn: Connection, *, sender: str, recipients: Sequence[str], data
         # 421 or a dropped connection: what is not settled yet is deferred (RFC 5321 §3.8).
         client.close()
         return all_get(classify_error(exc))
+    warned = False
+
+    def judge(command: str, reply: Reply) -> Verdict:
+        nonlocal warned  # one warning per transaction, not one per recipient
+        verdict = _judge(conn.hop, conn.ip, command, reply, warn=not warned)
+        warned = warned or reply.code == BAD_SEQUENCE
+        return verdict
+
     if t.mail.code // 100 != 2:
         reusable = t.mail.code != 421 and client.usable
+        verdict = judge("MAIL", t.mail)
         for rcpt in recipients:
-            verdicts[rcpt] = classify_reply(t.mail.code, t.mail.text)
+            verdicts[rcpt] = verdict
         return TransactionResult(verdicts, conn.hop.host, conn.ip, conn.tls, reusable=reusable)
     accepted: list[str] = []
     for rcpt, reply in zip(recipients, t.rcpts, strict=True):
         if reply.code // 100 == 2:  # 250, 251 or 252 (RFC 5321 §4.2.2): send it the message
             accepted.append(rcpt)
         else:
-            verdicts[rcpt] = classify_reply(reply.code, reply.text)
+            verdicts[rcpt] = judge("RCPT", reply)
     if accepted:
         if t.final is not None:
-            outcome = classify_reply(t.final.code, t.final.text)
+            outcome = judge("message data", t.final)
         elif t.data is not None and t.data.code != 354:
-            outcome = classify_reply(t.data.code, t.data.text)
+            outcome = judge("DATA", t.data)
         else:  # cannot happen: the client sends the body after a 354 and reads its reply
             outcome = Verdict("deferred", "4.5.0", "no reply to the message data", remote=False)
         for rcpt in accepted:

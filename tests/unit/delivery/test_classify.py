@@ -139,3 +139,17 @@ def test_a_temporary_address_failure_is_not_hard() -> None:
 def test_is_remote_reply() -> None:
     assert is_remote_reply("550 5.1.1 x") and is_remote_reply("554") and is_remote_reply("421-x")
     assert not is_remote_reply("connection refused") and not is_remote_reply("5501 x")
+
+
+@pytest.mark.parametrize(("text", "status"), [
+    ("5.5.1 Error: need MAIL command", "4.5.1"),
+    ("Bad sequence of commands", "4.5.0"),
+    ("5.7.0 Must issue a STARTTLS command first", "4.7.0"),
+])
+def test_503_bad_sequence_is_our_own_protocol_error_and_defers(text: str, status: str) -> None:
+    # RFC 5321 §4.2.3: 503 says our commands came in the wrong order. Nothing is wrong with
+    # the address; a fixed client (or a smarthost configured right) would deliver it.
+    v = classify_reply(503, text)
+    assert (v.outcome, v.status, v.remote) == ("deferred", status, True)
+    assert v.diagnostic == f"503 {text}"
+    assert not is_hard_bounce(v)
