@@ -2,9 +2,11 @@
 
 Python runs one core per process; Postfix spreads its work over processes too. Accepting mail
 stays in the serve process, delivery (with DKIM signing) runs in `delivery.processes` children
-that share the queue through the database, each with its own lease owner name. A pipe from the
-parent wakes a child when new mail is committed; when the parent dies, even by SIGKILL, the pipe
-reaches end-of-file and the child stops too (its leases then let the next start retry).
+that share the queue through the database, each with a lease owner name of its own, unique to
+that start (spool.nodes). A pipe from the parent wakes a child when new mail is committed; when
+the parent dies, even by SIGKILL, the pipe reaches end-of-file and the child stops as on
+SIGTERM: it starts no new transaction, gives back what it has not started, and finishes and
+records the transactions in flight. A restarted parent's new workers never touch its leases.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from mailrelay.app import App
-from mailrelay.delivery.agent import node_name
 from mailrelay.settings import Settings
+from mailrelay.spool.nodes import new_name
 from mailrelay.store.db import create_engine
 
 log = logging.getLogger("mailrelay")
@@ -100,7 +103,8 @@ def _child_main(settings: Settings, index: int, wake: multiprocessing.connection
     # Claims and outcomes may be repeated but never lost, so they need not wait for the disk:
     # this keeps the workers' commits from holding the write lock the SMTP process needs.
     engine = create_engine(settings.storage_url, flush_commits=False)
-    app = App(settings, engine=engine, deliver=True, node=f"{node_name()[:58]}-d{index}", serve_smtp=False)
+    node = new_name(socket.gethostname(), f"-d{index}")
+    app = App(settings, engine=engine, deliver=True, node=node, serve_smtp=False)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -5,6 +5,13 @@ spool writer; each claim (one message at one domain) becomes a job that waits fo
 two limits — connections in total and per destination domain — then reuses or opens a
 connection and runs one SMTP transaction. Outcomes go back through the writer in batches.
 
+Once, not twice: the agent's lease owner name is unique to this start of this process, and a
+heartbeat proves it alive (spool.nodes), so no other process hands back its leases while it
+works. Stopping (SIGTERM, or the parent gone) starts no new transaction: jobs not yet talking
+to a server give their recipients back at once, those mid-transaction finish and are recorded.
+An outcome the database cannot take now is kept in memory and written when it is back, never
+dropped to be sent again at lease expiry.
+
 Security: outbound connections go only where DNS (or a configured route) says, never to
 private or loopback addresses unless `delivery.allow_private_destinations` is set (routing).
 """
@@ -17,7 +24,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Connection as DBConnection
 
@@ -28,8 +35,10 @@ from mailrelay.delivery.routing import Hop, RoutePlan, RoutingError, plan_route
 from mailrelay.resolver.base import Resolver
 from mailrelay.sandbox.capture import record_captures
 from mailrelay.settings import DeliverySettings
-from mailrelay.spool.leases import Claim, backoff, claim_due, release_leases
+from mailrelay.spool import nodes
+from mailrelay.spool.leases import Claim, backoff, claim_due, hand_back
 from mailrelay.spool.writer import SpoolWriter
+from mailrelay.store.health import is_unavailable
 
 log = logging.getLogger("mailrelay.delivery")
 
@@ -42,11 +51,11 @@ OUTCOME_WINDOW = 0.01
 # A finished job: its claim, what happened, and the future that gets the bounce's queue id.
 _Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[str | None]"]
 _Captured = tuple[Claim, bytes, "asyncio.Future[None]"]  # a sandbox claim and its DKIM signature
+HELD_RETRY_MAX = 10.0  # seconds between tries to write outcomes kept through an outage
 
 
-def node_name() -> str:
-    """This node's lease owner name: stable across restarts, distinct between hosts."""
-    return socket.gethostname()[:64]
+class Interrupted(Exception):
+    """The agent is stopping and this job has not started talking to a server: give it back."""
 
 
 class ConnectionPool:
@@ -100,7 +109,7 @@ class DeliveryAgent:
         self.resolver = resolver
         self.hostname = hostname
         self.signer = signer
-        self.node = node or node_name()
+        self.node = node or nodes.new_name(socket.gethostname())
         self.poll_interval = poll_interval
         self.pool = ConnectionPool(settings.connection_reuse_seconds)
         # Route plans by domain for a short while: a burst to one domain costs one MX lookup,
@@ -117,30 +126,106 @@ class DeliveryAgent:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._watch = nodes.Watch(me=self.node, dead_after=settings.dead_after)
+        self._sending: set[asyncio.Task[None]] = set()  # jobs in an SMTP transaction: never cancelled
+        self._given_back: list[int] = []  # recipient ids of jobs stopped before they started
+        self._held: list[_Finished] = []  # outcomes the database could not take yet
+        self._held_since = 0.0
+        self._held_delay = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        released = await self.writer.run(functools.partial(release_leases, node=self.node, now=time.time()))
-        if released:
-            log.info("%d recipients leased to %s before a restart are due again", released, self.node)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="delivery-agent")
+        host = socket.gethostname()
+        await self.writer.run(functools.partial(nodes.register, name=self.node, host=host, now=time.time()))
+        log.info("delivery agent %s started", self.node)
+        loop = asyncio.get_running_loop()
+        self._heartbeat_task = loop.create_task(self._heartbeat(host), name="delivery-heartbeat")
+        self._task = loop.create_task(self._run(), name="delivery-agent")
 
     def wake(self) -> None:
         """New mail was queued: claim now instead of at the next poll."""
         self._wake.set()
 
     async def stop(self, timeout: float) -> None:
-        """Stop claiming; let transactions in flight finish (bounded); leases cover the rest."""
+        """Stop claiming and start no new transaction: jobs not yet talking to a server give
+        their recipients back; transactions in flight finish (bounded) and are recorded."""
         self._stopping = True
         self._wake.set()
+        deadline = time.monotonic() + timeout
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=timeout)
+        for task in self._jobs - self._sending:
+            task.cancel()
         if self._jobs:
-            _, pending = await asyncio.wait(set(self._jobs), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._jobs), timeout=max(0.1, deadline - time.monotonic()))
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
         await self.pool.expire(everything=True)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        await self._leave(deadline)
+
+    async def _leave(self, deadline: float) -> None:
+        """Write what is still held, give back unstarted work, then leave the nodes table
+        (handing back whatever an interrupted transaction still leased). Retried until the
+        deadline if the database is away; after that another node finds us dead and does it."""
+        while True:
+            if self._held:
+                self._flush_outcomes(self._held_take())
+            try:
+                if self._given_back:
+                    ids, self._given_back = self._given_back, []
+                    try:
+                        n = await self.writer.run(functools.partial(hand_back, node=self.node, ids=ids,
+                                                                    now=time.time()))
+                    except Exception:
+                        self._given_back = ids + self._given_back
+                        raise
+                    log.info("stopping: %d recipients not yet sent are due again now", n)
+                left = await self.writer.run(functools.partial(nodes.leave, name=self.node, now=time.time()))
+                if left:
+                    log.warning("stopping: %d recipients interrupted mid-transaction are due again now", left)
+                if not self._held:
+                    return
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.error("stopping: could not give back leases: %s", exc)
+                    return
+            if time.monotonic() >= deadline:
+                if self._held:
+                    held = ", ".join(sorted({c.message.id for c, _, _ in self._held}))
+                    log.error("stopping with %d delivery outcomes not recorded (database unavailable): %s; "
+                              "these messages will be tried again once their leases end", len(self._held), held)
+                return
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    async def _heartbeat(self, host: str) -> None:
+        """Beat, and bury the nodes whose heartbeat stood still (their leases are due now)."""
+        s = self.settings
+        while not self._stopping:
+            await asyncio.sleep(s.heartbeat_seconds)
+            try:
+                alive = await self.writer.run(functools.partial(nodes.beat, name=self.node, host=host,
+                                                                now=time.time()))
+                if not alive:
+                    log.warning("delivery agent %s was taken for dead (no heartbeat for %gs) and its leases "
+                                "were handed back; it goes on", self.node, s.dead_after)
+                rows = await self.writer.run(nodes.heartbeats)
+                for name, beat_at in self._watch.dead(rows, now=time.monotonic()):
+                    n = await self.writer.run(functools.partial(nodes.bury, name=name, heartbeat_at=beat_at,
+                                                                now=time.time()))
+                    if n is not None:
+                        log.warning("delivery agent %s is dead (no heartbeat for %gs): %d recipients it "
+                                    "leased are due again now", name, s.dead_after, n)
+                        self.wake()
+            except Exception as exc:
+                self._watch.forget()  # unseen time proves nothing
+                if not is_unavailable(exc):
+                    log.exception("heartbeat failed")
 
     # -- the claim loop -------------------------------------------------------------------
 
@@ -151,13 +236,17 @@ class DeliveryAgent:
             self._wake.clear()  # before claiming: a wake-up from here on is kept for the wait
             room = high_water - len(self._jobs)
             claims: list[Claim] = []
-            if room > 0:
+            if room > 0 and not self._held:  # outcomes first: the database is back when they are in
                 try:
                     claims = await self.writer.run(functools.partial(
                         self._claim, node=self.node, now=time.time(), limit=min(room, 500)))
-                except Exception:
-                    log.exception("claiming due recipients failed; retrying shortly")
+                except Exception as exc:
+                    if not is_unavailable(exc):  # an outage is logged once, by the writer
+                        log.exception("claiming due recipients failed; retrying shortly")
                     claims = []
+            if self._stopping:
+                self._given_back.extend(r.id for c in claims for r in c.recipients)
+                claims = []
             for claim in claims:
                 task = asyncio.get_running_loop().create_task(self._job(claim))
                 self._jobs.add(task)
@@ -173,6 +262,7 @@ class DeliveryAgent:
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
+        self._sending.discard(task)
         # Half the jobs in hand are done: claim more now rather than at the next poll, or a
         # busy queue would be worked through one poll interval at a time.
         if len(self._jobs) <= self._high_water // 2:
@@ -199,6 +289,12 @@ class DeliveryAgent:
         try:
             async with self._domain_slot(claim.domain), self._total:
                 outcomes = await self._deliver(claim)
+        except (Interrupted, asyncio.CancelledError):
+            if asyncio.current_task() in self._sending:
+                raise  # cut off mid-transaction at the stop deadline: nodes.leave hands it back
+            # Stopping before a transaction began: nothing was sent, the recipients go back.
+            self._given_back.extend(r.id for r in claim.recipients)
+            return
         except Exception as exc:  # a bug must defer one message, not stop the agent
             log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain)
             verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
@@ -210,8 +306,8 @@ class DeliveryAgent:
         try:
             bounce = await self._record(claim, outcomes)
         except Exception as exc:
-            # E.g. an operator deleted the message meanwhile. The lease runs out and, if the
-            # recipients still exist, they are tried again: late rather than lost.
+            # E.g. an operator deleted the message meanwhile (an outage is not here: those
+            # outcomes are held until the database is back).
             log.warning("could not record the outcome for %s: %s", claim.message.id, exc)
             return
         if bounce is not None:
@@ -234,10 +330,18 @@ class DeliveryAgent:
 
         def written(done: asyncio.Future[list[str | None]]) -> None:
             exc = done.exception()
+            if exc is not None and is_unavailable(exc):
+                self._hold(batch, exc)
+                return
             if exc is not None and len(batch) > 1:
                 for item in batch:  # one bad item must not fail the others: one by one
                     self._flush_outcomes([item])
                 return
+            if self._held_since and not self._held:
+                log.warning("delivery outcomes held through a database outage are recorded (after %.1f s)",
+                            time.monotonic() - self._held_since)
+                self._held_since = 0.0
+                self._held_delay = 0.0
             for i, (_, _, fut) in enumerate(batch):
                 if fut.done():
                     continue
@@ -247,6 +351,28 @@ class DeliveryAgent:
                     fut.set_result(done.result()[i])
 
         self.writer.run(op).add_done_callback(written)
+
+    def _hold(self, batch: Sequence[_Finished], exc: BaseException) -> None:
+        """The database cannot take these outcomes now. Sent mail must not be sent again at
+        lease expiry: keep them (their jobs wait, so no new claims come while any are held:
+        the list is bounded by the jobs in hand) and try again with backoff."""
+        if not self._held and not self._held_since:
+            self._held_since = time.monotonic()
+            log.error("cannot record delivery outcomes (%s); %d kept in memory and retried until the database "
+                      "is back; no new deliveries start meanwhile", exc, len(batch))
+        first = not self._held
+        self._held.extend(batch)
+        if first:
+            self._held_delay = min(max(0.25, 2 * self._held_delay), HELD_RETRY_MAX)
+            asyncio.get_running_loop().call_later(self._held_delay, self._retry_held)
+
+    def _held_take(self) -> list[_Finished]:
+        batch, self._held = self._held, []
+        return batch
+
+    def _retry_held(self) -> None:
+        if self._held:
+            self._flush_outcomes(self._held_take())
 
     async def _capture(self, claim: Claim) -> None:
         """A sandbox account's message: signed exactly as for delivery, then kept, never sent
@@ -304,6 +430,12 @@ class DeliveryAgent:
                     except HostFailed as exc:
                         last, last_where = exc.verdict, (hop.host, ip)
                         continue
+                if self._stopping:  # the last moment to give the recipients back unsent
+                    await conn.close()
+                    raise Interrupted
+                task = asyncio.current_task()
+                assert task is not None
+                self._sending.add(task)  # from here on stop() lets the job finish and record
                 result = await send(conn, sender=claim.message.mail_from, recipients=addresses, data=data)
                 if result.reusable and not self._stopping:
                     self.pool.put(conn)

@@ -29,6 +29,7 @@ from mailrelay.events import outbox, signing
 from mailrelay.events.payload import encode_batch
 from mailrelay.settings import WebhookSettings
 from mailrelay.spool.writer import SpoolWriter
+from mailrelay.store.health import is_unavailable
 
 log = logging.getLogger("mailrelay.webhook")
 
@@ -106,7 +107,8 @@ class WebhookDispatcher:
                         per_account=s.batch_size * BATCHES_PER_CLAIM, max_age=s.max_age,
                         busy=frozenset(self._busy)))
                 except Exception as exc:
-                    log.error("webhook outbox: claiming events failed: %s", exc)
+                    if not is_unavailable(exc):  # an outage is logged once, by the writer
+                        log.error("webhook outbox: claiming events failed: %s", exc)
             if claimed is not None:
                 if claimed.expired:
                     log.warning("webhook outbox: gave up on %d events older than %gs", claimed.expired, s.max_age)

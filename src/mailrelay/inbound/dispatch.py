@@ -30,6 +30,7 @@ from mailrelay.inbound import claims, parse
 from mailrelay.settings import InboundSettings
 from mailrelay.spool.leases import backoff
 from mailrelay.spool.writer import SpoolWriter
+from mailrelay.store.health import is_unavailable
 
 log = logging.getLogger("mailrelay.inbound")
 
@@ -94,7 +95,8 @@ class InboundDispatcher:
                         claims.claim, node=self.node, now=self._clock(), limit=room, lease_seconds=lease,
                         next_attempt=self._next_attempt))
                 except Exception as exc:
-                    log.error("inbound webhook: claiming messages failed: %s", exc)
+                    if not is_unavailable(exc):  # an outage is logged once, by the writer
+                        log.error("inbound webhook: claiming messages failed: %s", exc)
             for post in posts:
                 task = asyncio.create_task(self._deliver(post), name=f"inbound-{post.message_id}")
                 self._busy.add(task)

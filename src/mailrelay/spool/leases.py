@@ -98,19 +98,19 @@ def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seco
     return [Claim(msgs[mid], domain, tuple(rcpts)) for (mid, domain), rcpts in groups.items() if mid in msgs]
 
 
-def release_leases(conn: Connection, *, node: str, now: float) -> int:
-    """At start-up: what this node held when it died was interrupted, not failed — due now."""
-    result = conn.execute(
-        recipients.update()
-        .where(recipients.c.lease_owner == node, recipients.c.status.in_(PENDING))
-        .values(lease_owner=None, lease_until=None, next_attempt_at=now, updated_at=now)
-    )
-    return int(result.rowcount or 0)
-
-
 def _json(text: Any) -> dict[str, str | None]:
     try:
         value = json.loads(text or "{}")
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def hand_back(conn: Connection, *, node: str, ids: list[int], now: float) -> int:
+    """Recipients claimed but never attempted (the node is stopping): due now, and the attempt
+    counted at the claim is taken back. Only those `node` still leases."""
+    r = recipients
+    result = conn.execute(
+        r.update().where(r.c.id.in_(ids), r.c.lease_owner == node, r.c.status.in_(PENDING))
+        .values(lease_owner=None, lease_until=None, next_attempt_at=now, attempts=r.c.attempts - 1, updated_at=now))
+    return int(result.rowcount or 0)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailrelay.events.log import add_events
 from mailrelay.quota.usage import add_usage
+from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
 from mailrelay.store.schema import messages, recipients
 
 log = logging.getLogger("mailrelay.spool")
@@ -103,6 +104,7 @@ class SpoolWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.written = 0
+        self.health = StorageHealth()
         self.on_enqueued: Callable[[], None] | None = None  # called on the loop after new mail commits
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -174,6 +176,12 @@ class SpoolWriter:
         try:
             op_results = self._commit(batch)
         except Exception as exc:
+            if is_unavailable(exc):
+                # The database, not this batch: one by one would only fail again, slower.
+                self.health.failed(exc, messages=sum(1 for work, _, _ in batch if isinstance(work, SpoolRecord)))
+                unavailable = StorageUnavailable(describe(exc))
+                self._resolve([(fut, None, unavailable) for _, fut, _ in batch])
+                return
             if len(batch) == 1:
                 work = batch[0][0]
                 what = work.queue_id if isinstance(work, SpoolRecord) else getattr(work, "__name__", "op")
@@ -184,6 +192,7 @@ class SpoolWriter:
             for item in batch:
                 self._write([item])
             return
+        self.health.succeeded()
         self.batches += 1
         enqueued = sum(1 for work, _, _ in batch if isinstance(work, SpoolRecord))
         self.written += enqueued

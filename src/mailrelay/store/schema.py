@@ -104,6 +104,19 @@ recipients = sa.Table(
     sa.Index("ix_recipients_status_next", "status", "next_attempt_at"),
 )
 
+# The processes that hold leases, each under a name unique to one start of one process
+# (spool.nodes). A row whose heartbeat stops changing belongs to a dead process: its leases
+# are handed back at once instead of at lease expiry, and a live process's never are.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # the lease owner name
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+
 # One row per delivery attempt of one recipient: what `queue show` explains a wait with.
 attempts = sa.Table(
     "attempts",

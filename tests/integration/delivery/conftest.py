@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -28,6 +29,7 @@ class Received:
     data: bytes
     tls: bool
     helo: str
+    at: float = 0.0  # time.monotonic() when DATA began
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Behaviour:
     reject: set[str] = field(default_factory=set)  # RCPT answered 550 5.1.1
     defer_rcpt: set[str] = field(default_factory=set)  # RCPT answered 450 4.2.1
     unverified: set[str] = field(default_factory=set)  # RCPT answered 252: taken, not verified
+    data_delay: float = 0.0  # seconds between the end of DATA and the 250: a slow server
 
 
 class RecordingHandler:
@@ -43,6 +46,7 @@ class RecordingHandler:
         self.behaviour = behaviour
         self.messages: list[Received] = []
         self.data_attempts = 0
+        self.in_data = 0  # transactions between DATA and our reply right now
         self.connections = 0
         self.lock = threading.Lock()
 
@@ -68,13 +72,21 @@ class RecordingHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        began = time.monotonic()
         with self.lock:
             self.data_attempts += 1
             if self.data_attempts <= self.behaviour.defer_first:
                 return "451 4.3.0 Temporary local problem, try again"
+        if self.behaviour.data_delay:
+            with self.lock:
+                self.in_data += 1
+            await asyncio.sleep(self.behaviour.data_delay)
+            with self.lock:
+                self.in_data -= 1
+        with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content or b"",
-                                          session.ssl is not None, session.host_name or ""))
+                                          session.ssl is not None, session.host_name or "", began))
         return "250 2.0.0 OK queued"
 
 

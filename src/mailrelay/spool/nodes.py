@@ -1,0 +1,118 @@
+"""Lease owners: a name for each start of each delivering process, kept alive by a heartbeat.
+
+A lease ends when its work is recorded, when it expires, or when its owner is proven dead;
+never because another process starts. Names are unique per process start (host, pid and a
+random token), so two nodes on one host, or a restarted parent and the worker it left
+behind, can never mistake each other's leases for their own.
+
+Proof of death: the owner's row in `nodes` has not changed for `dead_after` seconds of the
+*observer's* monotonic clock. No timestamps are compared between hosts (clocks may disagree),
+and an observer that could not reach the database proves nothing: it forgets what it saw and
+starts watching afresh, so after an outage every node gets `dead_after` seconds to beat again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailrelay.store.schema import nodes, recipients
+
+NAME_MAX = 64  # recipients.lease_owner
+_HOST_MAX = 32  # leaves room for ".<pid>.<token>", "-dN" and "/inbound"
+
+
+def new_name(host: str, suffix: str = "") -> str:
+    """A lease owner name unique to this start of this process: `host.pid.token` + suffix."""
+    name = f"{host[:_HOST_MAX]}.{os.getpid()}.{secrets.token_hex(3)}{suffix}"
+    return name[:NAME_MAX]
+
+
+def register(conn: Connection, *, name: str, host: str, now: float) -> None:
+    conn.execute(nodes.insert().values(name=name, host=host[:255], pid=os.getpid(), started_at=now,
+                                       heartbeat_at=now))
+
+
+def beat(conn: Connection, *, name: str, host: str, now: float) -> bool:
+    """Our heartbeat; False if our row was gone (another node took us for dead and handed
+    back our leases: we were cut off for longer than `dead_after`). The row is put back."""
+    if conn.execute(nodes.update().where(nodes.c.name == name).values(heartbeat_at=now)).rowcount:
+        return True
+    register(conn, name=name, host=host, now=now)
+    return False
+
+
+def heartbeats(conn: Connection) -> list[tuple[str, float]]:
+    return [(r.name, r.heartbeat_at) for r in conn.execute(sa.select(nodes.c.name, nodes.c.heartbeat_at))]
+
+
+def owned_by(names: Iterable[str]) -> list[str]:
+    """Every lease owner name a node uses: its own, and its inbound dispatcher's."""
+    return [owner for name in names for owner in (name, f"{name}/inbound"[:NAME_MAX])]
+
+
+def hand_back_all(conn: Connection, *, owners: Iterable[str], now: float) -> int:
+    """Every lease of these owners is interrupted work: due again now. Recorded outcomes clear
+    the lease, so only recipients still being worked on carry one."""
+    owners = list(owners)
+    if not owners:
+        return 0
+    result = conn.execute(recipients.update().where(recipients.c.lease_owner.in_(owners))
+                          .values(lease_owner=None, lease_until=None, next_attempt_at=now, updated_at=now))
+    return int(result.rowcount or 0)
+
+
+def bury(conn: Connection, *, name: str, heartbeat_at: float, now: float) -> int | None:
+    """A dead node: remove its row, if it has not beaten since we looked, and hand back its
+    leases. None when it beat meanwhile (alive after all)."""
+    gone = conn.execute(nodes.delete().where(nodes.c.name == name, nodes.c.heartbeat_at == heartbeat_at))
+    if not gone.rowcount:
+        return None
+    return hand_back_all(conn, owners=owned_by([name]), now=now)
+
+
+def leave(conn: Connection, *, name: str, now: float) -> int:
+    """A clean stop: what we still lease was interrupted; our row goes."""
+    conn.execute(nodes.delete().where(nodes.c.name == name))
+    return hand_back_all(conn, owners=owned_by([name]), now=now)
+
+
+@dataclass
+class _Seen:
+    heartbeat_at: float
+    changed_at: float  # our monotonic clock when we first saw this value
+
+
+class Watch:
+    """Which other nodes are dead, judged by what this node saw of their heartbeats."""
+
+    def __init__(self, *, me: str, dead_after: float) -> None:
+        self.me = me
+        self.dead_after = dead_after
+        self._seen: dict[str, _Seen] = {}
+
+    def forget(self) -> None:
+        """We could not see the database: nothing seen before proves anything now."""
+        self._seen.clear()
+
+    def dead(self, rows: Iterable[tuple[str, float]], *, now: float) -> list[tuple[str, float]]:
+        """(name, heartbeat) of the nodes whose heartbeat stood still for `dead_after`."""
+        out = []
+        present = set()
+        for name, heartbeat_at in rows:
+            if name == self.me:
+                continue
+            present.add(name)
+            seen = self._seen.get(name)
+            if seen is None or seen.heartbeat_at != heartbeat_at:
+                self._seen[name] = _Seen(heartbeat_at, now)
+            elif now - seen.changed_at >= self.dead_after:
+                out.append((name, heartbeat_at))
+        for name in set(self._seen) - present:
+            del self._seen[name]
+        return out
