@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 import types
@@ -55,6 +56,12 @@ class TLSSettings:
 class StorageSettings:
     url: str = ""  # empty: sqlite:///<data_dir>/mailrelay.db
     group_commit_max: int = 512
+    # MAIL is answered 452 4.3.1 when the SQLite database's file system has less than this
+    # many bytes free, plus the SIZE= declared (Postfix's queue_minfree). 64 MiB: twice the
+    # default 30 MiB smtp.max_message_size (Postfix asks for at least 1.5 times; a message
+    # sits in SQLite's WAL and then in the database file, and outcomes still need room).
+    min_free: int = 67_108_864
+    connect_timeout: float = 10.0  # seconds to reach PostgreSQL (psycopg's own default: 130)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,8 @@ class DeliverySettings:
     max_lifetime: float = 432_000.0  # 5 days, Postfix maximal_queue_lifetime
     delay_warning: float = 0.0  # send a "delayed" DSN after this many seconds; 0: never
     lease_seconds: float = 900.0
+    heartbeat_seconds: float = 5.0  # each delivering process writes its heartbeat this often
+    dead_after: float = 30.0  # a heartbeat unchanged this long proves its process dead
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
     connection_reuse_seconds: float = 5.0
@@ -536,6 +545,7 @@ def parse_listen(addr: str) -> tuple[str, int]:
 def _check(s: Settings) -> None:
     """Cross-field rules that a single type cannot express."""
     src = s.source
+    _check_storage(s)
     if s.smtp.max_recipients < 1:
         raise ConfigError(src, "smtp.max_recipients", "expected at least 1 (RFC 5321 §4.5.3.1.8 asks for 100)")
     if s.smtp.max_message_size < 1024:
@@ -563,8 +573,50 @@ def _check(s: Settings) -> None:
     if s.inbound.timeout <= 0 or s.inbound.retry_first <= 0:
         raise ConfigError(src, "inbound.timeout" if s.inbound.timeout <= 0 else "inbound.retry_first",
                           "expected a number of seconds above 0")
+    d = s.delivery
+    if d.heartbeat_seconds <= 0:
+        raise ConfigError(src, "delivery.heartbeat_seconds", "expected a number of seconds above 0")
+    if d.dead_after < 2 * d.heartbeat_seconds:
+        raise ConfigError(src, "delivery.dead_after",
+                          f"expected at least twice delivery.heartbeat_seconds ({2 * d.heartbeat_seconds:g})")
+    if d.lease_seconds < d.dead_after:
+        raise ConfigError(src, "delivery.lease_seconds", f"expected at least delivery.dead_after ({d.dead_after:g})")
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
+
+
+# Schemes (and drivers) mailrelay ships: SQLite, and PostgreSQL through psycopg 3.
+_STORAGE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+# user:password@ up to the last @ of the authority: a password with an unescaped @ is hidden whole.
+_URL_PASSWORD = re.compile(r"^([\w+]+://[^:/@?]*):[^?]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password shown as ***: for every message and log line that names it."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+
+
+def _check_storage(s: Settings) -> None:
+    src, url = s.source, s.storage.url
+    if url:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in _STORAGE_SCHEMES:
+            raise ConfigError(src, "storage.url", "only sqlite and postgresql are supported "
+                              f"(sqlite:///path or postgresql://user@host/db), got {redact_url(url)!r}")
+        from sqlalchemy.engine import make_url  # here: settings alone need not load SQLAlchemy
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+            reason = str(exc).replace(url, redact_url(url))
+            raise ConfigError(src, "storage.url", f"not a usable database URL ({reason}), got "
+                              f"{redact_url(url)!r}; expected sqlite:///PATH or "
+                              "postgresql://USER@HOST:PORT/DB") from None
+    if s.storage.connect_timeout < 2:
+        # libpq and psycopg take whole seconds and treat anything below 2 as 2.
+        raise ConfigError(src, "storage.connect_timeout", "expected at least 2 seconds")
 
 
 DEFAULT_CONFIG = """\
@@ -577,6 +629,7 @@ data_dir = "data"            # SQLite database, TLS certificate
 
 [storage]
 # url = "postgresql://user@127.0.0.1:5432/mailrelay"   # default: SQLite in data_dir
+# min_free = 67108864   # bytes free below which MAIL gets 452 4.3.1 (SQLite only; 0: off)
 
 [submission]
 # Networks that may relay without AUTH (like Postfix's mynetworks), sent as trusted_account.
