@@ -33,6 +33,7 @@ from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.server import BindFailure, EngineLimits, Listener, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
 from mailrelay.spool.writer import SpoolWriter
+from mailrelay.store.space import for_url as disk_space_for
 from mailrelay.submission.policy import SubmissionPolicy
 
 log = logging.getLogger("mailrelay")
@@ -120,7 +121,8 @@ class App:
                                   executor=self.auth_executor,
                                   sender_domains=self.signer if s.submission.require_own_domain else None,
                                   plans=s.plans, default_plan=s.accounts.default_plan,
-                                  inbound=self.receiver)
+                                  inbound=self.receiver,
+                                  space=disk_space_for(s.storage_url, min_free=s.storage.min_free))
         listeners = [
             Listener(
                 name=ls.name,

@@ -42,6 +42,7 @@ from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
+from mailrelay.store.space import DiskSpace
 from mailrelay.submission import smtpapi
 from mailrelay.submission.trace import trace_headers
 
@@ -51,6 +52,8 @@ TRUSTED_ACCOUNT_UNAVAILABLE = Reply(451, "4.3.5", "Trusted-network account unava
 # RFC 3463 §3.8 X.7.1: delivery not authorized (SendGrid answers "451 ... Maximum credits exceeded").
 QUOTA_EXCEEDED = Reply(451, "4.7.1", "Maximum credits exceeded")
 RATE_EXCEEDED = Reply(451, "4.7.1", "Rate limit exceeded")
+# RFC 5321 §4.2.2 452 "insufficient system storage"; RFC 3463 §3.4 X.3.1 "mail system full".
+INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 
 
 @dataclass(slots=True)
@@ -82,9 +85,10 @@ class SubmissionPolicy:
                  trusted_account: str = "", executor: Executor | None = None,
                  cache_seconds: float = 30.0, sender_domains: SenderDomains | None = None,
                  plans: Sequence[PlanSettings] = (), default_plan: str = "free",
-                 inbound: InboundReceiver | None = None,
+                 inbound: InboundReceiver | None = None, space: DiskSpace | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.hostname = hostname
+        self.space = space  # None: free space is not checked (PostgreSQL, storage.min_free = 0)
         self.inbound = inbound  # None: no mail is received for our own domains
         self.accounts = accounts
         self.writer = writer
@@ -127,6 +131,11 @@ class SubmissionPolicy:
         account = self.sender_account(session)
         if account is not None and txn.declared_size is not None:
             self._check_size(self.plans.get(account.plan), txn.declared_size)
+        # Every MAIL, received mail too (one check serves both: which a transaction is
+        # becomes known only at RCPT). Postfix's queue_minfree: refuse before the data is
+        # sent rather than fail its commit at the end of DATA.
+        if self.space is not None and not self.space.room_for(txn.declared_size or 0):
+            raise Refusal(INSUFFICIENT_STORAGE)
 
     def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
         if session.identity is not None or session.trusted:
