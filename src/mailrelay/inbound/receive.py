@@ -11,7 +11,8 @@ End of DATA (`accept`): SPF (RFC 7208) of the client address for the MAIL FROM d
 name for a null sender), DKIM (RFC 6376) for every signature, iprev (RFC 8601 §3: the PTR name
 resolves back to the address) concurrently, then DMARC (RFC 7489) from their results. Each is
 bounded in time and a DNS failure is a temperror, never a pass. Under `enforce`, a DMARC fail
-with p=reject is refused (550 5.7.1) and p=quarantine is accepted and marked. The message is
+with p=reject is refused (550 5.7.1) and p=quarantine is accepted and marked; pct= picks which
+failing messages get the policy, the others get the next lower one (RFC 7489 §6.6.4). The message is
 stored as received, minus Authentication-Results fields claiming our hostname (RFC 8601 §5);
 our Received and Authentication-Results fields are the stored prefix (STYLE habit 8). No
 quota, plan, sandbox or X-SMTPAPI processing applies to received mail.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -166,7 +168,8 @@ class InboundReceiver:
     def __init__(self, *, hostname: str, directory: InboundDirectory, resolver: InboundResolver,
                  spf: SPFChecker, writer: SpoolWriter, executor: Executor | None = None,
                  dns_timeout: float = 5.0, rate_per_minute: int = INBOUND_RATE_PER_MINUTE,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sample: Callable[[], float] = random.random,
+                 ) -> None:
         self.hostname = hostname
         self.directory = directory
         self.resolver = resolver
@@ -176,6 +179,7 @@ class InboundReceiver:
         self.dns_timeout = dns_timeout
         self.rate_per_minute = rate_per_minute
         self.clock = clock
+        self.sample = sample  # DMARC pct= sampling (RFC 7489 §6.6.4): a draw in [0, 1)
         self.rate = RateLimiter()
 
     def close(self) -> None:
@@ -251,7 +255,8 @@ class InboundReceiver:
         state = txn.inbound
         assert isinstance(state, InboundState)
         checks = await self.check(session, txn, body)
-        action = dmarc_action(checks.dmarc, "enforce" if state.dmarc_policy == "enforce" else "monitor")
+        action = dmarc_action(checks.dmarc, "enforce" if state.dmarc_policy == "enforce" else "monitor",
+                              sample=self.sample())
         if action == "reject":
             log.info("DMARC reject from %s: from-domain=%s mail-from=<%s> account=%s",
                      session.peer_ip, checks.dmarc.from_domain, txn.sender.address[:80], state.account_name)

@@ -3,7 +3,7 @@
 `check_message` reads the RFC5322.From domain and calls `check_dmarc`, which looks up
 `_dmarc.<from-domain>`, falling back to `_dmarc.<organizational domain>` (§6.6.3), and passes when
 an SPF pass or a DKIM pass is aligned with the From domain (§3.1). `dmarc_action` turns a result
-into what an inbound policy does with it under `monitor` or `enforce`.
+into what an inbound policy does with it under `monitor` or `enforce`, sampled by pct= (§6.6.4).
 
 Results (RFC 8601 §2.7.2 values): pass, fail, none (no record), temperror (DNS failed: never a
 silent pass), permerror (several records, a broken record, or a From we cannot read).
@@ -255,9 +255,17 @@ async def _records(resolver: TXTResolver, domain: str) -> list[str]:
     return [t for t in await resolver.txt(f"_dmarc.{domain}") if is_dmarc_record(t)]
 
 
-def dmarc_action(result: DMARCResult, mode: Enforcement) -> Action:
+def dmarc_action(result: DMARCResult, mode: Enforcement, *, sample: float) -> Action:
     """What to do with the message: `monitor` only records; `enforce` applies p= on fail
-    (reject → refuse with DMARC_REJECT, quarantine → accept and mark). pct= is not applied."""
+    (reject → refuse with DMARC_REJECT, quarantine → accept and mark), sampled by pct=.
+
+    `sample` is a uniform random draw in [0, 1), given by the caller (tests pass fixed ones).
+    RFC 7489 §6.6.4: the policy applies to pct percent of failing messages; one not selected
+    gets the next lower policy (reject → quarantine, quarantine → none)."""
     if mode != "enforce" or result.result != "fail" or result.policy in (None, "none"):
         return "accept"
-    return "reject" if result.policy == "reject" else "quarantine"
+    pct = result.record.pct if result.record is not None else 100
+    selected = sample * 100 < pct
+    if result.policy == "reject":
+        return "reject" if selected else "quarantine"
+    return "quarantine" if selected else "accept"

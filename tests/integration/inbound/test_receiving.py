@@ -44,6 +44,8 @@ def publish(dns: FakeDNS, dkim_pem: bytes) -> None:
     dns.txt("esp.test", "v=spf1 ip4:127.0.0.10 ip4:127.0.0.11 -all")  # a bulk sender's bounce domain
     dns.txt("quar.test", "v=spf1 -all")
     dns.txt("_dmarc.quar.test", "v=DMARC1; p=quarantine")
+    dns.txt("pct0.test", "v=spf1 -all")
+    dns.txt("_dmarc.pct0.test", "v=DMARC1; p=reject; pct=0")
     dns.ptr("10.0.0.127.in-addr.arpa", "mail.sender.test")
     dns.a("mail.sender.test", GOOD_IP)
     dns.ptr("11.0.0.127.in-addr.arpa", "liar.sender.test")  # does not lead back: iprev fail
@@ -199,6 +201,18 @@ def test_dmarc_pass_under_enforce_and_quarantine_marked(inbound: Node) -> None:
     assert auth["dmarc"]["result"] == "fail" and auth["dmarc"]["action"] == "quarantine"
     trace = bytes(row["trace_headers"])
     assert trace.endswith(b"X-Mailrelay-Quarantine: dmarc\r\n") and b"dmarc=fail" in trace
+
+
+def test_dmarc_pct_0_applies_the_next_lower_policy(inbound: Node) -> None:
+    # RFC 7489 §6.6.4: p=reject with pct=0 selects no message, so each gets quarantine instead.
+    inbound.app.domains.set_inbound("in.test", dmarc_policy="enforce")
+    code, reply = send(inbound, message(sender="eve@pct0.test"), mail_from="eve@pct0.test")
+    assert code == 250, reply
+    row = by_reply(inbound, reply)
+    auth = json.loads(row["auth"])
+    assert (auth["dmarc"]["result"], auth["dmarc"]["policy"], auth["dmarc"]["action"]) == (
+        "fail", "reject", "quarantine")
+    assert bytes(row["trace_headers"]).endswith(b"X-Mailrelay-Quarantine: dmarc\r\n")
 
 
 def test_recipient_checks(inbound: Node) -> None:

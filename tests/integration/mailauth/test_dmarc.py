@@ -60,10 +60,10 @@ def test_reject_and_quarantine_under_enforce_and_monitor(fake_dns: FakeDNS) -> N
     fake_dns.txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine")
     rejected = dmarc(fake_dns, "reject.test", ("pass", "evil.test"))
     quarantined = dmarc(fake_dns, "quarantine.test", ("pass", "evil.test"))
-    assert dmarc_action(rejected, "enforce") == "reject"
-    assert dmarc_action(rejected, "monitor") == "accept"
-    assert dmarc_action(quarantined, "enforce") == "quarantine"
-    assert dmarc_action(quarantined, "monitor") == "accept"
+    assert dmarc_action(rejected, "enforce", sample=0.0) == "reject"
+    assert dmarc_action(rejected, "monitor", sample=0.0) == "accept"
+    assert dmarc_action(quarantined, "enforce", sample=0.0) == "quarantine"
+    assert dmarc_action(quarantined, "monitor", sample=0.0) == "accept"
 
 
 def test_subdomain_falls_back_to_the_organizational_record_and_its_sp(fake_dns: FakeDNS) -> None:
@@ -133,6 +133,7 @@ def test_whole_message_signed_and_checked(fake_dns: FakeDNS) -> None:
 
     assert asyncio.run(run(signed)).result == "pass"
     tampered = asyncio.run(run(signed.replace(b"Hello", b"Pay me")))
-    assert (tampered.result, tampered.policy, dmarc_action(tampered, "enforce")) == ("fail", "reject", "reject")
+    assert (tampered.result, tampered.policy, dmarc_action(tampered, "enforce", sample=0.0)) == (
+        "fail", "reject", "reject")
     no_from = asyncio.run(run(msg.replace(b"From: Alice <alice@example.com>\r\n", b"")))
     assert (no_from.result, no_from.comment) == ("permerror", "no From field")

@@ -81,10 +81,28 @@ def test_alignment() -> None:
 ])
 def test_action(result: str, policy: str | None, monitor: str, enforce: str) -> None:
     r = DMARCResult(result, policy, "example.com", "example.com")  # type: ignore[arg-type]
-    assert (dmarc_action(r, "monitor"), dmarc_action(r, "enforce")) == (monitor, enforce)
+    assert (dmarc_action(r, "monitor", sample=0.0), dmarc_action(r, "enforce", sample=0.0)) == (monitor, enforce)
 
 
 def test_a_from_field_too_long_or_too_nested_is_not_parsed() -> None:
     many = b"From: " + b"\r\n ".join([b"a@example.com,"] * 100_000) + b"\r\n\r\nbody\r\n"
     assert from_domain(many).problem == "From field too long"
     assert from_domain(b"From: " + b"(" * 3000 + b"a@example.com\r\n\r\n").problem == "unreadable From field"
+
+
+@pytest.mark.parametrize(("record", "sample", "action"), [
+    ("v=DMARC1; p=reject; pct=100", 0.0, "reject"),
+    ("v=DMARC1; p=reject; pct=100", 0.999999, "reject"),
+    ("v=DMARC1; p=reject; pct=0", 0.0, "quarantine"),  # not selected: the next lower policy
+    ("v=DMARC1; p=quarantine; pct=0", 0.0, "accept"),
+    ("v=DMARC1; p=quarantine; pct=100", 0.999999, "quarantine"),
+    ("v=DMARC1; p=reject; pct=30", 0.29, "reject"),  # selected: the draw falls in the first 30 %
+    ("v=DMARC1; p=reject; pct=30", 0.30, "quarantine"),
+    ("v=DMARC1; p=reject", 0.999999, "reject"),  # pct defaults to 100
+])
+def test_pct_samples_messages_for_the_policy(record: str, sample: float, action: str) -> None:
+    # RFC 7489 §6.6.4: a message not selected by pct= gets the next lower policy.
+    parsed = parse_record(record)
+    r = DMARCResult("fail", parsed.p, "example.com", "example.com", record=parsed)
+    assert dmarc_action(r, "enforce", sample=sample) == action
+    assert dmarc_action(r, "monitor", sample=sample) == "accept"
