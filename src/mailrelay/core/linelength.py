@@ -1,0 +1,302 @@
+"""Fitting a message to the 998-octet line limit, for the copy that is signed and sent.
+
+RFC 5321 §4.5.3.1.6 and RFC 5322 §2.1.1: a line is at most 998 octets, its CRLF not counted.
+Applications that send minified HTML on one line are common, and SendGrid accepts their mail,
+so mailrelay accepts it too; delivery sends (and DKIM-signs) `fit_lines(stored message)`, in
+which each MIME part with a longer line is re-encoded so that it decodes to the same bytes:
+
+- identity encodings (7bit, 8bit, binary, none) become quoted-printable, and the part's
+  Content-Transfer-Encoding field says so (a non-MIME message also gets MIME-Version, and a
+  Content-Type if it had none);
+- base64 is re-wrapped at 76 characters, quoted-printable with long (invalid) lines is decoded
+  and encoded again;
+- message/rfc822 parts are walked into, their encoding never changed (RFC 2046 §5.2.1);
+- header fields are folded at whitespace (RFC 5322 §2.2.3), which leaves their meaning as is;
+- lines of a preamble or an epilogue, which readers ignore (RFC 2046 §5.1.1), are cut.
+
+Every other octet stays as it was, and a message without a long line comes back as the very
+same object. The stored message is never rewritten (STYLE habit 8): this runs on the copy.
+Line ends are CRLF, as the SMTP session stores them. Pure: no I/O; also used by the sandbox
+inbox to show exactly what delivery would send.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import re
+
+MAX_LINE = 998  # octets, without CRLF (RFC 5322 §2.1.1)
+QP_LINE = 76  # base64 and quoted-printable line length (RFC 2045 §6.7, §6.8)
+_IDENTITY = ("", "7bit", "8bit", "binary")  # no encoding: RFC 2045 §6.2
+# A header field's first line, or a continuation line: what Python's email parser reads as a
+# header line. Anything else before the empty line starts the body (a defect, but common).
+_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]*:|[ \t]")
+_LINES = re.compile(rb"[^\n]*\n|[^\n]+")
+CRLF = b"\r\n"
+
+
+def has_long_line(data: bytes) -> bool:
+    """Whether a line of `data` is over 998 octets (its CR LF not counted).
+
+    One C-level `rfind` per window of 999 octets rather than a Python step per line: each
+    window that holds a line end moves the start past its last one. About 0.5 µs for a 2 KB
+    message and 0.2 ms for 1 MB (bench in the tests' docstring)."""
+    n = len(data)
+    pos = 0
+    rfind = data.rfind
+    while n - pos > MAX_LINE:
+        j = rfind(b"\n", pos, pos + MAX_LINE + 1)
+        if j >= 0:  # every line ending in this window is at most 998 octets
+            pos = j + 1
+            continue
+        # 999 octets from `pos` without LF: too long, unless the 999th is the CR of the line end
+        cr = pos + MAX_LINE
+        if data[cr] == 0x0D and (cr + 1 == n or data[cr + 1] == 0x0A):
+            pos = cr + 2
+            continue
+        return True
+    return False
+
+
+def fit_lines(data: bytes) -> bytes:
+    """`data` itself if no line is over 998 octets; else the message re-encoded so none is,
+    each part decoding to the same bytes as before."""
+    if not has_long_line(data):
+        return data
+    return _fit_entity(data, boundaries=(), default_type="text/plain", message=True)[0]
+
+
+# --- one entity: header section, empty line, body ----------------------------------------------
+
+
+def _split(data: bytes) -> tuple[list[bytes], bytes, bytes]:
+    """(header lines with their line ends, the empty line, the body)."""
+    head: list[bytes] = []
+    pos = 0
+    n = len(data)
+    while pos < n:
+        end = data.find(b"\n", pos)
+        end = n if end < 0 else end + 1
+        line = data[pos:end]
+        if line in (CRLF, b"\n"):
+            return head, line, data[end:]
+        if not _HEADER_LINE.match(line):
+            return head, b"", data[pos:]  # no empty line: the body starts here
+        head.append(line)
+        pos = end
+    return head, b"", b""
+
+
+def _fields(head: list[bytes]) -> list[tuple[str, int, int]]:
+    """(lower-case name, first line, end line) of each field: a first line and its continuations."""
+    out: list[tuple[str, int, int]] = []
+    for i, line in enumerate(head):
+        if line[:1] in (b" ", b"\t") and out:
+            name, first, _ = out[-1]
+            out[-1] = (name, first, i + 1)
+        else:
+            out.append((line.split(b":", 1)[0].strip().decode("ascii", "replace").lower(), i, i + 1))
+    return out
+
+
+def _value(head: list[bytes], field: tuple[str, int, int]) -> str:
+    """A field's value, unfolded, as Python's email package holds undecoded bytes."""
+    raw = b"".join(head[field[1]:field[2]]).split(b":", 1)[1]
+    return raw.replace(b"\r", b"").replace(b"\n", b"").strip().decode("ascii", "surrogateescape")
+
+
+def _fit_entity(data: bytes, *, boundaries: tuple[bytes, ...], default_type: str, message: bool,
+                ) -> tuple[bytes, bool]:
+    """The entity fitted, and whether a Content-Transfer-Encoding field was set in it (in it or
+    its parts, not in an enclosed message, which has its own MIME-Version)."""
+    head, sep, body = _split(data)
+    fields = _fields(head)
+    first: dict[str, tuple[str, int, int]] = {}
+    for f in fields:
+        first.setdefault(f[0], f)  # Python's email package reads the first field of a name
+    ctype_msg = email.message.Message()
+    ctype_msg.set_default_type(default_type)
+    if "content-type" in first:
+        ctype_msg["Content-Type"] = _value(head, first["content-type"])
+    ctype = ctype_msg.get_content_type()
+    cte = ""
+    if "content-transfer-encoding" in first:
+        cte = _value(head, first["content-transfer-encoding"]).split("(", 1)[0].strip().lower()
+
+    set_cte = relabel = False
+    payload = body
+    boundary = _boundary(ctype_msg) if ctype.startswith("multipart/") else None
+    if boundary is not None:
+        part_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"  # RFC 2046 §5.1.5
+        body, set_cte = _fit_multipart(body, boundary, (*boundaries, boundary), part_type)
+    elif ctype == "message/rfc822" and cte in _IDENTITY:
+        if has_long_line(body):
+            body = _fit_entity(body, boundaries=boundaries, default_type="text/plain", message=True)[0]
+    elif has_long_line(body):
+        if cte in _IDENTITY:
+            body, relabel = _quoted_printable(payload, boundaries), True
+        elif cte == "quoted-printable":  # long lines are invalid QP (RFC 2045 §6.7 (5)): encode afresh
+            body = _quoted_printable(binascii.a2b_qp(body), boundaries)
+        elif cte == "base64":
+            body = _rewrap_base64(body)
+        # Any other encoding (x-uuencode, ...) cannot be re-encoded without changing what the
+        # part decodes to: it is left as it is.
+
+    added: list[bytes] = []
+    if relabel:
+        set_cte = True
+        new = b"Content-Transfer-Encoding: quoted-printable" + CRLF
+        ctes = [f for f in fields if f[0] == "content-transfer-encoding"]
+        if ctes:  # in place of the first, the others dropped
+            for _, start, end in reversed(ctes[1:]):
+                del head[start:end]
+            _, start, end = ctes[0]
+            head[start:end] = [new]
+        else:
+            added.append(new)
+    if message and set_cte and "mime-version" not in first:
+        # The encoding means something only in a MIME message (RFC 2045 §4).
+        added.append(b"MIME-Version: 1.0" + CRLF)
+        if relabel and "content-type" not in first:
+            added.append(b"Content-Type: " + _text_type(payload) + CRLF)
+    head = [_fold(line) if has_long_line(line) else line for line in head]
+    if added:
+        if head and not head[-1].endswith(b"\n"):
+            head[-1] += CRLF
+        head += added
+        sep = sep or CRLF
+    return b"".join(head) + sep + body, set_cte
+
+
+def _boundary(ctype_msg: email.message.Message) -> bytes | None:
+    boundary = ctype_msg.get_boundary()
+    if not boundary:
+        return None  # a multipart without a boundary is read as text by Python's email package
+    try:
+        return boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # an RFC 2231 boundary with non-ASCII characters: no part matches
+        return None
+
+
+def _text_type(payload: bytes) -> bytes:
+    """RFC 2045 §5.2's default type, with the charset the text is evidently in (us-ascii is the
+    default; 8-bit text that is valid UTF-8 is labelled so rather than read as us-ascii)."""
+    if payload.isascii():
+        return b"text/plain; charset=us-ascii"
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return b"text/plain"
+    return b"text/plain; charset=utf-8"
+
+
+# --- multipart ---------------------------------------------------------------------------------
+
+
+def _fit_multipart(body: bytes, boundary: bytes, boundaries: tuple[bytes, ...], part_type: str,
+                   ) -> tuple[bytes, bool]:
+    """Each part with a long line fitted; delimiter lines, and parts without one, unchanged."""
+    # RFC 2046 §5.1.1: "--" boundary, "--" again for the last, optional whitespace, at a line start.
+    delims = list(re.finditer(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", body, re.M))
+    if not delims:
+        return _fit_ignored(body), False
+    out = [_fit_ignored(body[:delims[0].start()])]
+    changed = False
+    for k, m in enumerate(delims):
+        start = min(m.end() + 1, len(body))  # after the delimiter line's LF
+        out.append(body[m.start():start])
+        if m.group(1):  # the close delimiter: the rest is the epilogue
+            out.append(_fit_ignored(body[start:]))
+            break
+        last = k + 1 == len(delims)
+        part = body[start:len(body) if last else delims[k + 1].start()]
+        tail = b""
+        if not last:  # the line end before a delimiter belongs to the delimiter
+            tail = CRLF if part.endswith(CRLF) else b"\n" if part.endswith(b"\n") else b""
+            part = part[:len(part) - len(tail)]
+        if has_long_line(part):
+            part, set_cte = _fit_entity(part, boundaries=boundaries, default_type=part_type, message=False)
+            changed = changed or set_cte
+        out += [part, tail]
+    return b"".join(out), changed
+
+
+def _fit_ignored(text: bytes) -> bytes:
+    """A preamble or epilogue, which MIME readers ignore (RFC 2046 §5.1.1): long lines cut into
+    pieces, each after the first starting with a space so that none can be read as a delimiter."""
+    if not has_long_line(text):
+        return text
+    out = []
+    for line in _LINES.findall(text):
+        content, end = _cut_end(line)
+        if len(content) > MAX_LINE:
+            step = MAX_LINE - 1
+            pieces = [content[:MAX_LINE]] + [b" " + content[i:i + step] for i in range(MAX_LINE, len(content), step)]
+            line = CRLF.join(pieces) + end
+        out.append(line)
+    return b"".join(out)
+
+
+def _cut_end(line: bytes) -> tuple[bytes, bytes]:
+    """(content, line end), the line end being CRLF, LF, a final CR or nothing."""
+    for end in (CRLF, b"\n", b"\r"):
+        if line.endswith(end):
+            return line[:-len(end)], end
+    return line, b""
+
+
+# --- encodings ---------------------------------------------------------------------------------
+
+
+def _quoted_printable(payload: bytes, boundaries: tuple[bytes, ...]) -> bytes:
+    """`payload` as quoted-printable with CRLF line ends, decoding to exactly `payload`."""
+    # Text mode keeps the line structure readable, but it keeps a lone CR or LF as it is and
+    # turns one into the other: only when every line end is CRLF. Otherwise CR and LF are
+    # encoded (=0D, =0A) and the lines are all soft breaks.
+    text = payload.count(b"\n") == payload.count(CRLF) == payload.count(b"\r")
+    encoded = binascii.b2a_qp(payload, quotetabs=False, istext=text, header=False)
+    # binascii ends every line of its output alike: CRLF if the payload's first LF follows a CR,
+    # else LF, with no other CR or LF left. Mail needs CRLF (RFC 5321 §2.3.8).
+    if b"\r" not in encoded:
+        encoded = encoded.replace(b"\n", CRLF)
+    if boundaries:
+        # A soft break can start a line with "--boundary" of an enclosing multipart, which would
+        # end the part there. "=2D" is "-" (RFC 2045 §6.7 (1)); lines are 76 octets at most.
+        alts = b"|".join(re.escape(b) for b in boundaries)
+        encoded = re.sub(rb"^-(-(?:" + alts + rb")(?:--)?[ \t]*\r?)$", rb"=2D\1", encoded, flags=re.M)
+    return encoded
+
+
+def _rewrap_base64(body: bytes) -> bytes:
+    """The same base64 text in lines of 76 (RFC 2045 §6.8); decoders skip CR and LF, so the part
+    decodes as before, even when it holds other stray characters."""
+    flat = body.replace(b"\r", b"").replace(b"\n", b"")
+    lines = [flat[i:i + QP_LINE] for i in range(0, len(flat), QP_LINE)]
+    return CRLF.join(lines) + (CRLF if body.endswith(b"\n") else b"")
+
+
+# --- header fields -----------------------------------------------------------------------------
+
+
+def _fold(line: bytes) -> bytes:
+    """A header line over 998 octets folded before whitespace (RFC 5322 §2.2.3), which
+    unfolding undoes, so the field means the same. Each piece is at most 998 octets where the
+    whitespace allows; a stretch of over 998 octets without whitespace cannot be folded (no
+    other place is allowed) and stays as it is: such a field breaks RFC 5322 in any case."""
+    content, end = _cut_end(line)
+    pieces: list[bytes] = []
+    while len(content) > MAX_LINE:
+        # A folded line must not be only whitespace (RFC 5322 §3.2.2): skip the leading WSP of
+        # a continuation line before looking for a place to fold.
+        lead = len(content) - len(content.lstrip(b" \t"))
+        at = max(content.rfind(b" ", lead + 1, MAX_LINE + 1), content.rfind(b"\t", lead + 1, MAX_LINE + 1))
+        if at < 0:  # no whitespace early enough: fold at the first one, the rest may still fit
+            later = [i for i in (content.find(b" ", lead + 1), content.find(b"\t", lead + 1)) if i >= 0]
+            if not later:
+                break
+            at = min(later)
+        pieces.append(content[:at])
+        content = content[at:]
+    pieces.append(content)
+    return CRLF.join(pieces) + end
