@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Seconds to reach PostgreSQL (settings' storage.connect_timeout): without one, psycopg waits
+# 130 s for a server that accepts the connection and never answers.
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 class StorageError(Exception):
@@ -27,6 +31,17 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def connect_timeout_seconds(timeout: float) -> int:
+    """What libpq will wait: whole seconds, rounded up, at least 2."""
+    return max(2, math.ceil(timeout))
+
+
+def server_address(engine: Engine) -> str:
+    """HOST:PORT of a PostgreSQL engine's server (never its user or password)."""
+    url = engine.url
+    return f"{url.host or 'localhost'}:{url.port or 5432}"
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     # First, so that the pragmas below wait for a busy database instead of failing at once.
@@ -39,13 +54,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: str = "FULL")
     cur.close()
 
 
-def create_engine(url: str, *, flush_commits: bool = True, **kwargs: Any) -> Engine:
+def create_engine(url: str, *, flush_commits: bool = True,
+                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **kwargs: Any) -> Engine:
     """An engine with mailrelay's connection settings.
 
     `flush_commits=False` lets a commit return before it is flushed to disk (SQLite
     synchronous=NORMAL in WAL mode, PostgreSQL synchronous_commit=off): still safe against a
     killed process, not against power loss. Only for writes that may be repeated but never
     lost: the delivery workers' claims and outcomes (a lost outcome means a retry).
+    `connect_timeout` bounds each PostgreSQL connection attempt (whole seconds; libpq treats
+    less than 2 as 2); `connect_args` given by the caller win over it.
     """
     url = normalize_url(url)
     if is_sqlite(url):
@@ -56,7 +74,9 @@ def create_engine(url: str, *, flush_commits: bool = True, **kwargs: Any) -> Eng
         sa.event.listen(engine, "connect", functools.partial(
             _sqlite_pragmas, synchronous="FULL" if flush_commits else "NORMAL"))
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    connect_args = {"connect_timeout": connect_timeout_seconds(connect_timeout),
+                    **kwargs.pop("connect_args", {})}
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     if not flush_commits:
         sa.event.listen(engine, "connect", _pg_async_commit)
     return engine

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from mailrelay.accounts.service import Account, AccountService
 from mailrelay.core import reply as R
 from mailrelay.core.address import Path
-from mailrelay.core.headers import from_domains
+from mailrelay.core.headers import MAX_FROM, from_domains, from_field
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.inbound.receive import InboundReceiver
@@ -212,8 +212,13 @@ class SubmissionPolicy:
         authentication); otherwise anyone could send as anyone's domain through us."""
         assert self.sender_domains is not None
         if self.sender_domains.signing_domain(account.id, body) is None:
+            value = from_field(body)
+            if value is not None and len(value) > MAX_FROM:
+                # Not parsed (see core.headers.MAX_FROM): answered at once, whatever its size.
+                raise Refusal(Reply(550, "5.7.1", f"From: field too long ({len(value)} octets, at most "
+                                    f"{MAX_FROM}); its sender domain cannot be checked"))
             found = from_domains(body)
-            what = f"From: domain {found[0]}" if found else "a message without a From: address"
+            what = f"From: domain {found[0]}" if found else "a message without a From: address we can read"
             raise Refusal(Reply(550, "5.7.1", f"{what} is not a sender domain of account {account.name}; "
                                 "add it with `mailrelay domain add`"))
 

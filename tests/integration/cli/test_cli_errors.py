@@ -43,7 +43,8 @@ def test_config_mistakes_name_file_and_key(tmp_path: Path, toml: str, key: str,
 @pytest.mark.parametrize(("toml", "key", "expected"), [
     ("[nonsense]\n", "nonsense", "unknown section"),
     ("[smtp\n", "(file)", "not valid TOML"),
-    ('[storage]\nurl = "foo://bar"\n', "storage.url", "not a usable database URL"),
+    ('[storage]\nurl = "postgresql://u@h:notaport/db"\n', "storage.url", "not a usable database URL"),
+    ('[storage]\nurl = "foo://bar"\n', "storage.url", "only sqlite and postgresql are supported"),
     ("[smtp]\nmax_recipients = 0\n", "smtp.max_recipients", "expected at least 1"),
 ])
 def test_more_config_mistakes_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
