@@ -6,6 +6,10 @@ ones too) are cached per process for `ttl` seconds (5 by default: an address jus
 `cached` never touches the database and is safe on the event loop; `lookup` reads the database
 on a miss and belongs in an executor thread.
 
+Sub-addressing (Postfix's recipient_delimiter): with a delimiter "+", `user+anything` is a known
+address when `user` is and `user+anything` itself is not one of its own. The local part is split
+at the first of the delimiter characters, as Postfix does; "" turns this off.
+
 Security: names come from the client. The cache is bounded (expired entries go first, then
 the oldest), so a client trying millions of local parts costs memory only up to the bound.
 """
@@ -24,6 +28,7 @@ from mailrelay.store.schema import accounts, addresses, domains
 
 DEFAULT_TTL = 5.0
 MAX_ENTRIES = 50_000
+DEFAULT_DELIMITER = "+"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +100,10 @@ class InboundDirectory:
     """Inbound domains and their addresses, read from the database and cached."""
 
     def __init__(self, engine: sa.Engine, *, ttl: float = DEFAULT_TTL, max_entries: int = MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, recipient_delimiter: str = DEFAULT_DELIMITER,
+                 ) -> None:
         self._engine = engine
+        self._delimiters = recipient_delimiter
         self._domains: _TTLCache[str, InboundDomain | None] = _TTLCache(ttl, max_entries, clock)
         self._addresses: _TTLCache[tuple[int, str], bool] = _TTLCache(ttl, max_entries, clock)
 
@@ -109,9 +116,18 @@ class InboundDirectory:
         if d is None or d.catch_all:
             return Found(d, False)
         known = self._addresses.get((d.id, local_part))
+        base = self._base(local_part)
+        if known is False and base is not None:  # not an address of its own: is its base one?
+            known = self._addresses.get((d.id, base))
         if isinstance(known, _Miss):
             return MISS
         return Found(d, known)
+
+    def _base(self, local_part: str) -> str | None:
+        """`user` of `user+tag` (split at the first delimiter), or None: no delimiter in it, or
+        nothing before it."""
+        cut = next((i for i, c in enumerate(local_part) if c in self._delimiters), -1)
+        return local_part[:cut] if cut > 0 else None
 
     def lookup(self, domain: str, local_part: str) -> Found:
         """The answer for `local_part@domain`, from the cache or the database (blocking)."""
@@ -125,10 +141,13 @@ class InboundDirectory:
                 self._domains.put(domain, d)
             if d is None or d.catch_all:
                 return Found(d, False)
-            known = conn.execute(sa.select(addresses.c.id).where(
-                addresses.c.domain_id == d.id, addresses.c.local_part == local_part)).first() is not None
-        self._addresses.put((d.id, local_part), known)
-        return Found(d, known)
+            base = self._base(local_part)
+            wanted = [local_part] if base is None else [local_part, base]
+            found = set(conn.execute(sa.select(addresses.c.local_part).where(
+                addresses.c.domain_id == d.id, addresses.c.local_part.in_(wanted))).scalars())
+        for name in wanted:
+            self._addresses.put((d.id, name), name in found)
+        return Found(d, local_part in found or base in found)
 
     def forget(self) -> None:
         """Drop every cached answer (tests; a process that just changed the settings)."""

@@ -55,3 +55,22 @@ def test_cache_is_bounded(engine: sa.Engine) -> None:
     assert len(directory._addresses._data) <= 50
     assert directory.cached("in.test", "user499") == directory.lookup("in.test", "user499")
     assert directory.cached("in.test", "user0") is MISS  # the oldest went first
+
+
+def test_sub_addresses_match_the_address_before_the_delimiter(engine: sa.Engine) -> None:
+    # Postfix recipient_delimiter: user+anything@domain is user@domain when user+anything is
+    # not an address of its own; the delimiter splits at its first occurrence.
+    AccountService(engine, make_hasher(fast=True)).create("alice", "pw-pw-pw-pw")
+    domains = DomainService(engine)
+    domains.add("in.test", "alice", inbound=True)
+    domains.add_address("ann@in.test")
+    domains.add_address("bob+sales@in.test")
+    directory = InboundDirectory(engine)
+    for local, known in (("ann", True), ("ann+news", True), ("ann+", True), ("ann+a+b", True),
+                         ("bob+sales", True), ("bob", False), ("bob+other", False), ("carl+x", False),
+                         ("+ann", False), ("annx", False)):
+        assert directory.lookup("in.test", local).known is known, local
+        assert directory.cached("in.test", local) == directory.lookup("in.test", local), local
+    assert not InboundDirectory(engine, recipient_delimiter="").lookup("in.test", "ann+news").known
+    dash = InboundDirectory(engine, recipient_delimiter="-+")  # any of several, as Postfix's
+    assert dash.lookup("in.test", "ann-x").known and dash.lookup("in.test", "ann+x").known

@@ -228,6 +228,15 @@ def test_recipient_checks(inbound: Node) -> None:
         assert (code, text) == (554, f"5.7.1 <{rcpt}>: Relay access denied"), rcpt
 
 
+def test_sub_address_reaches_the_address(inbound: Node) -> None:
+    # ann@in.test is known: ann+anything@in.test is hers (recipient_delimiter "+", the default).
+    assert rcpt_reply(inbound, "ann+news@in.test")[0] == 250
+    assert rcpt_reply(inbound, "zed+news@in.test")[0] == 550
+    code, reply = send(inbound, message(to="ann+news@in.test"), rcpts=("ann+news@in.test",))
+    assert code == 250, reply
+    assert [r["address"] for r in by_reply(inbound, reply)["recipients"]] == ["ann+news@in.test"]
+
+
 def test_one_account_per_transaction(inbound: Node) -> None:
     inbound.app.domains.add("bob.test", "bob", inbound=True, catch_all=True)
     inbound.app.domains.add("al2.test", "alice", inbound=True, catch_all=True)

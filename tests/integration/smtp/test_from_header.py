@@ -49,6 +49,6 @@ def test_deeply_nested_comments_are_a_refusal_not_an_internal_error(node_factory
     node = node_factory(OWN_DOMAIN)
     node.app.domains.add("sender.test", "alice")
     c = node.raw_login()
-    spent, (code, text) = send(c, b"From: " + b"(" * 2000 + b"alice@sender.test\r\n\r\nbody")
+    _, (code, text) = send(c, b"From: " + b"(" * 2000 + b"alice@sender.test\r\n\r\nbody")
     assert code == 550 and text.startswith("550 5.7.1"), text
     assert node.stored() == []
