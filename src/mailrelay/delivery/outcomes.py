@@ -4,10 +4,18 @@ Runs inside the spool writer's transaction (`SpoolWriter.run`), so a delivered r
 attempt row and its event commit together; the only window in which a remote 250 can be lost is
 between that reply and this commit. A bounce (RFC 3464 DSN) is queued as a new message from the
 null sender in the same transaction, and never for a message that itself had a null sender.
+
+One bounce per message per delivery pass, as Postfix sends: a failed recipient waits in
+`dsn_pending` while another recipient of its message is still being delivered (leased, e.g.
+at another domain), and whoever records the last of them queues one DSN listing them all.
+On PostgreSQL the message row is locked first, so two nodes finishing the same message at
+once cannot both leave the report to the other.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -48,7 +56,7 @@ def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[Recipient
 # clears the next attempt time; a deferral keeps the one written when the recipient was claimed.
 _SET_FINAL = recipients.update().where(recipients.c.id == sa.bindparam("rid")).values(
     status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
-    lease_owner=None, lease_until=None, next_attempt_at=None)
+    lease_owner=None, lease_until=None, next_attempt_at=None, dsn_pending=sa.bindparam("dsn"))
 _SET_OPEN = recipients.update().where(recipients.c.id == sa.bindparam("rid")).values(
     status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
     lease_owner=None, lease_until=None)
@@ -68,6 +76,7 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
         failed: list[FailedRecipient] = []
         delayed: list[FailedRecipient] = []
         for out in outcomes:
+            failures_before = len(failed)
             v = out.verdict
             status: str = v.outcome
             reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
@@ -86,7 +95,12 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
                 if is_hard_bounce(v):
                     _suppress(conn, msg.account_id, out.recipient.address, v.diagnostic, now)
             row: dict[str, object] = {"rid": out.recipient.id, "st": status, "reply": reply, "now": now}
-            (final_rows if status in FINAL else open_rows).append(row)
+            if status in FINAL:
+                row["dsn"] = (json.dumps(dataclasses.asdict(failed[-1])) if len(failed) > failures_before
+                              and should_send_dsn(msg.mail_from) else None)
+                final_rows.append(row)
+            else:
+                open_rows.append(row)
             attempt_rows.append({"message_id": msg.id, "recipient_id": out.recipient.id, "at": now,
                                  "mx_host": out.host, "ip": out.ip, "tls": out.tls, "reply": reply,
                                  "outcome": v.outcome})
@@ -102,14 +116,40 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
     if attempt_rows:
         conn.execute(attempts.insert(), attempt_rows)
     add_events(conn, event_rows)
+    sent = _report_failures(conn, {claim.message.id: claim for claim, _ in items}, now=now, hostname=hostname)
     bounces: list[str | None] = []
-    for claim, failed, delayed in reports:
-        bounces.append(queue_bounce(conn, claim, failed, now=now, hostname=hostname) if failed else None)
+    for claim, _failed, delayed in reports:
+        bounces.append(sent.pop(claim.message.id, None))
         if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
             add_events(conn, [
                 {"account_id": claim.message.account_id, "message_id": claim.message.id, "recipient": d.address,
                  "type": "delay-warning", "detail": d.diagnostic or "", "at": now} for d in delayed])
     return bounces
+
+
+def _report_failures(conn: Connection, claims: dict[str, Claim], *, now: float, hostname: str) -> dict[str, str]:
+    """Queue one DSN per message whose failed recipients wait and none of whose recipients is
+    still being delivered; returns the bounce queue id by message id."""
+    r = recipients
+    ids = sorted(claims)
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(messages.c.id).where(messages.c.id.in_(ids)).order_by(messages.c.id).with_for_update())
+    waiting = {row.message_id for row in conn.execute(
+        sa.select(r.c.message_id).where(r.c.message_id.in_(ids), r.c.dsn_pending.is_not(None)).distinct())}
+    if not waiting:
+        return {}
+    busy = {row.message_id for row in conn.execute(
+        sa.select(r.c.message_id).where(r.c.message_id.in_(sorted(waiting)), r.c.lease_owner.is_not(None)).distinct())}
+    sent: dict[str, str] = {}
+    for message_id in sorted(waiting - busy):
+        rows = conn.execute(sa.select(r.c.id, r.c.dsn_pending).where(
+            r.c.message_id == message_id, r.c.dsn_pending.is_not(None)).order_by(r.c.id)).all()
+        failed = [FailedRecipient(**json.loads(row.dsn_pending)) for row in rows]
+        conn.execute(r.update().where(r.c.id.in_([row.id for row in rows])).values(dsn_pending=None))
+        bounce = queue_bounce(conn, claims[message_id], failed, now=now, hostname=hostname)
+        if bounce is not None:
+            sent[message_id] = bounce
+    return sent
 
 
 def _warned(conn: Connection, message_id: str, address: str) -> bool:

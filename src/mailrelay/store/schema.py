@@ -101,6 +101,9 @@ recipients = sa.Table(
     # another (or the restarted) node picks it up at next_attempt_at, written before the attempt.
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", sa.Float, nullable=True),
+    # A failed recipient waiting to be reported (JSON): the DSN goes once no other recipient of
+    # its message is being delivered, so one pass over a message makes one bounce.
+    sa.Column("dsn_pending", sa.Text, nullable=True),
     sa.Index("ix_recipients_status_next", "status", "next_attempt_at"),
 )
 

@@ -153,6 +153,31 @@ def test_550_bounces_to_the_sender_as_rfc3464(node_factory: Any, fake_dns: FakeD
     assert dest.handler.connections == connections
 
 
+def test_one_bounce_per_message_for_failures_at_two_domains(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                                            remote_mx: Callable[..., RemoteMX]) -> None:
+    remote_mx("127.0.0.2", Behaviour(reject={"nobody@a.test"}))
+    # b.test answers slowly: a.test's failure waits for it, and its own failure joins the report.
+    remote_mx("127.0.0.3", Behaviour(reject={"ghost@b.test"}, data_delay=0.5))
+    sender_mx = remote_mx("127.0.0.6")
+    for domain, ip in (("a.test", "127.0.0.2"), ("b.test", "127.0.0.3"), ("sender.test", "127.0.0.6")):
+        fake_dns.mx(domain, (10, f"mx.{domain}"))
+        fake_dns.a(f"mx.{domain}", ip)
+    node = start_node(node_factory, fake_dns, mx_port)
+    qid = submit(node, ["nobody@a.test", "ok@a.test", "ghost@b.test", "fine@b.test"])
+    wait_status(node, qid, {"nobody@a.test": "bounced", "ok@a.test": "delivered", "ghost@b.test": "bounced",
+                            "fine@b.test": "delivered"})
+    [dsn] = sender_mx.wait_for(1)
+    time.sleep(0.5)
+    assert len(sender_mx.messages) == 1, "one bounce for the message, not one per domain"
+    report = dsn.data.decode()
+    assert "Final-Recipient: rfc822; nobody@a.test" in report
+    assert "Final-Recipient: rfc822; ghost@b.test" in report
+    assert "ok@a.test" not in report and "fine@b.test" not in report
+    with node.app.engine.connect() as conn:
+        pending = conn.execute(sa.select(sa.func.count()).where(recipients.c.dsn_pending.is_not(None))).scalar()
+    assert pending == 0
+
+
 def test_dsn_is_never_sent_for_a_null_sender(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
                                              remote_mx: Callable[..., RemoteMX]) -> None:
     dest = remote_mx("127.0.0.2", Behaviour(reject={"nobody@dest.test"}))

@@ -1,4 +1,5 @@
-"""Lease owners with heartbeats: a lease is handed back only when its owner is proven dead.
+"""Lease owners with heartbeats (a lease is handed back only when its owner is proven dead);
+failed recipients waiting for their message's one bounce.
 
 Revision ID: 0005
 Revises: 0004
@@ -25,7 +26,9 @@ def upgrade() -> None:
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("heartbeat_at", sa.Float, nullable=False),
     )
+    op.add_column("recipients", sa.Column("dsn_pending", sa.Text, nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("recipients", "dsn_pending")
     op.drop_table("nodes")
