@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Connection as DBConnection
 
+from mailrelay.core.linelength import fit_lines
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many
@@ -379,7 +380,7 @@ class DeliveryAgent:
         (no route lookup, no connection). Captures of one loop iteration are written together."""
         msg = claim.message
         try:
-            signature = self.signer(msg.account_id, msg.data) if self.signer is not None else b""
+            signature = self.signer(msg.account_id, fit_lines(msg.data)) if self.signer is not None else b""
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if not self._captured:
                 asyncio.get_running_loop().call_soon(self._flush_captures)
@@ -414,7 +415,7 @@ class DeliveryAgent:
         except RoutingError as exc:
             verdict = Verdict("bounced" if exc.permanent else "deferred", exc.status, exc.text, remote=False)
             return [RecipientOutcome(r, verdict) for r in claim.recipients]
-        data = claim.message.data
+        data = fit_lines(claim.message.data)
         if self.signer is not None:
             data = self.signer(claim.message.account_id, data) + data
         addresses = [r.address for r in claim.recipients]

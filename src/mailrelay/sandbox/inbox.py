@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.service import AccountError
+from mailrelay.core.linelength import fit_lines
 from mailrelay.events.log import add_events
 from mailrelay.sandbox.capture import CAPTURED
 from mailrelay.spool.leases import PENDING
@@ -75,8 +76,12 @@ class CapturedMessage:
 
     @property
     def raw(self) -> bytes:
-        """What delivery would have sent: the signature prefix, then the stored message."""
-        return self.signature + self.data
+        """What delivery would have sent: the signature prefix, then the stored message with no
+        line over 998 octets (`fit_lines`, as delivery sends and signs it). Received mail: as
+        received."""
+        if self.entry.kind == INBOUND:
+            return self.data
+        return self.signature + fit_lines(self.data)
 
 
 _IS_CAPTURED = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status == CAPTURED)
