@@ -168,7 +168,8 @@ class App:
         except ValueError as exc:
             raise ConfigError(s.source, "dns.nameservers", str(exc)) from None
         # Short cache: an address just added with `mailrelay address add` works within seconds.
-        return InboundReceiver(hostname=s.server.hostname, directory=InboundDirectory(self.engine),
+        return InboundReceiver(hostname=s.server.hostname, directory=InboundDirectory(
+                                   self.engine, recipient_delimiter=s.inbound.recipient_delimiter),
                                resolver=resolver, spf=spf, writer=self.writer,
                                executor=self.auth_executor, dns_timeout=s.dns.timeout)
 

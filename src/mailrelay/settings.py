@@ -184,6 +184,9 @@ class InboundSettings:
     retry_max: float = 3600.0  # ...up to this
     max_age: float = 259_200.0  # give up (status `expired`) this long after the mail arrived (3 days)
     max_concurrent: int = 10  # messages posted at once, per delivery process
+    # user+tag@domain reaches user@domain when no address matches exactly (Postfix's
+    # recipient_delimiter); several characters: each one is a delimiter; "" switches it off.
+    recipient_delimiter: str = "+"
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,6 +584,9 @@ def _check(s: Settings) -> None:
                           f"expected at least twice delivery.heartbeat_seconds ({2 * d.heartbeat_seconds:g})")
     if d.lease_seconds < d.dead_after:
         raise ConfigError(src, "delivery.lease_seconds", f"expected at least delivery.dead_after ({d.dead_after:g})")
+    if any(not (c.isascii() and c.isprintable()) or c in ' @"\\' for c in s.inbound.recipient_delimiter):
+        raise ConfigError(src, "inbound.recipient_delimiter",
+                          'expected characters such as "+" or "+-" (no space, "@" or quotes), or "" for none')
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
 

@@ -88,6 +88,10 @@ def test_tables_are_not_read_from_the_environment(tmp_path: Path) -> None:
     ('[delivery.tls_policy]\n"bank.example" = true\n', 'delivery.tls_policy."bank.example"', "True"),
     ('[delivery]\ntls_policy = ["bank.example"]\n', "delivery.tls_policy", "expected a table"),
     ('[delivery]\ntls = "strict"\n', "delivery.tls", '"encrypt"'),
+    ('[delivery]\nheartbeat_seconds = 0\n', "delivery.heartbeat_seconds", "above 0"),
+    ('[delivery]\nheartbeat_seconds = 5\ndead_after = 8\n', "delivery.dead_after", "twice"),
+    ('[delivery]\nlease_seconds = 10\n', "delivery.lease_seconds", "dead_after"),
+    ('[inbound]\nrecipient_delimiter = "@"\n', "inbound.recipient_delimiter", "no space"),
 ])
 def test_bad_input_names_the_key(tmp_path: Path, text: str, key: str, expected: str) -> None:
     err = config_error(tmp_path, text)

@@ -237,6 +237,20 @@ def test_sub_address_reaches_the_address(inbound: Node) -> None:
     assert [r["address"] for r in by_reply(inbound, reply)["recipients"]] == ["ann+news@in.test"]
 
 
+@pytest.mark.parametrize(("delimiter", "address", "code"),
+                         [("", "ann+news@in.test", 550), ("-", "ann-news@in.test", 250),
+                          ("-", "ann+news@in.test", 550)])
+def test_recipient_delimiter_is_a_setting(node_factory: Callable[..., Node], fake_dns: FakeDNS,  # noqa: F811
+                                          dkim_pem: bytes,
+                                          delimiter: str, address: str, code: int) -> None:
+    publish(fake_dns, dkim_pem)
+    node = node_factory(f'[dns]\nnameservers = ["{fake_dns.address}"]\ntimeout = 1\n'
+                        f'[inbound]\nrecipient_delimiter = "{delimiter}"')
+    node.app.domains.add("in.test", "alice", inbound=True)
+    node.app.domains.add_address("ann@in.test")
+    assert rcpt_reply(node, address)[0] == code
+
+
 def test_one_account_per_transaction(inbound: Node) -> None:
     inbound.app.domains.add("bob.test", "bob", inbound=True, catch_all=True)
     inbound.app.domains.add("al2.test", "alice", inbound=True, catch_all=True)
