@@ -54,6 +54,10 @@ class Handler(Protocol):
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
         """Check credentials (off the event loop); None when they are wrong."""
 
+    def max_message_size(self, session: Session) -> int | None:
+        """The largest message this session may send, when the policy knows one (a logged-in
+        account's plan); None: only the server's limit. EHLO announces the smaller as SIZE."""
+
     def check_sender(self, session: Session, txn: Transaction) -> None:
         """MAIL FROM: raise Refusal to refuse the sender."""
 

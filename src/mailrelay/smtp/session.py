@@ -311,8 +311,13 @@ class SMTPSession(asyncio.Protocol):
         if not esmtp:
             self._reply(Reply(250, "", host))
             return
-        lines = [host, "PIPELINING", f"SIZE {self.server.limits.max_message_size}", "8BITMIME",
-                 "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        # RFC 1870 §4: SIZE is the limit for this client; once it has logged in (a client may
+        # EHLO again after AUTH) the policy may know a lower one, such as its account's plan's.
+        size = self.server.limits.max_message_size
+        own = self.listener.handler.max_message_size(self.session)
+        if own is not None and 0 < own < size:
+            size = own
+        lines = [host, "PIPELINING", f"SIZE {size}", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
         if self._can_starttls():
             lines.append("STARTTLS")
         if self._auth_allowed():

@@ -124,6 +124,12 @@ class SubmissionPolicy:
             return self._trusted_principal()
         return None
 
+    def max_message_size(self, session: Session) -> int | None:
+        """The sending account's plan limit, announced in EHLO (after AUTH, or from a trusted
+        network); MAIL SIZE= and the end of DATA check it either way."""
+        account = self.sender_account(session)
+        return (self.plans.get(account.plan).max_message_size or None) if account is not None else None
+
     def check_sender(self, session: Session, txn: Transaction) -> None:
         if session.identity is None and session.trusted and self.sender_account(session) is None:
             log.error("trusted network mail refused: account %r missing or disabled", self.trusted_account)

@@ -35,6 +35,9 @@ class CountingPolicy:
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
         return None
 
+    def max_message_size(self, session: Session) -> int | None:
+        return None
+
     def check_sender(self, session: Session, txn: Transaction) -> None:
         pass
 
