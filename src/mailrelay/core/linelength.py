@@ -130,7 +130,7 @@ def _fit_entity(data: bytes, *, boundaries: tuple[bytes, ...], default_type: str
     if boundary is not None:
         part_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"  # RFC 2046 §5.1.5
         body, set_cte = _fit_multipart(body, boundary, (*boundaries, boundary), part_type)
-    elif ctype == "message/rfc822" and cte in _IDENTITY:
+    elif ctype == "message/rfc822" and cte in _IDENTITY:  # an encoded one (not allowed) is a leaf below
         if has_long_line(body):
             body = _fit_entity(body, boundaries=boundaries, default_type="text/plain", message=True)[0]
     elif has_long_line(body):
@@ -200,7 +200,10 @@ def _fit_multipart(body: bytes, boundary: bytes, boundaries: tuple[bytes, ...], 
     # RFC 2046 §5.1.1: "--" boundary, "--" again for the last, optional whitespace, at a line start.
     delims = list(re.finditer(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", body, re.M))
     if not delims:
-        return _fit_ignored(body), False
+        # No part at all: Python's email package (and other readers) then show the body as
+        # text, so cutting its lines would change what they show; a broken multipart is left
+        # as it is.
+        return body, False
     out = [_fit_ignored(body[:delims[0].start()])]
     changed = False
     for k, m in enumerate(delims):

@@ -241,6 +241,12 @@ def test_binary_payload_with_lone_cr_and_lf_round_trips() -> None:
     assert leaves(out) == [("application/octet-stream", payload)]
 
 
+def test_multipart_without_any_delimiter_is_left_alone() -> None:
+    # Readers show such a body as text: there is no part to re-encode, and cutting would change it.
+    msg = HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n" + LONG + b"\r\n"
+    assert fit_lines(msg) == msg
+
+
 def test_unknown_encoding_is_left_alone() -> None:
     part = b"Content-Type: application/x-thing\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n" + LONG + b"\r\n"
     msg = mime([part, HTML_PART])
