@@ -35,6 +35,7 @@ from mailrelay.core.address import Path, has_control_chars, parse_path
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.smtp.limits import client_key
+from mailrelay.store.health import StorageUnavailable
 
 if TYPE_CHECKING:
     from mailrelay.smtp.server import Listener, SMTPServer
@@ -704,7 +705,8 @@ class SMTPSession(asyncio.Protocol):
             if isinstance(exc, Refusal):
                 reply = exc.reply
             else:
-                log.error("storing message failed: %s", exc)
+                if not isinstance(exc, StorageUnavailable):  # an outage is logged once, by the writer
+                    log.error("storing message failed: %s", exc)
                 reply = R.STORAGE_ERROR
             self._drop_txn()
         else:

@@ -42,6 +42,7 @@ from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
+from mailrelay.store.health import StorageUnavailable
 from mailrelay.store.space import DiskSpace
 from mailrelay.submission import smtpapi
 from mailrelay.submission.trace import trace_headers
@@ -190,7 +191,8 @@ class SubmissionPolicy:
             refused = await self.writer.run(op)
         except Exception as exc:
             self.rate.give_back(account.id)
-            log.error("quota reservation for account %s failed: %s", account.name, exc)
+            if not isinstance(exc, StorageUnavailable):  # an outage is logged once, by the writer
+                log.error("quota reservation for account %s failed: %s", account.name, exc)
             raise Refusal(R.STORAGE_ERROR) from None
         if refused is not None:
             self.rate.give_back(account.id)

@@ -208,6 +208,7 @@ dead_after = 2
         text = "\n".join(outage_log)
         print(f"\nlog lines during the outage:\n{text}")
         assert "Traceback" not in text, text
+        assert "storing message failed" not in text, text  # the refused message: the outage line covers it
         assert len(outage_log) <= 20, text
         assert 1 <= text.count("database unavailable") <= 2, text  # once per process (SMTP, worker)
         assert "kept in memory" in text
