@@ -205,23 +205,32 @@ class DeliveryAgent:
             await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     async def _heartbeat(self, host: str) -> None:
-        """Beat, and bury the nodes whose heartbeat stood still (their leases are due now)."""
+        """Beat, and bury the nodes proven dead (their leases are due now): at once for those
+        that ran on this machine and whose process is gone, after `dead_after` for others."""
         s = self.settings
+        started = True
         while not self._stopping:
-            await asyncio.sleep(s.heartbeat_seconds)
+            if not started:
+                await asyncio.sleep(s.heartbeat_seconds)
             try:
-                alive = await self.writer.run(functools.partial(nodes.beat, name=self.node, host=host,
-                                                                now=time.time()))
-                if not alive:
+                if not started and not await self.writer.run(functools.partial(
+                        nodes.beat, name=self.node, host=host, now=time.time())):
                     log.warning("delivery agent %s was taken for dead (no heartbeat for %gs) and its leases "
                                 "were handed back; it goes on", self.node, s.dead_after)
+                started = False
                 rows = await self.writer.run(nodes.heartbeats)
-                for name, beat_at in self._watch.dead(rows, now=time.monotonic()):
-                    n = await self.writer.run(functools.partial(nodes.bury, name=name, heartbeat_at=beat_at,
-                                                                now=time.time()))
-                    if n is not None:
-                        log.warning("delivery agent %s is dead (no heartbeat for %gs): %d recipients it "
-                                    "leased are due again now", name, s.dead_after, n)
+                gone = {n.name: f"its process {n.pid} no longer runs on this machine"
+                        for n in nodes.gone_here(rows, me=self.node)}
+                for n in self._watch.dead(rows, now=time.monotonic()):
+                    gone.setdefault(n.name, f"no heartbeat for {s.dead_after:g}s")
+                for node in rows:
+                    if node.name not in gone:
+                        continue
+                    count = await self.writer.run(functools.partial(
+                        nodes.bury, name=node.name, heartbeat_at=node.heartbeat_at, now=time.time()))
+                    if count is not None:
+                        log.warning("delivery agent %s is dead (%s): %d recipients it leased are due again now",
+                                    node.name, gone[node.name], count)
                         self.wake()
             except Exception as exc:
                 self._watch.forget()  # unseen time proves nothing

@@ -5,18 +5,25 @@ never because another process starts. Names are unique per process start (host, 
 random token), so two nodes on one host, or a restarted parent and the worker it left
 behind, can never mistake each other's leases for their own.
 
-Proof of death: the owner's row in `nodes` has not changed for `dead_after` seconds of the
-*observer's* monotonic clock. No timestamps are compared between hosts (clocks may disagree),
-and an observer that could not reach the database proves nothing: it forgets what it saw and
-starts watching afresh, so after an outage every node gets `dead_after` seconds to beat again.
+Proof of death, either of:
+- the owner ran on this machine (same boot, same PID namespace: `local_id`) and its PID no
+  longer exists. A restarted node takes over what its killed predecessor held at once. A PID
+  that exists may be a new process under a recycled number: then only the heartbeat decides.
+- its row in `nodes` has not changed for `dead_after` seconds of the *observer's* monotonic
+  clock. No timestamps are compared between hosts (clocks may disagree), and an observer that
+  could not reach the database proves nothing: it forgets what it saw and starts watching
+  afresh, so after an outage every node gets `dead_after` seconds to beat again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -33,9 +40,19 @@ def new_name(host: str, suffix: str = "") -> str:
     return name[:NAME_MAX]
 
 
+@functools.cache
+def local_id() -> str | None:
+    """This machine's boot and PID namespace: two processes with the same value see each
+    other's PIDs. None where /proc does not tell (not Linux)."""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"[:80]
+    return None
+
+
 def register(conn: Connection, *, name: str, host: str, now: float) -> None:
-    conn.execute(nodes.insert().values(name=name, host=host[:255], pid=os.getpid(), started_at=now,
-                                       heartbeat_at=now))
+    conn.execute(nodes.insert().values(name=name, host=host[:255], pid=os.getpid(), local_id=local_id(),
+                                       started_at=now, heartbeat_at=now))
 
 
 def beat(conn: Connection, *, name: str, host: str, now: float) -> bool:
@@ -47,8 +64,37 @@ def beat(conn: Connection, *, name: str, host: str, now: float) -> bool:
     return False
 
 
-def heartbeats(conn: Connection) -> list[tuple[str, float]]:
-    return [(r.name, r.heartbeat_at) for r in conn.execute(sa.select(nodes.c.name, nodes.c.heartbeat_at))]
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    heartbeat_at: float
+    pid: int
+    local_id: str | None
+
+
+def heartbeats(conn: Connection) -> list[Node]:
+    return [Node(r.name, r.heartbeat_at, r.pid, r.local_id) for r in conn.execute(
+        sa.select(nodes.c.name, nodes.c.heartbeat_at, nodes.c.pid, nodes.c.local_id))]
+
+
+def gone_here(rows: Iterable[Node], *, me: str) -> list[Node]:
+    """The nodes that ran on this machine and whose process no longer exists."""
+    here = local_id()
+    if here is None:
+        return []
+    return [n for n in rows if n.name != me and n.local_id == here and not _pid_exists(n.pid)]
+
+
+def _pid_exists(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a PID we can judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, under another user
+    return True
 
 
 def owned_by(names: Iterable[str]) -> list[str]:
@@ -100,11 +146,12 @@ class Watch:
         """We could not see the database: nothing seen before proves anything now."""
         self._seen.clear()
 
-    def dead(self, rows: Iterable[tuple[str, float]], *, now: float) -> list[tuple[str, float]]:
-        """(name, heartbeat) of the nodes whose heartbeat stood still for `dead_after`."""
+    def dead(self, rows: Iterable[Node], *, now: float) -> list[Node]:
+        """The nodes whose heartbeat stood still for `dead_after`."""
         out = []
         present = set()
-        for name, heartbeat_at in rows:
+        for node in rows:
+            name, heartbeat_at = node.name, node.heartbeat_at
             if name == self.me:
                 continue
             present.add(name)
@@ -112,7 +159,7 @@ class Watch:
             if seen is None or seen.heartbeat_at != heartbeat_at:
                 self._seen[name] = _Seen(heartbeat_at, now)
             elif now - seen.changed_at >= self.dead_after:
-                out.append((name, heartbeat_at))
+                out.append(node)
         for name in set(self._seen) - present:
             del self._seen[name]
         return out

@@ -116,6 +116,7 @@ nodes = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),  # the lease owner name
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("local_id", sa.String(80), nullable=True),  # boot id and PID namespace (spool.nodes)
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
 )

@@ -11,7 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailrelay.store.schema import attempts, events, recipients
+from mailrelay.spool.writer import SpoolRecord
+from mailrelay.store.schema import accounts, attempts, events, messages, nodes, recipients
 from tests.integration.delivery.conftest import Behaviour, RemoteMX, delivery_toml
 from tests.integration.smtp.conftest import PASSWORD, Node
 from tests.support.dnsserver import FakeDNS
@@ -322,3 +323,34 @@ def test_remote_size_limit_is_respected(node_factory: Any, fake_dns: FakeDNS, mx
         reply = conn.execute(sa.select(recipients.c.last_reply).where(recipients.c.message_id == qid)).scalar()
     assert reply is not None and reply.startswith("5.3.4") and "1000" in reply
     assert small.messages == []
+
+
+def test_leases_of_a_node_on_another_machine_are_taken_over_when_its_heartbeat_stops(
+        node_factory: Any, fake_dns: FakeDNS, mx_port: int, remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port,
+                      "[delivery]\nheartbeat_seconds = 0.2\ndead_after = 1\nretry_first = 0.3")
+    now = time.time()
+    with node.app.engine.begin() as conn:
+        # A node of another machine, its heartbeat stopped: it leased a message for 15 minutes.
+        conn.execute(nodes.insert().values(name="far.1.abcdef-d0", host="far", pid=1, local_id="other-boot:1",
+                                           started_at=now - 60, heartbeat_at=now - 30))
+        account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == "alice")).scalar_one()
+        record = SpoolRecord(queue_id="QFAR1", account_id=account_id, mail_from="alice@sender.test", mail_params={},
+                             recipients=[("bob@dest.test", {})], client_ip="127.0.0.1", helo="client.test",
+                             auth_user="alice", tls_version=None, tls_cipher=None, listener="submission",
+                             trace_headers=b"Received: by far with ESMTP id QFAR1\r\n", body=MSG, created_at=now)
+        message, rcpts = record.rows()
+        conn.execute(messages.insert(), [message])
+        conn.execute(recipients.insert(), [r | {"lease_owner": "far.1.abcdef-d0", "lease_until": now + 900,
+                                                "attempts": 1} for r in rcpts])
+    qid = "QFAR1"
+    started = time.monotonic()
+    mx.wait_for(1, timeout=20)
+    took = time.monotonic() - started
+    wait_status(node, qid, {"bob@dest.test": "delivered"})
+    assert took >= 0.5, "a node is judged on what we saw of it, not on the time it wrote"
+    with node.app.engine.connect() as conn:
+        assert [r.name for r in conn.execute(sa.select(nodes.c.name))] == [node.app.agent.node]  # type: ignore[union-attr]

@@ -218,12 +218,14 @@ dead_after = 2
         proxy.close()
 
 
-def test_leases_of_a_node_killed_with_its_workers_are_handed_back_once_it_is_proven_dead(
+def test_leases_of_a_node_killed_with_its_workers_are_taken_over_by_its_restart_at_once(
         tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, slow_mx: Callable[[float], RemoteMX],
         nodes: list[Server]) -> None:
     mx = slow_mx(0.25)
     port = free_port()
-    config = _config(tmp_path, db_url, port, fake_dns, mx_port, "heartbeat_seconds = 0.5\ndead_after = 2\n")
+    # The default dead_after (30 s) is far longer than the test: the restart knows the killed
+    # processes ran on this machine and are gone, and takes their leases over at once.
+    config = _config(tmp_path, db_url, port, fake_dns, mx_port)
     nodes.append(Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path)))
     nodes[0].wait_ready()
     worker = int(re.findall(r"delivery worker 0 started \(pid (\d+)\)", nodes[0].text())[0])
@@ -246,5 +248,5 @@ def test_leases_of_a_node_killed_with_its_workers_are_handed_back_once_it_is_pro
     assert sum(n - 1 for n in duplicates.values()) <= 4, duplicates
     first = [_queue_id(m.data) for m in mx.messages]
     assert all(first.index(qid) < delivered_at_kill + 4 for qid in duplicates)
-    assert "is dead (no heartbeat for 2s)" in nodes[1].text()
-    assert took < 30, f"recovery took {took:.1f} s: leases were not handed back before they expired"
+    assert f"process {worker} no longer runs on this machine" in nodes[1].text()
+    assert took < 25, f"recovery took {took:.1f} s: the leases waited for dead_after or their expiry"

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("host", sa.String(255), nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("local_id", sa.String(80), nullable=True),
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("heartbeat_at", sa.Float, nullable=False),
     )
