@@ -19,7 +19,16 @@ import sqlalchemy as sa
 from mailrelay import __version__
 from mailrelay.accounts.domains import DomainError
 from mailrelay.accounts.service import AccountError
-from mailrelay.cli import account_cmd, address_cmd, domain_cmd, events_cmd, inbox_cmd, queue_cmd, suppression_cmd
+from mailrelay.cli import (
+    account_cmd,
+    address_cmd,
+    domain_cmd,
+    events_cmd,
+    inbox_cmd,
+    node_cmd,
+    queue_cmd,
+    suppression_cmd,
+)
 from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
 from mailrelay.settings import ConfigError
 from mailrelay.store.db import StorageError
@@ -69,6 +78,7 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     suppression_cmd.add_arguments(sub)
     events_cmd.add_arguments(sub)
     inbox_cmd.add_arguments(sub)
+    node_cmd.add_arguments(sub)
     return parser
 
 

@@ -163,3 +163,28 @@ class Watch:
         for name in set(self._seen) - present:
             del self._seen[name]
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One row of `mailrelay node list`."""
+
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    leased: int  # recipients it is delivering (or posting to a parse webhook) now
+
+
+def listing(conn: Connection) -> list[NodeInfo]:
+    """Every process holding leases, with how many; oldest first."""
+    rows = conn.execute(sa.select(nodes).order_by(nodes.c.started_at, nodes.c.name)).all()
+    counts: dict[str, int] = {}
+    owners = owned_by(r.name for r in rows)
+    if owners:
+        counts = {r.lease_owner: int(r.n) for r in conn.execute(
+            sa.select(recipients.c.lease_owner, sa.func.count().label("n"))
+            .where(recipients.c.lease_owner.in_(owners)).group_by(recipients.c.lease_owner))}
+    return [NodeInfo(r.name, r.host, r.pid, r.started_at, r.heartbeat_at,
+                     sum(counts.get(o, 0) for o in owned_by([r.name]))) for r in rows]

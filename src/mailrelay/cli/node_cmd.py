@@ -1,0 +1,51 @@
+"""`mailrelay node list`: the delivering processes of every node sharing the database."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from mailrelay.cli.common import open_from_args
+from mailrelay.cli.output import format_age, format_table, format_time, to_json
+from mailrelay.spool.nodes import NodeInfo, listing
+
+
+def add_arguments(sub: Any) -> None:
+    node = sub.add_parser("node", help="the delivering processes of the nodes sharing this database")
+    cmds = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
+    p = cmds.add_parser("list", help="each delivery process: host, pid, last heartbeat, recipients it holds")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings, engine = open_from_args(args)
+    try:
+        with engine.connect() as conn:
+            found = listing(conn)
+    finally:
+        engine.dispose()
+    now = time.time()
+    dead_after = settings.delivery.dead_after
+    if args.json:
+        print(to_json([_as_json(n, now, dead_after) for n in found]))
+        return 0
+    if not found:
+        print("no delivery process is running (none has a heartbeat in this database)")
+        return 0
+    rows = [(n.name, n.host, n.pid, format_time(n.started_at), f"{format_age(now - n.heartbeat_at)} ago",
+             _state(now - n.heartbeat_at, dead_after), n.leased) for n in found]
+    print(format_table(("name", "host", "pid", "started (UTC)", "heartbeat", "state", "leased"), rows,
+                       align="<<><<<>"))
+    return 0
+
+
+def _state(silent: float, dead_after: float) -> str:
+    # What another node would conclude: silent past dead_after means its leases are handed back.
+    return "silent" if silent >= dead_after else "alive"
+
+
+def _as_json(n: NodeInfo, now: float, dead_after: float) -> dict[str, Any]:
+    return {"name": n.name, "host": n.host, "pid": n.pid, "started_at": n.started_at,
+            "heartbeat_at": n.heartbeat_at, "state": _state(now - n.heartbeat_at, dead_after), "leased": n.leased}
