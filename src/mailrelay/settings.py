@@ -593,14 +593,35 @@ def _check(s: Settings) -> None:
 
 # Schemes (and drivers) mailrelay ships: SQLite, and PostgreSQL through psycopg 3.
 _STORAGE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
-# user:password@ up to the last @ of the authority: a password with an unescaped @ is hidden whole.
-_URL_PASSWORD = re.compile(r"^([\w+]+://[^:/@?]*):[^?]*@")
 _QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password shown as ***: for every message and log line that names it."""
-    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+    """`url` with its password shown as ***: for every message and log line that names it.
+
+    The password is what SQLAlchemy will send, whatever it contains ("?", "#", ":"), so
+    SQLAlchemy's own parser finds it. An unescaped "@" in it, which SQLAlchemy would split
+    off into the host, or a URL it cannot parse, is hidden from the first ":" after "//" up
+    to the last "@": too much rather than too little.
+    """
+    from sqlalchemy.engine import make_url  # here: settings alone need not load SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return _redact_greedy(url)
+    if parsed.password is not None and url.count("@") > 1:
+        return _redact_greedy(url)
+    return _QUERY_PASSWORD.sub(r"\1***", parsed.render_as_string(hide_password=True))
+
+
+def _redact_greedy(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    colon, at = rest.find(":"), rest.rfind("@")
+    if sep and 0 <= colon < at:
+        rest = f"{rest[:colon]}:***{rest[at:]}"
+    return _QUERY_PASSWORD.sub(r"\1***", scheme + sep + rest)
 
 
 def _check_storage(s: Settings) -> None:

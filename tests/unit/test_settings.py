@@ -172,9 +172,34 @@ def test_unparsable_storage_url_is_refused_without_its_password(tmp_path: Path) 
      "postgresql://app@db/mail?password=***&sslmode=require"),
     ("postgresql://app@db/mail", "postgresql://app@db/mail"),
     ("sqlite:///data/mailrelay.db", "sqlite:///data/mailrelay.db"),
+    # SQLAlchemy reads everything up to the first @ as the password, "?" and "#" included.
+    ("postgresql://app:p?ss@db/mail", "postgresql://app:***@db/mail"),
+    ("postgresql://app:p#ss@db/mail?sslmode=require", "postgresql://app:***@db/mail?sslmode=require"),
+    ("postgresql://app:p?s@s@db/mail", "postgresql://app:***@db/mail"),
+    # An unescaped @ in the password: SQLAlchemy would show its rest as the host; hidden whole.
+    ("postgresql://app:p@ss@db/mail", "postgresql://app:***@db/mail"),
+    ("postgresql://app:a@b/c@db/mail", "postgresql://app:***@db/mail"),
+    ("postgresql://app:p:ss@db:5432/mail", "postgresql://app:***@db:5432/mail"),
+    ("postgresql://app:p%40ss@db/mail", "postgresql://app:***@db/mail"),
+    ("postgresql://app:s3cret@db/mail?password=again", "postgresql://app:***@db/mail?password=***"),
+    ("postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dt_1",
+     "postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dt_1"),
+    # Not parsable (a port that is not a number): hidden from the first ":" to the last "@".
+    ("postgresql://app:p?ss@db:notaport/mail", "postgresql://app:***@db:notaport/mail"),
+    ("postgresql://app:p@ss@db:notaport/mail?password=x", "postgresql://app:***@db:notaport/mail?password=***"),
+    ("postgresql://app@db:notaport/mail", "postgresql://app@db:notaport/mail"),
+    ("not a url", "not a url"),
 ])
 def test_redact_url_hides_the_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_a_refused_storage_url_never_shows_a_password_with_a_question_mark(tmp_path: Path) -> None:
+    for url in ("mysql://app:p?ss-w0rd@db/mail", "postgresql://app:p?ss-w0rd@db:notaport/mail"):
+        with pytest.raises(ConfigError) as err:
+            load_settings(write(tmp_path, f'[storage]\nurl = "{url}"\n'), env={})
+        assert err.value.key == "storage.url"
+        assert "ss-w0rd" not in str(err.value), str(err.value)
 
 
 def test_storage_space_and_connect_timeout_settings(tmp_path: Path) -> None:
