@@ -213,3 +213,16 @@ def test_storage_space_and_connect_timeout_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, "[storage]\nconnect_timeout = 1\n"), env={})
     assert err.value.key == "storage.connect_timeout" and "at least 2" in err.value.expected
+
+
+def test_the_engine_and_the_directory_default_to_the_settings_defaults() -> None:
+    # One home for each default (settings); the constructors used without settings follow it.
+    import inspect
+
+    from mailrelay.inbound.directory import InboundDirectory
+    from mailrelay.settings import InboundSettings, StorageSettings
+    from mailrelay.store.db import create_engine
+
+    timeout = inspect.signature(create_engine).parameters["connect_timeout"].default
+    delimiter = inspect.signature(InboundDirectory).parameters["recipient_delimiter"].default
+    assert (timeout, delimiter) == (StorageSettings().connect_timeout, InboundSettings().recipient_delimiter)

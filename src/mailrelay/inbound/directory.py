@@ -24,11 +24,12 @@ from typing import Final, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from mailrelay.settings import InboundSettings
 from mailrelay.store.schema import accounts, addresses, domains
 
 DEFAULT_TTL = 5.0
 MAX_ENTRIES = 50_000
-DEFAULT_DELIMITER = "+"
+DEFAULT_DELIMITER = InboundSettings().recipient_delimiter  # inbound.recipient_delimiter's, defined there
 
 
 @dataclass(frozen=True, slots=True)

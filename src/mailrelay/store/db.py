@@ -10,10 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailrelay.settings import StorageSettings
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# Seconds to reach PostgreSQL (settings' storage.connect_timeout): without one, psycopg waits
-# 130 s for a server that accepts the connection and never answers.
-DEFAULT_CONNECT_TIMEOUT = 10.0
+# Seconds to reach PostgreSQL, storage.connect_timeout's default (defined there, once): without
+# one, psycopg waits 130 s for a server that accepts the connection and never answers.
+DEFAULT_CONNECT_TIMEOUT = StorageSettings().connect_timeout
 
 
 class StorageError(Exception):
