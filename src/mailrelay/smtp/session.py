@@ -181,7 +181,10 @@ class SMTPSession(asyncio.Protocol):
         if self._busy:
             return None  # our turn (AUTH, a commit): the client is not the one taking time
         if self._state == _DATA:
-            allowance = self._data_bytes / limits.min_data_rate if limits.min_data_rate else 0.0
+            # Bytes buy time only up to the largest message we take: past it (a client that
+            # never sends the terminator, however fast) the deadline stops moving.
+            paid = min(self._data_bytes, _raw_limit(limits.max_message_size))
+            allowance = paid / limits.min_data_rate if limits.min_data_rate else 0.0
             if now - self._data_started > limits.data_deadline + allowance:
                 return R.DATA_TIMEOUT
         elif self._line_started and now - self._line_started > limits.command_deadline:
@@ -636,10 +639,7 @@ class SMTPSession(asyncio.Protocol):
         self._data_bytes += len(chunk)
         end = data.find(TERMINATOR, start)
         if end < 0:
-            # Dot-stuffing and a terminator split across reads make the raw size a little larger
-            # than the message; the exact check comes after unstuffing.
-            limit = self.server.limits.max_message_size
-            if len(data) - 2 > limit + limit // 64 + 1024:
+            if len(data) - 2 > _raw_limit(self.server.limits.max_message_size):
                 # Too big: keep counting to the terminator but hold only its possible start.
                 self._too_big = True
                 del data[:-4]
@@ -715,6 +715,13 @@ class SMTPSession(asyncio.Protocol):
         self._resume(reply)
         if self.server.draining and not self.in_transaction and self._state != _CLOSED:
             self.close(R.SHUTTING_DOWN)
+
+
+def _raw_limit(max_message_size: int) -> int:
+    """The most DATA octets a message within the limit can take on the wire: dot-stuffing and
+    a terminator split across reads make it a little larger than the message (the exact check
+    comes after unstuffing)."""
+    return max_message_size + max_message_size // 64 + 1024
 
 
 def _printable(text: str) -> bool:

@@ -8,6 +8,7 @@ seconds, not fractions, and far from every pause the client makes, so that a loa
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -113,3 +114,28 @@ def test_the_command_deadline_does_not_count_time_between_commands(node_factory:
     assert c.reply()[0] == 250
     time.sleep(3.0)  # idle, not inside a command (past the deadline and a sweep): only idle_timeout applies
     assert c.cmd("NOOP")[0] == 250
+
+
+def test_a_client_sending_fast_past_the_size_limit_is_not_given_time_for_ever(node_factory: NodeFactory) -> None:
+    # 5000 bytes a second, well above min_data_rate: each byte used to buy more time, so a
+    # message that never ends held its connection for ever. A message of at most 1024 bytes
+    # needs at most ~1 s of allowance (dot-stuffing room included): 1 + 1 s, then 421.
+    node = node_factory(TRUSTED + "[smtp]\nmax_message_size = 1024\ndata_deadline = 1\n"
+                        "min_data_rate = 2000\n")
+    c = trusted_client(node)
+    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]
+    assert c.cmd("DATA")[0] == 354
+    start = time.monotonic()
+    reply = None
+    while reply is None and time.monotonic() - start < 8:
+        with contextlib.suppress(OSError):  # closed under us: the reply is already buffered
+            c.send((b"z" * 98 + b"\r\n") * 5)
+        readable, _, _ = select.select([c.sock], [], [], 0.1)
+        if readable:
+            reply = c.reply()
+    spent = time.monotonic() - start
+    assert reply is not None, f"still sending after {spent:.1f} s"
+    code, text = reply
+    assert code == 421 and text.startswith("421 4.4.2"), text
+    assert 1.9 <= spent < 6, spent
+    assert node.stored() == []
