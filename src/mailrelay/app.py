@@ -199,6 +199,8 @@ class App:
             await self.webhooks.stop(self.settings.server.shutdown_timeout)
         if self.inbound is not None:
             await self.inbound.stop(self.settings.server.shutdown_timeout)
+        if self.agent is not None:  # last: until now the dispatchers leased under its name
+            await self.agent.leave(self.settings.server.shutdown_timeout)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
         if self.receiver is not None:
             self.receiver.close()  # the SPF checker's threads

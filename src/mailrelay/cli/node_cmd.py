@@ -14,7 +14,8 @@ from mailrelay.spool.nodes import NodeInfo, listing
 def add_arguments(sub: Any) -> None:
     node = sub.add_parser("node", help="the delivering processes of the nodes sharing this database")
     cmds = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
-    p = cmds.add_parser("list", help="each delivery process: host, pid, last heartbeat, recipients it holds")
+    p = cmds.add_parser("list", help="each delivery process: host, pid, last heartbeat, recipients it holds "
+                                     "(ages by this machine's clock; nodes judge each other by change, not by age)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
@@ -42,7 +43,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _state(silent: float, dead_after: float) -> str:
-    # What another node would conclude: silent past dead_after means its leases are handed back.
+    # An operator's hint from the wall clocks of two machines. The nodes themselves never
+    # compare clocks: they bury a node whose heartbeat stops changing (spool.nodes).
     return "silent" if silent >= dead_after else "alive"
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection as DBConnection
 from mailrelay.core.linelength import fit_lines
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
-from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many
+from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
 from mailrelay.delivery.routing import Hop, RoutePlan, RoutingError, plan_route
 from mailrelay.resolver.base import Resolver
 from mailrelay.sandbox.capture import record_captures
@@ -132,6 +132,7 @@ class DeliveryAgent:
         self._sending: set[asyncio.Task[None]] = set()  # jobs in an SMTP transaction: never cancelled
         self._given_back: list[int] = []  # recipient ids of jobs stopped before they started
         self._held: list[_Finished] = []  # outcomes the database could not take yet
+        self._writing = 0  # outcome writes in flight
         self._held_since = 0.0
         self._held_delay = 0.0
 
@@ -151,7 +152,8 @@ class DeliveryAgent:
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming and start no new transaction: jobs not yet talking to a server give
-        their recipients back; transactions in flight finish (bounded) and are recorded."""
+        their recipients back; transactions in flight finish (bounded) and are recorded. The
+        heartbeat goes on until `leave`: a stopping node is not dead."""
         self._stopping = True
         self._wake.set()
         deadline = time.monotonic() + timeout
@@ -166,50 +168,58 @@ class DeliveryAgent:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         await self.pool.expire(everything=True)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-        await self._leave(deadline)
 
-    async def _leave(self, deadline: float) -> None:
-        """Write what is still held, give back unstarted work, then leave the nodes table
-        (handing back whatever an interrupted transaction still leased). Retried until the
-        deadline if the database is away; after that another node finds us dead and does it."""
-        while True:
-            if self._held:
-                self._flush_outcomes(self._held_take())
-            try:
-                if self._given_back:
-                    ids, self._given_back = self._given_back, []
-                    try:
-                        n = await self.writer.run(functools.partial(hand_back, node=self.node, ids=ids,
-                                                                    now=time.time()))
-                    except Exception:
-                        self._given_back = ids + self._given_back
-                        raise
-                    log.info("stopping: %d recipients not yet sent are due again now", n)
-                left = await self.writer.run(functools.partial(nodes.leave, name=self.node, now=time.time()))
-                if left:
-                    log.warning("stopping: %d recipients interrupted mid-transaction are due again now", left)
-                if not self._held:
+    async def leave(self, timeout: float) -> None:
+        """After `stop` and after every other user of our lease name (the inbound dispatcher)
+        has stopped: write what is still held, give back unstarted work, then leave the nodes
+        table, handing back whatever an interrupted transaction still leased. Retried until
+        the deadline while the database is away; after that another node buries us."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not await self._leave_once():
+                if time.monotonic() >= deadline:
+                    if self._held:
+                        held = ", ".join(sorted({c.message.id for c, _, _ in self._held}))
+                        log.error("stopping with %d delivery outcomes not recorded (database unavailable): %s; "
+                                  "they are tried again once this node is found dead", len(self._held), held)
                     return
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    log.error("stopping: could not give back leases: %s", exc)
-                    return
-            if time.monotonic() >= deadline:
-                if self._held:
-                    held = ", ".join(sorted({c.message.id for c, _, _ in self._held}))
-                    log.error("stopping with %d delivery outcomes not recorded (database unavailable): %s; "
-                              "these messages will be tried again once their leases end", len(self._held), held)
-                return
-            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        finally:
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+
+    async def _leave_once(self) -> bool:
+        # Outcomes first, and written before the lease goes: a recipient handed back with its
+        # 250 unrecorded would be sent again.
+        if self._finished:
+            self._flush_outcomes()
+        if self._held:
+            self._flush_outcomes(self._held_take())
+        if self._writing or self._held:
+            return False
+        try:
+            if self._given_back:
+                ids = self._given_back
+                n = await self.writer.run(functools.partial(hand_back, node=self.node, ids=ids, now=time.time()))
+                self._given_back = self._given_back[len(ids):]
+                log.info("stopping: %d recipients not yet sent are due again now", n)
+            left = await self.writer.run(functools.partial(nodes.leave, name=self.node, now=time.time()))
+        except Exception as exc:
+            if is_unavailable(exc):
+                return False
+            log.error("stopping: could not give back leases: %s", exc)
+            return True
+        if left:
+            log.warning("stopping: %d recipients interrupted mid-transaction are due again now", left)
+        return True
 
     async def _heartbeat(self, host: str) -> None:
         """Beat, and bury the nodes proven dead (their leases are due now): at once for those
-        that ran on this machine and whose process is gone, after `dead_after` for others."""
+        that ran on this machine and whose process is gone, after `dead_after` for others.
+        Runs until `leave`; a stopping node still beats but buries nobody."""
         s = self.settings
         started = True
-        while not self._stopping:
+        while True:
             if not started:
                 await asyncio.sleep(s.heartbeat_seconds)
             try:
@@ -218,6 +228,8 @@ class DeliveryAgent:
                     log.warning("delivery agent %s was taken for dead (no heartbeat for %gs) and its leases "
                                 "were handed back; it goes on", self.node, s.dead_after)
                 started = False
+                if self._stopping:
+                    continue
                 rows = await self.writer.run(nodes.heartbeats)
                 gone = {n.name: f"its process {n.pid} no longer runs on this machine"
                         for n in nodes.gone_here(rows, me=self.node)}
@@ -232,9 +244,12 @@ class DeliveryAgent:
                         log.warning("delivery agent %s is dead (%s): %d recipients it leased are due again now",
                                     node.name, gone[node.name], count)
                         self.wake()
+                await self.writer.run(functools.partial(report_waiting_failures, now=time.time(),
+                                                        hostname=self.hostname))
             except Exception as exc:
-                self._watch.forget()  # unseen time proves nothing
-                if not is_unavailable(exc):
+                if is_unavailable(exc):
+                    self._watch.forget()  # unseen time proves nothing
+                else:
                     log.exception("heartbeat failed")
 
     # -- the claim loop -------------------------------------------------------------------
@@ -334,11 +349,15 @@ class DeliveryAgent:
     def _flush_outcomes(self, batch: list[_Finished] | None = None) -> None:
         if batch is None:
             batch, self._finished = self._finished, []
+        if not batch:
+            return
         op = functools.partial(record_many, items=[(c, o) for c, o, _ in batch], now=time.time(),
                                hostname=self.hostname, max_lifetime=self.settings.max_lifetime,
                                delay_warning=self.settings.delay_warning)
+        self._writing += 1
 
         def written(done: asyncio.Future[list[str | None]]) -> None:
+            self._writing -= 1
             exc = done.exception()
             if exc is not None and is_unavailable(exc):
                 self._hold(batch, exc)

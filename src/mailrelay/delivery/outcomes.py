@@ -29,7 +29,7 @@ from mailrelay.core.ids import new_queue_id
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from mailrelay.events.log import add_events
-from mailrelay.spool.leases import Claim, ClaimedRecipient
+from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.schema import attempts, events, messages, recipients, suppressions
 
@@ -150,6 +150,20 @@ def _report_failures(conn: Connection, claims: dict[str, Claim], *, now: float, 
         if bounce is not None:
             sent[message_id] = bounce
     return sent
+
+
+def report_waiting_failures(conn: Connection, *, now: float, hostname: str, limit: int = 100) -> int:
+    """The sweep behind `_report_failures`: failed recipients still waiting for their bounce
+    although nothing of their message is being delivered any more (the recipient they waited
+    for was handed back, dropped as suppressed, or bounced by an operator). Returns the
+    number of bounces queued."""
+    r = recipients
+    waiting = [row.message_id for row in conn.execute(
+        sa.select(r.c.message_id).where(r.c.dsn_pending.is_not(None)).distinct().limit(limit))]
+    if not waiting:
+        return 0
+    claims = {mid: Claim(msg, "", ()) for mid, msg in load_messages(conn, waiting).items()}
+    return len(_report_failures(conn, claims, now=now, hostname=hostname))
 
 
 def _warned(conn: Connection, message_id: str, address: str) -> bool:

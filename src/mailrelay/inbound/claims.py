@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailrelay.events.log import add_events
+from mailrelay.spool.nodes import lease_free
 from mailrelay.store.schema import domains, messages, recipients
 
 INBOUND = "inbound"  # to be posted to the domain's webhook
@@ -56,7 +57,7 @@ def claim(conn: Connection, *, node: str, now: float, limit: int, lease_seconds:
     """Lease the due `inbound` recipients of at most `limit` messages to `node`; recipients at
     a domain without a webhook any more become `kept`."""
     r = recipients
-    due = [r.c.status == INBOUND, r.c.next_attempt_at <= now, sa.or_(r.c.lease_until.is_(None), r.c.lease_until < now)]
+    due = [r.c.status == INBOUND, r.c.next_attempt_at <= now, lease_free(now)]
     first = sa.select(r.c.message_id).where(*due).order_by(r.c.next_attempt_at, r.c.id).limit(limit)
     msg_ids = sorted({row.message_id for row in conn.execute(first)})
     if not msg_ids:

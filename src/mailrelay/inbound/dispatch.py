@@ -29,6 +29,7 @@ from mailrelay.events.webhook import redact
 from mailrelay.inbound import claims, parse
 from mailrelay.settings import InboundSettings
 from mailrelay.spool.leases import backoff
+from mailrelay.spool.nodes import INBOUND_SUFFIX
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.health import is_unavailable
 
@@ -45,7 +46,7 @@ class InboundDispatcher:
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.writer = writer
-        self.node = f"{node}/inbound"
+        self.node = f"{node}{INBOUND_SUFFIX}"
         self._clock = clock
         self._client = httpx.AsyncClient(
             timeout=settings.timeout, follow_redirects=False, trust_env=False, transport=transport,

@@ -9,13 +9,14 @@ LOCKED`); on SQLite the one writer thread serialises claims.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay.spool.nodes import lease_free
 from mailrelay.store.schema import messages, recipients
 
 PENDING = ("queued", "deferred")
@@ -61,8 +62,7 @@ def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seco
     r = recipients
     due = (
         sa.select(r.c.id, r.c.message_id, r.c.address, r.c.domain, r.c.params, r.c.attempts, r.c.status)
-        .where(r.c.status.in_(PENDING), r.c.next_attempt_at <= now,
-               sa.or_(r.c.lease_until.is_(None), r.c.lease_until < now))
+        .where(r.c.status.in_(PENDING), r.c.next_attempt_at <= now, lease_free(now))
         .order_by(r.c.next_attempt_at, r.c.id)
         .limit(limit)
     )
@@ -81,16 +81,7 @@ def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seco
             .values(lease_owner=node, lease_until=now + lease_seconds,
                     next_attempt_at=now + next_attempt(attempts), attempts=attempts + 1, updated_at=now)
         )
-    msg_ids = sorted({row.message_id for row in rows})
-    msgs = {
-        m.id: ClaimedMessage(m.id, m.account_id, m.mail_from, _json(m.mail_params),
-                             bytes(m.trace_headers) + bytes(m.body), m.created_at, bool(m.sandbox))
-        for m in conn.execute(
-            sa.select(messages.c.id, messages.c.account_id, messages.c.mail_from, messages.c.mail_params,
-                      messages.c.trace_headers, messages.c.body, messages.c.created_at, messages.c.sandbox)
-            .where(messages.c.id.in_(msg_ids))
-        )
-    }
+    msgs = load_messages(conn, {row.message_id for row in rows})
     groups: dict[tuple[str, str], list[ClaimedRecipient]] = {}
     for row in rows:
         groups.setdefault((row.message_id, row.domain), []).append(
@@ -104,6 +95,17 @@ def _json(text: Any) -> dict[str, str | None]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, ClaimedMessage]:
+    """The messages with these queue ids, as a delivery attempt needs them."""
+    m = messages.c
+    return {
+        row.id: ClaimedMessage(row.id, row.account_id, row.mail_from, _json(row.mail_params),
+                               bytes(row.trace_headers) + bytes(row.body), row.created_at, bool(row.sandbox))
+        for row in conn.execute(sa.select(m.id, m.account_id, m.mail_from, m.mail_params, m.trace_headers, m.body,
+                                          m.created_at, m.sandbox).where(m.id.in_(sorted(set(ids)))))
+    }
 
 
 def hand_back(conn: Connection, *, node: str, ids: list[int], now: float) -> int:

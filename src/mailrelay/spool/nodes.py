@@ -1,7 +1,10 @@
 """Lease owners: a name for each start of each delivering process, kept alive by a heartbeat.
 
-A lease ends when its work is recorded, when it expires, or when its owner is proven dead;
-never because another process starts. Names are unique per process start (host, pid and a
+A lease ends when its work is recorded or when its owner is proven dead (its row goes and its
+leases with it); never because another process starts, and never by time alone while its owner
+has a row: not after a database outage longer than `lease_seconds`, not during one long
+transaction. `lease_until` still frees the leases of an owner without a row (a version before
+heartbeats, or one buried at the moment it claimed). Names are unique per process start (host, pid and a
 random token), so two nodes on one host, or a restarted parent and the worker it left
 behind, can never mistake each other's leases for their own.
 
@@ -13,6 +16,10 @@ Proof of death, either of:
   clock. No timestamps are compared between hosts (clocks may disagree), and an observer that
   could not reach the database proves nothing: it forgets what it saw and starts watching
   afresh, so after an outage every node gets `dead_after` seconds to beat again.
+
+Security: PIDs read from the database are only probed with signal 0 (existence), and only when
+the row's `local_id` says they belong to this machine's PID namespace; anyone who can write the
+nodes table can already steer the queue.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from sqlalchemy.engine import Connection
 from mailrelay.store.schema import nodes, recipients
 
 NAME_MAX = 64  # recipients.lease_owner
+INBOUND_SUFFIX = "/inbound"  # a node's inbound dispatcher leases under `name + INBOUND_SUFFIX`
 _HOST_MAX = 32  # leaves room for ".<pid>.<token>", "-dN" and "/inbound"
 
 
@@ -97,9 +105,19 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+def lease_free(now: float) -> sa.ColumnElement[bool]:
+    """The recipients nobody is working on: no lease, or one past `lease_until` whose owner
+    has no row (a live owner's lease ends only by burial)."""
+    r = recipients
+    owner_alive = sa.exists().where(sa.or_(nodes.c.name == r.c.lease_owner,
+                                           nodes.c.name + INBOUND_SUFFIX == r.c.lease_owner))
+    return sa.or_(r.c.lease_owner.is_(None), r.c.lease_until.is_(None),
+                  sa.and_(r.c.lease_until < now, ~owner_alive))
+
+
 def owned_by(names: Iterable[str]) -> list[str]:
     """Every lease owner name a node uses: its own, and its inbound dispatcher's."""
-    return [owner for name in names for owner in (name, f"{name}/inbound"[:NAME_MAX])]
+    return [owner for name in names for owner in (name, f"{name}{INBOUND_SUFFIX}"[:NAME_MAX])]
 
 
 def hand_back_all(conn: Connection, *, owners: Iterable[str], now: float) -> int:

@@ -8,6 +8,7 @@ process reports its failures here, and callers skip their own line for `StorageU
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 
 import sqlalchemy.exc
@@ -15,18 +16,38 @@ import sqlalchemy.exc
 log = logging.getLogger("mailrelay.store")
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(ConnectionError):
     """The database could not be reached or written (down, unreachable, disk full, locked):
     the work may be retried as it is. Raised in place of the driver's error."""
 
 
+# PostgreSQL SQLSTATEs of the server, not the statement (Appendix A): connection exceptions,
+# insufficient resources (disk full, out of memory, too many connections), shutting down.
+_PG_CLASSES = ("08", "53")
+_PG_STATES = ("57P01", "57P02", "57P03")
+# SQLite's: the file or its disk, not the statement ("database is locked" is a busy writer
+# past busy_timeout: a statement to retry on its own, not an outage).
+_SQLITE_TEXTS = ("unable to open database", "disk i/o error", "database or disk is full", "readonly database")
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """A failure of the database as a whole, not of the statement: connection refused or
-    lost, server shutting down, disk full, lock timeout (all OperationalError on SQLite and
-    psycopg), or a connection the pool found dead."""
-    if isinstance(exc, StorageUnavailable | sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+    """A failure of the database as a whole, not of one statement: connection refused or
+    lost, server shutting down, disk full, a connection the pool found dead. A deadlock, a
+    serialization failure or a lock timeout is the statement's: retried on its own."""
+    if isinstance(exc, StorageUnavailable):
         return True
-    return isinstance(exc, sqlalchemy.exc.DBAPIError) and bool(exc.connection_invalidated)
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        text = str(orig).lower()
+        return any(t in text for t in _SQLITE_TEXTS)
+    state = getattr(orig, "sqlstate", None)
+    if state:
+        return state[:2] in _PG_CLASSES or state in _PG_STATES
+    return True  # psycopg's connection failures carry no SQLSTATE
 
 
 class StorageHealth:

@@ -105,6 +105,9 @@ recipients = sa.Table(
     # its message is being delivered, so one pass over a message makes one bounce.
     sa.Column("dsn_pending", sa.Text, nullable=True),
     sa.Index("ix_recipients_status_next", "status", "next_attempt_at"),
+    # Partial: only recipients waiting to be reported, so the sweep for them stays cheap.
+    sa.Index("ix_recipients_dsn_pending", "message_id", sqlite_where=sa.text("dsn_pending IS NOT NULL"),
+             postgresql_where=sa.text("dsn_pending IS NOT NULL")),
 )
 
 # The processes that hold leases, each under a name unique to one start of one process

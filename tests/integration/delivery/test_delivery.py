@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -354,3 +355,35 @@ def test_leases_of_a_node_on_another_machine_are_taken_over_when_its_heartbeat_s
     assert took >= 0.5, "a node is judged on what we saw of it, not on the time it wrote"
     with node.app.engine.connect() as conn:
         assert [r.name for r in conn.execute(sa.select(nodes.c.name))] == [node.app.agent.node]  # type: ignore[union-attr]
+
+
+def test_a_failure_left_waiting_for_its_bounce_is_reported_by_the_sweep(
+        node_factory: Any, fake_dns: FakeDNS, mx_port: int, remote_mx: Callable[..., RemoteMX]) -> None:
+    # nobody@a.test failed while fine@b.test was being delivered; then fine@b.test left the
+    # queue without an outcome of its own (dropped as suppressed): only the sweep can report.
+    sender_mx = remote_mx("127.0.0.6")
+    fake_dns.mx("sender.test", (10, "mx.sender.test"))
+    fake_dns.a("mx.sender.test", "127.0.0.6")
+    node = start_node(node_factory, fake_dns, mx_port, "[delivery]\nheartbeat_seconds = 0.2\ndead_after = 1")
+    now = time.time()
+    waiting = json.dumps({"address": "nobody@a.test", "status": "5.1.1", "action": "failed",
+                          "diagnostic": "550 5.1.1 no such user", "remote_mta": "mx.a.test", "last_attempt": now})
+    with node.app.engine.begin() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == "alice")).scalar_one()
+        record = SpoolRecord(queue_id="QWAIT1", account_id=account_id, mail_from="alice@sender.test", mail_params={},
+                             recipients=[("nobody@a.test", {}), ("fine@b.test", {})], client_ip="127.0.0.1",
+                             helo="client.test", auth_user="alice", tls_version=None, tls_cipher=None,
+                             listener="submission", trace_headers=b"", body=MSG, created_at=now)
+        message, rcpts = record.rows()
+        conn.execute(messages.insert(), [message])
+        conn.execute(recipients.insert(), [
+            rcpts[0] | {"status": "bounced", "next_attempt_at": None, "dsn_pending": waiting},
+            rcpts[1] | {"status": "dropped", "next_attempt_at": None, "dsn_pending": None}])
+    [dsn] = sender_mx.wait_for(1)
+    assert "Final-Recipient: rfc822; nobody@a.test" in dsn.data.decode()
+    assert "fine@b.test" not in dsn.data.decode()
+    time.sleep(0.6)
+    assert len(sender_mx.messages) == 1
+    with node.app.engine.connect() as conn:
+        assert conn.execute(sa.select(recipients.c.dsn_pending).where(
+            recipients.c.address == "nobody@a.test")).scalar() is None

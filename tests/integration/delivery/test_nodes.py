@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,7 +101,7 @@ def nodes() -> Iterator[list[Server]]:
 def test_a_second_node_on_the_same_host_takes_no_lease_of_the_first(
         tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, slow_mx: Callable[[float], RemoteMX],
         nodes: list[Server]) -> None:
-    mx = slow_mx(0.25)
+    mx = slow_mx(0.5)
     one = tmp_path / "one"
     two = tmp_path / "two"
     one.mkdir()
@@ -111,10 +112,13 @@ def test_a_second_node_on_the_same_host_takes_no_lease_of_the_first(
     nodes.append(Server(one, ["-c", str(config1), "serve"], base_env(one)))
     nodes[0].wait_ready()
     _plan_unlimited(one, config1)
-    ids = _send(port1, 0, 60)  # about 4 s of work for node 1, most of it leased at once
+    ids = _send(port1, 0, 60)  # about 7.5 s of work for node 1, most of it leased at once
     mx.wait_for(4)
     nodes.append(Server(two, ["-c", str(config2), "serve"], base_env(two)))
     nodes[1].wait_ready()
+    listed = run_cli(one, config1, "node", "list", "--json")
+    held = sum(n["leased"] for n in json.loads(listed.stdout) if n["name"].startswith(socket.gethostname()[:32]))
+    assert held > 0 and len(mx.messages) < len(ids), "node 1 must still hold a backlog when node 2 starts"
     counts = _wait_all(mx, ids, 60)
     duplicates = {qid: n for qid, n in counts.items() if n > 1}
     assert set(counts) == set(ids)
@@ -135,6 +139,7 @@ def test_workers_of_a_killed_parent_start_nothing_new_and_the_restart_takes_over
     mx.wait_for(4)
     nodes[0].proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
+    assert len(mx.messages) < len(ids) - 8, "the kill must come with work left in the worker's hands"
     nodes[0].proc.wait(10)
     time.sleep(1.0)
     restart_at = time.monotonic()
@@ -250,3 +255,33 @@ def test_leases_of_a_node_killed_with_its_workers_are_taken_over_by_its_restart_
     assert all(first.index(qid) < delivered_at_kill + 4 for qid in duplicates)
     assert f"process {worker} no longer runs on this machine" in nodes[1].text()
     assert took < 25, f"recovery took {took:.1f} s: the leases waited for dead_after or their expiry"
+
+
+def test_a_node_finishing_its_transactions_on_stop_is_not_taken_for_dead(
+        tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, slow_mx: Callable[[float], RemoteMX],
+        nodes: list[Server]) -> None:
+    # Each transaction outlasts dead_after: the stopping node must go on beating until it leaves.
+    mx = slow_mx(3.0)
+    dirs = [tmp_path / "one", tmp_path / "two"]
+    ports = [free_port(), free_port()]
+    configs = []
+    for d, port in zip(dirs, ports, strict=True):
+        d.mkdir()
+        configs.append(_config(d, db_url, port, fake_dns, mx_port, "heartbeat_seconds = 0.3\ndead_after = 1\n"))
+    nodes.append(Server(dirs[0], ["-c", str(configs[0]), "serve"], base_env(dirs[0])))
+    nodes[0].wait_ready()
+    _plan_unlimited(dirs[0], configs[0])
+    ids = _send(ports[0], 0, 4)
+    deadline = time.monotonic() + 10
+    while mx.handler.in_data < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert mx.handler.in_data == 4
+    nodes.append(Server(dirs[1], ["-c", str(configs[1]), "serve"], base_env(dirs[1])))
+    nodes[1].wait_ready()
+    nodes[0].proc.send_signal(signal.SIGTERM)
+    assert nodes[0].proc.wait(30) == 0
+    counts = _wait_all(mx, ids, 20)
+    time.sleep(2.0)  # a burial would have re-sent them by now
+    counts = collections.Counter(_queue_id(m.data) for m in list(mx.messages))
+    assert set(counts) == set(ids) and all(n == 1 for n in counts.values()), counts
+    assert "is dead" not in nodes[1].text(), nodes[1].text()[-2000:]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from mailrelay.spool import nodes
+from mailrelay.spool.leases import claim_due
 from mailrelay.store.schema import recipients
 
 NOW = 1_700_000_100.0
@@ -60,3 +61,20 @@ def test_a_node_taken_for_dead_learns_it_at_its_next_beat_and_is_back(engine: sa
         nodes.bury(conn, name="n", heartbeat_at=NOW, now=NOW + 60)
         assert nodes.beat(conn, name="n", host="h", now=NOW + 61) is False
         assert nodes.beat(conn, name="n", host="h", now=NOW + 62) is True
+
+
+def test_a_live_owners_lease_does_not_expire_but_one_without_a_row_does(
+        engine: sa.Engine, add_message: Callable[..., str]) -> None:
+    # A database outage longer than lease_seconds: when it is back, the owner still has its row
+    # and may be about to write outcomes; nobody takes its work by the clock.
+    add_message("Q1", rcpts=[(a, "queued") for a in ("a@x.test", "b@x.test", "c@x.test")])
+    with engine.begin() as conn:
+        nodes.register(conn, name="alive", host="h", now=NOW)
+        conn.execute(recipients.update().values(next_attempt_at=NOW - 1, lease_until=NOW - 1))
+        conn.execute(recipients.update().where(recipients.c.address == "a@x.test").values(lease_owner="alive"))
+        conn.execute(recipients.update().where(recipients.c.address == "b@x.test")
+                     .values(lease_owner="alive/inbound"))
+        conn.execute(recipients.update().where(recipients.c.address == "c@x.test")
+                     .values(lease_owner="old-version-d0"))
+        claims = claim_due(conn, node="other", now=NOW, limit=10, lease_seconds=900, next_attempt=lambda n: 60.0)
+    assert [r.address for c in claims for r in c.recipients] == ["c@x.test"]

@@ -28,8 +28,12 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", sa.Float, nullable=False),
     )
     op.add_column("recipients", sa.Column("dsn_pending", sa.Text, nullable=True))
+    waiting = sa.text("dsn_pending IS NOT NULL")
+    op.create_index("ix_recipients_dsn_pending", "recipients", ["message_id"], sqlite_where=waiting,
+                    postgresql_where=waiting)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_recipients_dsn_pending", "recipients")
     op.drop_column("recipients", "dsn_pending")
     op.drop_table("nodes")
