@@ -29,6 +29,7 @@ from mailrelay.delivery.dsn import FailedRecipient, notify_wants
 from mailrelay.delivery.outcomes import queue_bounce
 from mailrelay.events.log import add_events
 from mailrelay.spool.leases import PENDING, Claim, ClaimedMessage, ClaimedRecipient
+from mailrelay.spool.nodes import lease_free
 from mailrelay.store.schema import attempts, messages, recipients
 
 BOUNCE_STATUS = "5.0.0"  # RFC 3463 §3.1: other or undefined permanent status
@@ -56,9 +57,9 @@ def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
     per_message = Counter(row.message_id for row in conn.execute(sa.select(r.c.message_id).where(*where)))
     if not per_message:
         return 0
-    # Only leases that have run out are cleared: a live one is an attempt in progress, and a
-    # second claim beside it would deliver the message twice.
-    live = sa.and_(r.c.lease_until.is_not(None), r.c.lease_until >= now)
+    # Only leases nobody holds any more are cleared: a live one is an attempt in progress, and
+    # a second claim beside it would deliver the message twice.
+    live = sa.not_(lease_free(now))
     conn.execute(r.update().where(*where, sa.not_(live)).values(
         next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
     conn.execute(r.update().where(*where, live).values(next_attempt_at=now, updated_at=now))
@@ -103,8 +104,7 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
     r = recipients
     rows = conn.execute(
         sa.select(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status)
-        .where(r.c.message_id == queue_id, r.c.status.in_(PENDING),
-               sa.or_(r.c.lease_until.is_(None), r.c.lease_until < now))
+        .where(r.c.message_id == queue_id, r.c.status.in_(PENDING), lease_free(now))
         .order_by(r.c.id)
     ).all()
     if not rows:

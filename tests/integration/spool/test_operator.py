@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailrelay.delivery import operator
+from mailrelay.spool import nodes
 from mailrelay.spool.reader import QueueReader
 from mailrelay.store.schema import attempts, events, messages, recipients
 
@@ -76,6 +77,20 @@ def test_retry_keeps_a_live_lease(engine: sa.Engine, add_message: Callable[..., 
     _set(engine, "Q1", "a@x.test", next_attempt_at=NOW + 600, lease_owner="node-1", lease_until=NOW + 60)
     with engine.begin() as conn:
         assert operator.retry(conn, "Q1", now=NOW) == 1
+    assert _rcpts(engine, "Q1") == [("a@x.test", "deferred", NOW, "node-1")]
+
+
+def test_retry_and_bounce_keep_the_lease_of_a_live_node_past_its_lease_until(
+        engine: sa.Engine, add_message: Callable[..., str]) -> None:
+    # After a database outage longer than lease_seconds the owner is still at work (it has a
+    # row in nodes): its lease is live whatever lease_until says.
+    add_message("Q1", rcpts=[("a@x.test", "deferred")])
+    with engine.begin() as conn:
+        nodes.register(conn, name="node-1", host="h", now=NOW)
+    _set(engine, "Q1", "a@x.test", next_attempt_at=NOW + 600, lease_owner="node-1", lease_until=NOW - 60)
+    with engine.begin() as conn:
+        assert operator.retry(conn, "Q1", now=NOW) == 1
+        assert operator.bounce(conn, "Q1", now=NOW, hostname="mx.test") == 0
     assert _rcpts(engine, "Q1") == [("a@x.test", "deferred", NOW, "node-1")]
 
 
