@@ -318,7 +318,12 @@ class SMTPSession(asyncio.Protocol):
         # RFC 1870 §4: SIZE is the limit for this client; once it has logged in (a client may
         # EHLO again after AUTH) the policy may know a lower one, such as its account's plan's.
         size = self.server.limits.max_message_size
-        own = self.listener.handler.max_message_size(self.session)
+        try:
+            own = self.listener.handler.max_message_size(self.session)
+        except Exception as exc:  # SIZE is advice (MAIL and DATA check): never worth the session
+            log.warning("EHLO from %s: the policy's message size limit failed (%s: %s); announcing "
+                        "the server's", self.session.peer_ip, type(exc).__name__, str(exc).partition("\n")[0])
+            own = None
         if own is not None and 0 < own < size:
             size = own
         lines = [host, "PIPELINING", f"SIZE {size}", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]

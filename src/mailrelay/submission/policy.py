@@ -12,7 +12,8 @@ at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is ex
 sessions and nodes; the RCPT that would pass a limit gets 451 4.7.1, as SendGrid answers, and
 the recipients before it stay accepted. Accounts without such a limit are counted in the
 message's own transaction instead, which costs no extra commit. The plan is the one the
-account had when it logged in (trusted networks: when its account was last looked up).
+account had when it logged in (trusted networks: when its account was last looked up, at
+most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up, however old).
 """
 
 from __future__ import annotations
@@ -127,8 +128,19 @@ class SubmissionPolicy:
 
     def max_message_size(self, session: Session) -> int | None:
         """The sending account's plan limit, announced in EHLO (after AUTH, or from a trusted
-        network); MAIL SIZE= and the end of DATA check it either way."""
-        account = self.sender_account(session)
+        network); MAIL SIZE= and the end of DATA check it either way.
+
+        Only what is known already, never a database read: EHLO runs on the event loop, where
+        a read would stall every session (up to storage.connect_timeout for a silent server)
+        and fail each EHLO during an outage. From a trusted network that is its account as
+        last looked up (at MAIL), however old; before the first look-up, the server's SIZE.
+        """
+        if session.identity is not None:
+            account = self.sender_account(session)
+        elif session.trusted:
+            account = self._trusted[0]
+        else:
+            account = None
         return (self.plans.get(account.plan).max_message_size or None) if account is not None else None
 
     def check_sender(self, session: Session, txn: Transaction) -> None:
