@@ -43,7 +43,7 @@ from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
-from mailrelay.store.health import StorageUnavailable
+from mailrelay.store.health import StorageUnavailable, describe, is_unavailable
 from mailrelay.store.space import DiskSpace
 from mailrelay.submission import smtpapi
 from mailrelay.submission.trace import trace_headers
@@ -99,6 +99,7 @@ class SubmissionPolicy:
         self.cache_seconds = cache_seconds
         self.sender_domains = sender_domains  # None: any From: domain may be used
         self._trusted: tuple[Account | None, float] = (None, 0.0)
+        self._trusted_failing = False  # the last read of the trusted account met an outage
         self.plans = Plans(plans or [PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items()], default_plan)
         self.clock = clock  # wall time: days and months are UTC calendar periods; tests set it
         self.rate = RateLimiter()
@@ -112,7 +113,25 @@ class SubmissionPolicy:
         account, expires = self._trusted
         now = time.monotonic()
         if now >= expires:
-            account = self.accounts.get(self.trusted_account) if self.trusted_account else None
+            try:
+                account = self.accounts.get(self.trusted_account) if self.trusted_account else None
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # The database is away: go on with the account as last seen (the commit at the
+                # end of DATA decides anyway), or answer 451 when it was never seen. No
+                # traceback, and one line per outage, not one per MAIL.
+                if not self._trusted_failing:
+                    log.warning("trusted network account %r cannot be read (%s); %s", self.trusted_account,
+                                describe(exc), "using it as last read" if account else "MAIL is answered 451")
+                self._trusted_failing = True
+                self._trusted = (account, now + min(1.0, self.cache_seconds))
+                if account is None:
+                    raise Refusal(R.STORAGE_ERROR) from None
+                return account
+            if self._trusted_failing:
+                log.warning("trusted network account %r can be read again", self.trusted_account)
+                self._trusted_failing = False
             if account is not None and account.status != "active":
                 account = None
             self._trusted = (account, now + self.cache_seconds)

@@ -124,3 +124,29 @@ def test_ehlo_from_a_trusted_network_uses_the_account_last_looked_up_however_old
     code, text = c.cmd("EHLO client.test")
     assert code == 250 and sizes(text) == ["SIZE 3000"], text
     assert not [r for r in caplog.records if r.exc_info], caplog.text
+
+
+def test_mail_from_a_trusted_network_during_an_outage_is_a_clean_451_or_uses_the_account_last_read(
+        node_factory: Callable[..., Node], outage: Outage, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mailrelay")
+    never = node_factory(TRUSTED + SERVER + outage.config)
+    outage.begin(never)
+    c = trusted(never)
+    code, text = c.cmd("MAIL FROM:<app@example.net>")
+    assert code == 451 and "4.3.0 Queue storage unavailable" in text, text
+    assert c.cmd("MAIL FROM:<app@example.net>")[0] == 451
+    assert c.cmd("NOOP")[0] == 250  # the session goes on
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
+    assert sum("cannot be read" in r.getMessage() for r in caplog.records) == 1, caplog.text
+
+
+def test_mail_from_a_trusted_network_goes_on_with_the_account_last_read(
+        node_factory: Callable[..., Node], outage: Outage, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mailrelay")
+    node = node_factory(TRUSTED + SERVER + outage.config)
+    policy(node).cache_seconds = 0.0
+    look_up_trusted_account(node)
+    outage.begin(node)
+    c = trusted(node)
+    assert c.cmd("MAIL FROM:<app@example.net>")[0] == 250
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
