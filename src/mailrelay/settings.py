@@ -75,8 +75,8 @@ class SMTPSettings:
     # smtpd_per_request_deadline, and still honours RFC 5321 §4.5.3.2.7's five minutes.
     command_deadline: float = 300.0
     # DATA gets data_deadline plus one second per min_data_rate bytes received (Postfix's
-    # smtpd_min_data_rate, 500 B/s): any client faster than that finishes, however big its
-    # message; a trickler is cut off after about data_deadline.
+    # smtpd_min_data_rate, 500 B/s), counted up to max_message_size: any client faster than
+    # that finishes a message within the limit; a trickler is cut off after about data_deadline.
     data_deadline: float = 600.0
     min_data_rate: int = 500
     max_connections: int = 20_000

@@ -56,7 +56,8 @@ class Handler(Protocol):
 
     def max_message_size(self, session: Session) -> int | None:
         """The largest message this session may send, when the policy knows one (a logged-in
-        account's plan); None: only the server's limit. EHLO announces the smaller as SIZE."""
+        account's plan); None: only the server's limit. EHLO announces the smaller as SIZE.
+        Runs on the event loop at every EHLO: no I/O, only what is known already."""
 
     def check_sender(self, session: Session, txn: Transaction) -> None:
         """MAIL FROM: raise Refusal to refuse the sender."""
