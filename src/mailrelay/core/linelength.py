@@ -15,9 +15,16 @@ which each MIME part with a longer line is re-encoded so that it decodes to the 
 - lines of a preamble or an epilogue, which readers ignore (RFC 2046 §5.1.1), are cut.
 
 Every other octet stays as it was, and a message without a long line comes back as the very
-same object. The stored message is never rewritten (STYLE habit 8): this runs on the copy.
-Line ends are CRLF, as the SMTP session stores them. Pure: no I/O; also used by the sandbox
-inbox to show exactly what delivery would send.
+same object. Some long lines cannot be fitted without changing what the message means, and
+stay (`fit_lines(..., left=...)` names them): a part in an encoding other than the ones above
+(x-uuencode, ...), a header field with over 998 octets without whitespace, a multipart body
+without any delimiter line, and anything nested over 100 deep (Postfix's mime_nesting_limit).
+The stored message is never rewritten (STYLE habit 8): this runs on the copy.
+
+It runs on the delivery event loop, so no step may be quadratic: delimiters are found with
+`bytes.find`, header lines are folded by index, and nesting is bounded. Line ends are CRLF, as
+the SMTP session stores them. Pure: no I/O; also used by the sandbox inbox to show exactly
+what delivery would send.
 """
 
 from __future__ import annotations
@@ -28,11 +35,17 @@ import re
 
 MAX_LINE = 998  # octets, without CRLF (RFC 5322 §2.1.1)
 QP_LINE = 76  # base64 and quoted-printable line length (RFC 2045 §6.7, §6.8)
+MAX_NESTING = 100  # entities nested deeper are left as they are (Postfix's mime_nesting_limit)
 _IDENTITY = ("", "7bit", "8bit", "binary")  # no encoding: RFC 2045 §6.2
 # A header field's first line, or a continuation line: what Python's email parser reads as a
 # header line. Anything else before the empty line starts the body (a defect, but common).
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]*:|[ \t]")
 _LINES = re.compile(rb"[^\n]*\n|[^\n]+")
+# What may follow "--boundary" on a delimiter line (RFC 2046 §5.1.1): "--" for the close
+# delimiter, then whitespace, then the line end, as Python's email package reads it.
+_DELIMITER_END = re.compile(rb"(--)?[ \t]*\r?(?:\n|\Z)")
+_WSP = re.compile(rb"[ \t]")
+_NOT_WSP = re.compile(rb"[^ \t]")
 CRLF = b"\r\n"
 
 
@@ -59,12 +72,26 @@ def has_long_line(data: bytes) -> bool:
     return False
 
 
-def fit_lines(data: bytes) -> bytes:
+def fit_lines(data: bytes, *, left: list[str] | None = None) -> bytes:
     """`data` itself if no line is over 998 octets; else the message re-encoded so none is,
-    each part decoding to the same bytes as before."""
+    each part decoding to the same bytes as before, except what cannot be: `left`, if given,
+    gets a short phrase for each kind of thing left with a long line ("unknown encoding
+    x-uuencode"), each once."""
     if not has_long_line(data):
         return data
-    return _fit_entity(data, boundaries=(), default_type="text/plain", message=True)[0]
+    return _fit_entity(data, boundaries=(), default_type="text/plain", message=True, depth=0,
+                       left=[] if left is None else left)[0]
+
+
+def _note(left: list[str], why: str) -> None:
+    if why not in left:
+        left.append(why)
+
+
+def _printable(raw: bytes | str) -> str:
+    """A short, printable rendering of a name from the message, for `left` (and so a log line)."""
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:64])
 
 
 # --- one entity: header section, empty line, body ----------------------------------------------
@@ -107,9 +134,15 @@ def _value(head: list[bytes], field: tuple[str, int, int]) -> str:
 
 
 def _fit_entity(data: bytes, *, boundaries: tuple[bytes, ...], default_type: str, message: bool,
-                ) -> tuple[bytes, bool]:
+                depth: int, left: list[str]) -> tuple[bytes, bool]:
     """The entity fitted, and whether a Content-Transfer-Encoding field was set in it (in it or
-    its parts, not in an enclosed message, which has its own MIME-Version)."""
+    its parts, not in an enclosed message, which has its own MIME-Version). `depth` is 0 for the
+    message, one more for each multipart or enclosed message around the entity."""
+    if depth > MAX_NESTING:
+        # Bounds the work (each level copies its body) and the recursion; such mail is not
+        # legitimate (Postfix refuses it), so it is sent as it is.
+        _note(left, f"MIME nesting over {MAX_NESTING}")
+        return data, False
     head, sep, body = _split(data)
     fields = _fields(head)
     first: dict[str, tuple[str, int, int]] = {}
@@ -129,19 +162,22 @@ def _fit_entity(data: bytes, *, boundaries: tuple[bytes, ...], default_type: str
     boundary = _boundary(ctype_msg) if ctype.startswith("multipart/") else None
     if boundary is not None:
         part_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"  # RFC 2046 §5.1.5
-        body, set_cte = _fit_multipart(body, boundary, (*boundaries, boundary), part_type)
+        body, set_cte = _fit_multipart(body, boundary, (*boundaries, boundary), part_type, depth, left)
     elif ctype == "message/rfc822" and cte in _IDENTITY:  # an encoded one (not allowed) is a leaf below
         if has_long_line(body):
-            body = _fit_entity(body, boundaries=boundaries, default_type="text/plain", message=True)[0]
+            body = _fit_entity(body, boundaries=boundaries, default_type="text/plain", message=True,
+                               depth=depth + 1, left=left)[0]
     elif has_long_line(body):
         if cte in _IDENTITY:
-            body, relabel = _quoted_printable(payload, boundaries), True
+            body, relabel = _quoted_printable(payload), True
         elif cte == "quoted-printable":  # long lines are invalid QP (RFC 2045 §6.7 (5)): encode afresh
-            body = _quoted_printable(binascii.a2b_qp(body), boundaries)
+            body = _quoted_printable(binascii.a2b_qp(body))
         elif cte == "base64":
             body = _rewrap_base64(body)
-        # Any other encoding (x-uuencode, ...) cannot be re-encoded without changing what the
-        # part decodes to: it is left as it is.
+        else:
+            # Any other encoding (x-uuencode, ...) cannot be re-encoded without changing what
+            # the part decodes to: it is left as it is.
+            _note(left, f"unknown encoding {_printable(cte)}")
 
     added: list[bytes] = []
     if relabel:
@@ -160,13 +196,20 @@ def _fit_entity(data: bytes, *, boundaries: tuple[bytes, ...], default_type: str
         added.append(b"MIME-Version: 1.0" + CRLF)
         if relabel and "content-type" not in first:
             added.append(b"Content-Type: " + _text_type(payload) + CRLF)
-    head = [_fold(line) if has_long_line(line) else line for line in head]
+    name = b""
+    for i, line in enumerate(head):
+        if line[:1] not in (b" ", b"\t"):
+            name = line[:line.find(b":")]  # _HEADER_LINE: a first line has a colon
+        if has_long_line(line):
+            head[i] = _fold(line)
+            if has_long_line(head[i]):
+                _note(left, f"unfoldable header {_printable(name.strip())}")
     if added:
         if head and not head[-1].endswith(b"\n"):
             head[-1] += CRLF
         head += added
         sep = sep or CRLF
-    return b"".join(head) + sep + body, set_cte
+    return b"".join([*head, sep, body]), set_cte
 
 
 def _boundary(ctype_msg: email.message.Message) -> bytes | None:
@@ -194,32 +237,51 @@ def _text_type(payload: bytes) -> bytes:
 # --- multipart ---------------------------------------------------------------------------------
 
 
+def _delimiters(body: bytes, boundary: bytes) -> list[tuple[int, int, bool]]:
+    """(start, end after its line end, whether it is the close delimiter) of each delimiter line:
+    RFC 2046 §5.1.1's "--" boundary at a line start, "--" again for the last, optional
+    whitespace. One C-level `find` per occurrence of the boundary, not a regex step per octet."""
+    marker = b"--" + boundary
+    out: list[tuple[int, int, bool]] = []
+    pos = body.find(marker)
+    while pos >= 0:
+        if pos == 0 or body[pos - 1] == 0x0A:
+            m = _DELIMITER_END.match(body, pos + len(marker))
+            if m:
+                out.append((pos, m.end(), m.group(1) is not None))
+                if m.group(1):
+                    break  # the rest is the epilogue
+        pos = body.find(marker, pos + 1)
+    return out
+
+
 def _fit_multipart(body: bytes, boundary: bytes, boundaries: tuple[bytes, ...], part_type: str,
-                   ) -> tuple[bytes, bool]:
+                   depth: int, left: list[str]) -> tuple[bytes, bool]:
     """Each part with a long line fitted; delimiter lines, and parts without one, unchanged."""
-    # RFC 2046 §5.1.1: "--" boundary, "--" again for the last, optional whitespace, at a line start.
-    delims = list(re.finditer(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", body, re.M))
+    delims = _delimiters(body, boundary)
     if not delims:
         # No part at all: Python's email package (and other readers) then show the body as
         # text, so cutting its lines would change what they show; a broken multipart is left
         # as it is.
+        if has_long_line(body):
+            _note(left, "multipart without a delimiter line")
         return body, False
-    out = [_fit_ignored(body[:delims[0].start()])]
+    out = [_fit_ignored(body[:delims[0][0]])]
     changed = False
-    for k, m in enumerate(delims):
-        start = min(m.end() + 1, len(body))  # after the delimiter line's LF
-        out.append(body[m.start():start])
-        if m.group(1):  # the close delimiter: the rest is the epilogue
+    for k, (begin, start, close) in enumerate(delims):
+        out.append(body[begin:start])
+        if close:  # the rest is the epilogue
             out.append(_fit_ignored(body[start:]))
             break
-        last = k + 1 == len(delims)
-        part = body[start:len(body) if last else delims[k + 1].start()]
+        end = len(body)
         tail = b""
-        if not last:  # the line end before a delimiter belongs to the delimiter
-            tail = CRLF if part.endswith(CRLF) else b"\n" if part.endswith(b"\n") else b""
-            part = part[:len(part) - len(tail)]
+        if k + 1 < len(delims):  # the line end before a delimiter belongs to the delimiter
+            end = delims[k + 1][0]
+            tail = CRLF if body.endswith(CRLF, start, end) else b"\n" if body.endswith(b"\n", start, end) else b""
+        part = body[start:end - len(tail)]
         if has_long_line(part):
-            part, set_cte = _fit_entity(part, boundaries=boundaries, default_type=part_type, message=False)
+            part, set_cte = _fit_entity(part, boundaries=boundaries, default_type=part_type, message=False,
+                                        depth=depth + 1, left=left)
             changed = changed or set_cte
         out += [part, tail]
     return b"".join(out), changed
@@ -252,7 +314,7 @@ def _cut_end(line: bytes) -> tuple[bytes, bytes]:
 # --- encodings ---------------------------------------------------------------------------------
 
 
-def _quoted_printable(payload: bytes, boundaries: tuple[bytes, ...]) -> bytes:
+def _quoted_printable(payload: bytes) -> bytes:
     """`payload` as quoted-printable with CRLF line ends, decoding to exactly `payload`."""
     # Text mode keeps the line structure readable, but it keeps a lone CR or LF as it is and
     # turns one into the other: only when every line end is CRLF. Otherwise CR and LF are
@@ -263,12 +325,35 @@ def _quoted_printable(payload: bytes, boundaries: tuple[bytes, ...]) -> bytes:
     # else LF, with no other CR or LF left. Mail needs CRLF (RFC 5321 §2.3.8).
     if b"\r" not in encoded:
         encoded = encoded.replace(b"\n", CRLF)
-    if boundaries:
-        # A soft break can start a line with "--boundary" of an enclosing multipart, which would
-        # end the part there. "=2D" is "-" (RFC 2045 §6.7 (1)); lines are 76 octets at most.
-        alts = b"|".join(re.escape(b) for b in boundaries)
-        encoded = re.sub(rb"^-(-(?:" + alts + rb")(?:--)?[ \t]*\r?)$", rb"=2D\1", encoded, flags=re.M)
-    return encoded
+    return _escape_dashes(encoded)
+
+
+def _escape_dashes(encoded: bytes) -> bytes:
+    """Quoted-printable text in which no line starts with "-", in lines of 76 at most.
+
+    A soft break can start a line with "--boundary" of an enclosing multipart, and readers take
+    a line that starts so for a delimiter, whatever follows (RFC 2046 §5.1.1 only says the
+    boundary must not occur in the part): the part would end there. "=2D" is "-" (RFC 2045
+    §6.7 (1)), so every line starting with "-" starts with "=2D" instead. A line then over 76
+    octets (§6.7 (5)) is broken with a soft break, never inside an "=XX"; so is one of the 77
+    that binascii writes for some bare LFs ("a\n" * 30)."""
+    lines = encoded.split(CRLF)
+    if not encoded.startswith(b"-") and b"\n-" not in encoded and max(map(len, lines)) <= QP_LINE:
+        return encoded
+    out: list[bytes] = []
+    for line in lines:
+        if line.startswith(b"-"):
+            line = b"=2D" + line[1:]
+        while len(line) > QP_LINE:
+            cut = QP_LINE - 1
+            if b"=" in line[cut - 2:cut]:  # an "=XX" would be cut: cut before it
+                cut = line.rindex(b"=", cut - 2, cut)
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+            if line.startswith(b"-"):
+                line = b"=2D" + line[1:]
+        out.append(line)
+    return CRLF.join(out)
 
 
 def _rewrap_base64(body: bytes) -> bytes:
@@ -288,18 +373,26 @@ def _fold(line: bytes) -> bytes:
     whitespace allows; a stretch of over 998 octets without whitespace cannot be folded (no
     other place is allowed) and stays as it is: such a field breaks RFC 5322 in any case."""
     content, end = _cut_end(line)
+    n = len(content)
+    # A folded line must not be only whitespace (RFC 5322 §3.2.2): no fold after the last
+    # non-whitespace octet, and a continuation line's leading WSP is skipped before looking
+    # for a place to fold.
+    stop = len(content.rstrip(b" \t"))
     pieces: list[bytes] = []
-    while len(content) > MAX_LINE:
-        # A folded line must not be only whitespace (RFC 5322 §3.2.2): skip the leading WSP of
-        # a continuation line before looking for a place to fold.
-        lead = len(content) - len(content.lstrip(b" \t"))
-        at = max(content.rfind(b" ", lead + 1, MAX_LINE + 1), content.rfind(b"\t", lead + 1, MAX_LINE + 1))
+    start = 0  # of the piece being cut; an index, not a slice, so a 30 MB line takes linear time
+    while n - start > MAX_LINE:
+        m = _NOT_WSP.search(content, start)
+        if m is None:
+            break
+        lead = m.start()
+        window = min(start + MAX_LINE + 1, stop)
+        at = max(content.rfind(b" ", lead + 1, window), content.rfind(b"\t", lead + 1, window))
         if at < 0:  # no whitespace early enough: fold at the first one, the rest may still fit
-            later = [i for i in (content.find(b" ", lead + 1), content.find(b"\t", lead + 1)) if i >= 0]
-            if not later:
+            m = _WSP.search(content, lead + 1, stop)
+            if m is None:
                 break
-            at = min(later)
-        pieces.append(content[:at])
-        content = content[at:]
-    pieces.append(content)
+            at = m.start()
+        pieces.append(content[start:at])
+        start = at
+    pieces.append(content[start:])
     return CRLF.join(pieces) + end

@@ -11,9 +11,11 @@ import base64
 import binascii
 import email
 import email.policy
+import functools
 import random
 import re
 import time
+import timeit
 
 import pytest
 
@@ -94,11 +96,11 @@ def test_has_long_line_agrees_with_a_line_by_line_count() -> None:
 def test_the_common_case_is_cheap() -> None:
     small = (HEAD + b"\r\n" + b"Hello, this is a line of text of a usual length.\r\n" * 40)[:2048]
     big = HEAD + b"\r\n" + base64.encodebytes(bytes(range(256)) * 3000).replace(b"\n", b"\r\n")[:1 << 20]
-    for data, bound in ((small, 50e-6), (big, 20e-3)):  # generous: a busy shared machine
-        start = time.perf_counter()
-        for _ in range(20):
-            assert fit_lines(data) is data
-        assert (time.perf_counter() - start) / 20 < bound
+    for data, bound in ((small, 50e-6), (big, 20e-3)):  # about 100 times what the machine needs
+        assert fit_lines(data) is data
+        # The fastest of 5 rounds: other processes on a loaded machine only ever add time.
+        best = min(timeit.repeat(functools.partial(fit_lines, data), number=20, repeat=5)) / 20
+        assert best < bound
 
 
 # --- a message that is not MIME ----------------------------------------------------------------
@@ -220,7 +222,93 @@ def test_a_soft_break_never_makes_a_delimiter_line() -> None:
     msg = mime([part, TEXT_PART])
     out = fit_lines(msg)
     assert_same_content(msg, out)
-    assert b"\r\n=2D-b1\r\n--b1X is text" in out
+    assert b"\r\n=2D-b1\r\n=2D-b1X is text" in out
+    assert len(leaves(out)) == 2
+
+
+def test_a_soft_break_never_starts_a_line_with_the_boundary_as_a_prefix() -> None:
+    # RFC 2046 §5.1.1 readers that match the boundary as a line prefix would end the part at
+    # "--BOUNDARY trailing text": no line of quoted-printable output starts with "-".
+    text = b"a" * 75 + b"--BOUNDARY trailing text" + b"b" * 1000
+    part = b"Content-Type: text/plain\r\n\r\n" + text + b"\r\n"
+    msg = mime([part, TEXT_PART], boundary=b"BOUNDARY")
+    out = fit_lines(msg)
+    assert_same_content(msg, out)
+    fitted = out.split(b"\r\n--BOUNDARY\r\n")[1].split(b"\r\n\r\n", 1)[1]
+    assert b"Content-Transfer-Encoding: quoted-printable" in out and b"trailing text" in fitted
+    assert not [line for line in lines(fitted) if line.startswith(b"--BOUNDARY")]
+    assert binascii.a2b_qp(fitted) == text + b"\r\n"
+
+
+@pytest.mark.parametrize("text", [
+    b"-" * 3000, b"-x" * 1000 + b"\r\n-" + b"=" * 1200 + b"\r\n- \t\r\n-\r\n", b"\xff-" * 800,
+    b"-\r-\n" * 300 + b"y" * 1000, b"a" * 73 + b"-" + b"=" * 30 + b"-\xe9" * 600])
+def test_quoted_printable_lines_never_start_with_a_dash_and_stay_76_long(text: bytes) -> None:
+    part = b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text
+    out = fit_lines(mime([part], boundary=b"-"))
+    body = out.split(b"\r\n\r\n", 2)[2].rsplit(b"\r\n---", 1)[0]
+    assert binascii.a2b_qp(body) == text
+    assert not [line for line in lines(body) if line.startswith(b"-") or len(line) > 76]
+    assert leaves(out) == [("application/octet-stream", text)]
+
+
+def nested(depth: int, leaf: bytes, *, sibling: bytes = b"") -> bytes:
+    """A message whose multiparts nest `depth` deep: `leaf` is the innermost part, at that depth
+    (the message itself is at depth 0); each multipart also holds `sibling`, if any, first."""
+    entity = leaf
+    for level in reversed(range(depth)):
+        b = b"n%d" % level
+        first = b"--" + b + b"\r\n" + sibling + b"\r\n" if sibling else b""
+        entity = (b"Content-Type: multipart/mixed; boundary=" + b + b"\r\n\r\n" + first + b"--" + b + b"\r\n"
+                  + entity + b"\r\n--" + b + b"--\r\n")
+    return HEAD + b"MIME-Version: 1.0\r\n" + entity
+
+
+def test_nesting_up_to_100_deep_is_fitted_deeper_is_left_as_it_is() -> None:
+    # Postfix's mime_nesting_limit is 100 too.
+    leaf = b"Content-Type: text/plain\r\n\r\n" + LONG + b"\r\n"
+    msg = nested(100, leaf)
+    assert_same_content(msg, fit_lines(msg))
+    deeper = nested(101, leaf)
+    left: list[str] = []
+    assert fit_lines(deeper, left=left) == deeper
+    assert left == ["MIME nesting over 100"]
+
+
+def test_deep_nesting_is_fast() -> None:
+    sibling = b"Content-Type: text/plain\r\n\r\n" + b"s" * 2600 + b"\r\n"  # 400 of them: 1 MB
+    msg = nested(400, b"Content-Type: text/plain\r\n\r\ninnermost\r\n", sibling=sibling)
+    assert len(msg) > 1 << 20
+    start = time.perf_counter()
+    left: list[str] = []
+    out = fit_lines(msg, left=left)
+    took = time.perf_counter() - start
+    assert took < 1.0, f"{took:.3f} s"  # about 0.02 s on the 2-core test machine (3.3 s before)
+    assert left == ["MIME nesting over 100"]
+    fitted, kept = out.split(b"\r\n--n100\r\n", 1)
+    assert kept == msg.split(b"\r\n--n100\r\n", 1)[1], "deeper than 100: as it was"
+    assert_fits(fitted)
+    assert fitted.count(b"Content-Transfer-Encoding: quoted-printable") == 100
+
+
+def test_absurd_nesting_returns_promptly() -> None:
+    msg = nested(2000, b"Content-Type: text/plain\r\n\r\n" + LONG + b"\r\n",
+                 sibling=b"Content-Type: text/plain\r\n\r\n" + b"s" * 1200 + b"\r\n")
+    start = time.perf_counter()
+    out = fit_lines(msg)  # no RecursionError
+    assert time.perf_counter() - start < 1.0
+    assert out.count(b"Content-Transfer-Encoding: quoted-printable") == 100
+    assert out.endswith(msg[-len(LONG) * 2:])
+
+
+def test_a_delimiter_is_a_whole_line() -> None:
+    # "--b1" inside a line, or followed by other text, is not a delimiter (RFC 2046 §5.1.1);
+    # trailing whitespace and a bare LF are allowed.
+    part = b"Content-Type: text/plain\r\n\r\nx--b1\r\n--b1x\r\n--b1--x\r\n" + LONG + b"\r\n"
+    msg = mime([part, TEXT_PART]).replace(b"\r\n--b1--\r\n", b"\r\n--b1-- \t\n")
+    out = fit_lines(msg)
+    assert not has_long_line(out) and leaves(out) == leaves(msg)
+    assert out.endswith(b"\r\n--b1\r\n" + TEXT_PART + b"\r\n--b1-- \t\n")
     assert len(leaves(out)) == 2
 
 
@@ -271,7 +359,46 @@ def test_long_header_is_folded_at_whitespace() -> None:
 
 def test_header_without_whitespace_is_left_as_it_is() -> None:
     msg = b"From: a@b.test\r\nX-Token:" + b"t" * 2000 + b"\r\n\r\nbody\r\n"
-    assert fit_lines(msg) == msg
+    left: list[str] = []
+    assert fit_lines(msg, left=left) == msg
+    assert left == ["unfoldable header X-Token"]
+
+
+@pytest.mark.parametrize(("value", "fits"), [
+    (b"aaaaaaaaa " * 3_000_000, True),  # 30 MB, a place to fold every 10 octets
+    ((b"a" * 1999 + b"\t") * 15_000, False),  # 30 MB, every piece over 998 (and no space to look for)
+    (b" " * 10_000_000 + b"b " * 5_000_000 + b"c" * 10_000_000, False),  # runs of whitespace, and none
+])
+def test_a_30_mb_header_line_is_folded_in_linear_time(value: bytes, fits: bool) -> None:
+    # This runs on the delivery event loop, whose heartbeat must not stop: 57 s before.
+    msg = b"From: a@b.test\r\nX-Long: " + value + b"\r\nSubject: s\r\n\r\nbody\r\n"
+    start = time.perf_counter()
+    out = fit_lines(msg)
+    took = time.perf_counter() - start
+    assert took < 2.0, f"{took:.3f} s"  # about 0.1 s on the 2-core test machine
+    assert out.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t") == msg, "unfolding gives the field back"
+    assert out.endswith(b"\r\nSubject: s\r\n\r\nbody\r\n")
+    pieces = lines(out.split(b"\r\nSubject: ")[0])[1:]
+    assert all(p.strip(b" \t") for p in pieces), "no line of only whitespace (RFC 5322 §3.2.2)"
+    assert has_long_line(out) is not fits
+
+
+# --- what is left with a long line -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("msg", "why"), [
+    (mime([b"Content-Type: application/x-thing\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n" + LONG]),
+     ["unknown encoding x-uuencode"]),
+    (HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n" + LONG + b"\r\n",
+     ["multipart without a delimiter line"]),
+    (b"X-A: " + b"a" * 1000 + b"\r\n" + mime([b"X-B: " + b"b" * 1000 + b"\r\n\r\nc\r\n"] * 2),
+     ["unfoldable header X-B", "unfoldable header X-A"]),  # each named once, the body's first
+])
+def test_what_is_left_is_named(msg: bytes, why: list[str]) -> None:
+    left: list[str] = []
+    out = fit_lines(msg, left=left)
+    assert has_long_line(out)
+    assert left == why
 
 
 # --- every part, at random ---------------------------------------------------------------------
@@ -307,7 +434,9 @@ def test_random_messages_decode_to_the_same_parts() -> None:
             parts.append(b"Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\n"
                          + b"\r\n--in\r\n".join(_random_part(rng) for _ in range(2)) + b"\r\n--in--")
         msg = mime(parts)
-        out = fit_lines(msg)
+        left: list[str] = []
+        out = fit_lines(msg, left=left)
+        assert left == []
         if not has_long_line(msg):
             assert out is msg
             continue
