@@ -283,7 +283,7 @@ def test_deep_nesting_is_fast() -> None:
     left: list[str] = []
     out = fit_lines(msg, left=left)
     took = time.perf_counter() - start
-    assert took < 1.0, f"{took:.3f} s"  # about 0.02 s on the 2-core test machine (3.3 s before)
+    assert took < 1.0, f"{took:.3f} s"  # about 0.1 s on the 2-core test machine (3.3 s before)
     assert left == ["MIME nesting over 100"]
     fitted, kept = out.split(b"\r\n--n100\r\n", 1)
     assert kept == msg.split(b"\r\n--n100\r\n", 1)[1], "deeper than 100: as it was"
@@ -296,7 +296,7 @@ def test_absurd_nesting_returns_promptly() -> None:
                  sibling=b"Content-Type: text/plain\r\n\r\n" + b"s" * 1200 + b"\r\n")
     start = time.perf_counter()
     out = fit_lines(msg)  # no RecursionError
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 2.0  # about 0.4 s on the 2-core test machine
     assert out.count(b"Content-Transfer-Encoding: quoted-printable") == 100
     assert out.endswith(msg[-len(LONG) * 2:])
 
