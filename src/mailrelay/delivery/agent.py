@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Connection as DBConnection
 
-from mailrelay.core.linelength import fit_lines
+from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
@@ -408,7 +408,12 @@ class DeliveryAgent:
         (no route lookup, no connection). Captures of one loop iteration are written together."""
         msg = claim.message
         try:
-            signature = self.signer(msg.account_id, fit_lines(msg.data)) if self.signer is not None else b""
+            left: list[str] = []
+            data = fit_lines(msg.data, left=left)
+            if has_long_line(data):  # as _deliver says it
+                log.warning("%s: lines over 998 octets remain after re-encoding (%s)", msg.id,
+                            "; ".join(left) or "reason unknown")
+            signature = self.signer(msg.account_id, data) if self.signer is not None else b""
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if not self._captured:
                 asyncio.get_running_loop().call_soon(self._flush_captures)
@@ -443,7 +448,11 @@ class DeliveryAgent:
         except RoutingError as exc:
             verdict = Verdict("bounced" if exc.permanent else "deferred", exc.status, exc.text, remote=False)
             return [RecipientOutcome(r, verdict) for r in claim.recipients]
-        data = fit_lines(claim.message.data)
+        left: list[str] = []
+        data = fit_lines(claim.message.data, left=left)
+        if has_long_line(data):  # many receivers refuse such a line ("500 Line too long")
+            log.warning("%s: lines over 998 octets remain after re-encoding (%s)", claim.message.id,
+                        "; ".join(left) or "reason unknown")
         if self.signer is not None:
             data = self.signer(claim.message.account_id, data) + data
         addresses = [r.address for r in claim.recipients]

@@ -375,7 +375,7 @@ def test_a_30_mb_header_line_is_folded_in_linear_time(value: bytes, fits: bool) 
     start = time.perf_counter()
     out = fit_lines(msg)
     took = time.perf_counter() - start
-    assert took < 2.0, f"{took:.3f} s"  # about 0.1 s on the 2-core test machine
+    assert took < 2.0, f"{took:.3f} s"  # about 0.3 s on the 2-core test machine
     assert out.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t") == msg, "unfolding gives the field back"
     assert out.endswith(b"\r\nSubject: s\r\n\r\nbody\r\n")
     pieces = lines(out.split(b"\r\nSubject: ")[0])[1:]
