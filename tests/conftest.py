@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -63,10 +64,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     try:
         yield schema_url(PG_URL, schema)
     finally:
-        with admin.begin() as conn:
-            # A connection a test forgot to close would block the drop forever; fail instead.
-            conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        _drop_schema(admin, schema)
+
+
+def _drop_schema(admin: sa.Engine, schema: str) -> None:
+    # A connection a test forgot to close would block the drop forever; fail instead. A
+    # process the test killed may still be finishing a write (a delivery worker handing its
+    # leases back): a deadlock with it is retried, not a failure of the test.
+    for attempt in range(3):
+        try:
+            with admin.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            return
+        except sa.exc.OperationalError as exc:
+            if attempt == 2 or "deadlock" not in str(exc.orig):
+                raise
+            time.sleep(1.0)
 
 
 @pytest.fixture

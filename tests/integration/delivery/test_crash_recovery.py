@@ -4,9 +4,11 @@ message after a restart: nothing lost; duplicates only from the remote-250-befor
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import signal
 import smtplib
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -87,6 +89,9 @@ require_own_domain = false
                 break
             time.sleep(0.1)
     finally:
+        restarted.proc.send_signal(signal.SIGTERM)  # its workers stop with it, before the schema goes
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            restarted.proc.wait(30)
         restarted.stop()
         server.stop()
     ids = [_queue_id(m.data) for m in mx.messages]

@@ -8,12 +8,14 @@ is leased and in flight when the fault comes, and counts what the MX received.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
 import signal
 import smtplib
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,7 +96,14 @@ def slow_mx(fake_dns: FakeDNS, remote_mx: Callable[..., RemoteMX]) -> Callable[[
 def nodes() -> Iterator[list[Server]]:
     started: list[Server] = []
     yield started
+    # SIGTERM and wait: after a SIGKILL the workers would still be handing their leases back
+    # while the test's schema is dropped (a deadlock in the teardown).
     for server in started:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+    for server in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(30)
         server.stop()
 
 
@@ -220,6 +229,11 @@ dead_after = 2
         after = nodes[0].text()
         assert re.search(r"database back after [\d.]+ s; 1 messages refused", after), after[-3000:]
     finally:
+        for server in nodes:  # while the proxy still leads to the database
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.proc.wait(30)
         proxy.close()
 
 
