@@ -1,7 +1,9 @@
 """API key format: `MR.<id>.<secret>`, SendGrid-style (sent as AUTH user `apikey`).
 
-The id (16 url-safe characters) is stored in clear for lookup; only an argon2id hash of the
-secret (43 url-safe characters, 256 bits) is stored. Neither part contains a ".".
+The id (16 letters and digits, about 95 bits) is stored in clear for lookup; only an argon2id
+hash of the secret (43 url-safe characters, 256 bits) is stored. Neither part contains a ".".
+New ids hold no "-" or "_": an id is typed on command lines, where a leading "-" reads as an
+option. Ids made before that (url-safe) still parse.
 
 Security: handles key secrets; never log a full key, only its id.
 """
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 import re
 import secrets
+import string
 
 KEY_PREFIX = "MR"
-KEY_ID_BYTES = 12  # 16 url-safe characters
+KEY_ID_LENGTH = 16
+_ID_ALPHABET = string.ascii_letters + string.digits
 KEY_SECRET_BYTES = 32  # 43 url-safe characters
 
 _URLSAFE = r"[A-Za-z0-9_-]"
@@ -22,7 +26,8 @@ _KEY_ID = re.compile(rf"{_URLSAFE}{{8,32}}\Z")
 
 def new_key() -> tuple[str, str]:
     """A fresh (id, secret) pair."""
-    return secrets.token_urlsafe(KEY_ID_BYTES), secrets.token_urlsafe(KEY_SECRET_BYTES)
+    key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+    return key_id, secrets.token_urlsafe(KEY_SECRET_BYTES)
 
 
 def format_key(key_id: str, secret: str) -> str:
