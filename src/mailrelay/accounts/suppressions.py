@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.address import has_control_chars, validate_mailbox
-from mailrelay.events.log import add_events
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, suppressions
 
 MAX_REASON = 500

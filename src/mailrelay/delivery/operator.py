@@ -27,9 +27,9 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.delivery.dsn import FailedRecipient, notify_wants
 from mailrelay.delivery.outcomes import queue_bounce
-from mailrelay.events.log import add_events
 from mailrelay.spool.leases import PENDING, Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, messages, recipients
 
 BOUNCE_STATUS = "5.0.0"  # RFC 3463 §3.1: other or undefined permanent status

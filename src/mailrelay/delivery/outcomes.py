@@ -28,9 +28,9 @@ from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
-from mailrelay.events.log import add_events
 from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
 from mailrelay.spool.writer import SpoolRecord
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, events, messages, recipients, suppressions
 
 FINAL = ("delivered", "bounced", "expired", "dropped")

@@ -2,7 +2,7 @@
 
 Security: the secret is generated here (secrets.token_urlsafe) and shown only on request
 (`--show-secret`). A changed URL applies to every event recorded after the change commits
-(events/log.py reads it in the event's INSERT).
+(store/eventlog.py reads it in the event's INSERT).
 """
 
 from __future__ import annotations

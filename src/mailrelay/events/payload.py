@@ -1,6 +1,6 @@
 """Events as the event webhook posts them: objects in the shape of SendGrid's Event Webhook.
 
-Only events that change a recipient's state are posted (`POSTED`); bookkeeping events
+Only events that change a recipient's state are posted (`core.status.POSTED_EVENTS`); bookkeeping events
 (suppression-added, bounce-queued, delay-warning, operator retries and deletes) stay in the log.
 Internal names map to SendGrid's where one fits: bounced, expired and bounced-by-operator are
 all `bounce` (told apart by `type`); captured and released (sandbox) keep our own names.
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# internal type -> the `event` field posted
+# internal type (one for each of core.status.POSTED_EVENTS) -> the `event` field posted
 EVENT_NAMES = {
     "processed": "processed",
     "deferred": "deferred",
@@ -29,7 +29,6 @@ EVENT_NAMES = {
     "inbound-expired": "inbound-expired", "inbound-kept": "inbound-kept",
     "inbound-received": "inbound-received",
 }
-POSTED = frozenset(EVENT_NAMES)
 
 # `type` of a bounce, as SendGrid's "bounce" / "blocked", plus ours for a message that expired.
 _BOUNCE_TYPES = {"bounced": "bounce", "expired": "expired", "bounced-by-operator": "bounce"}
@@ -84,7 +83,7 @@ def _tags(raw: str | None) -> dict[str, Any]:
 
 
 def to_payload(ev: EventRow) -> dict[str, Any]:
-    """The posted object for one event (whose type is in POSTED)."""
+    """The posted object for one event (whose type is in core.status.POSTED_EVENTS)."""
     out: dict[str, Any] = {
         "email": ev.recipient,
         "timestamp": int(ev.at),

@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailrelay.events.log import add_events
 from mailrelay.spool.nodes import lease_free
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import domains, messages, recipients
 
 INBOUND = "inbound"  # to be posted to the domain's webhook

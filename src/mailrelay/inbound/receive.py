@@ -44,7 +44,6 @@ from mailrelay.core.address import Path
 from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
-from mailrelay.events.log import add_events
 from mailrelay.inbound.directory import Found, InboundDirectory, InboundDomain, _Miss
 from mailrelay.mailauth.authres import authentication_results, strip_fields, strip_forged
 from mailrelay.mailauth.dmarc import DMARCResult, check_message, dmarc_action
@@ -54,6 +53,7 @@ from mailrelay.quota.rate import RateLimiter
 from mailrelay.resolver.base import DNSTemporaryError
 from mailrelay.smtp.handler import Session, Transaction
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import messages, recipients
 from mailrelay.submission import smtpapi, trace
 

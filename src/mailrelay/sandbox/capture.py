@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailrelay.events.log import add_events
 from mailrelay.spool.leases import Claim
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import messages, recipients
 
 CAPTURED = "captured"

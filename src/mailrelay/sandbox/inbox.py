@@ -26,9 +26,9 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.linelength import fit_lines
-from mailrelay.events.log import add_events
 from mailrelay.sandbox.capture import CAPTURED
 from mailrelay.spool.leases import PENDING
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, attempts, messages, recipients
 
 SEARCH_PAGE = 200  # messages read per query while searching

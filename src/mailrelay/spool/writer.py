@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from mailrelay.events.log import add_events
 from mailrelay.quota.usage import add_usage
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
 from mailrelay.store.schema import messages, recipients
 

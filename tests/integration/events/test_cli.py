@@ -10,9 +10,9 @@ import time
 
 import sqlalchemy as sa
 
-from mailrelay.events.log import add_events
 from mailrelay.store import migrate
 from mailrelay.store.db import create_engine
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, events
 from tests.integration.cli.conftest import CLI, InProcess, clean_env, cli, inproc  # noqa: F401 - fixtures
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from mailrelay.events import outbox
 from mailrelay.events.hooks import WebhookService
-from mailrelay.events.log import add_events
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, events
 
 T = 1_700_000_000.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from mailrelay.events.hooks import WebhookService
-from mailrelay.events.log import add_events
+from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, events
 from tests.integration.cli.conftest import run_cli
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from mailrelay.core.status import POSTED_EVENTS as POSTED
 from mailrelay.events import signing
-from mailrelay.events.payload import POSTED, EventRow, encode_batch, status_of, to_payload
+from mailrelay.events.payload import EVENT_NAMES, EventRow, encode_batch, status_of, to_payload
 from mailrelay.events.webhook import backoff, redact
 from mailrelay.settings import WebhookSettings
 
@@ -50,6 +51,7 @@ def test_status_of() -> None:
 def test_only_recipient_state_events_are_posted() -> None:
     assert {"processed", "delivered", "deferred", "bounced", "expired", "dropped", "captured"} <= POSTED
     assert not {"suppression-added", "bounce-queued", "delay-warning", "retried-by-operator"} & POSTED
+    assert set(EVENT_NAMES) == POSTED  # every posted type has its webhook name
 
 
 def test_batch_is_a_compact_json_array_and_bad_tags_are_ignored() -> None:

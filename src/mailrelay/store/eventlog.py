@@ -1,6 +1,7 @@
-"""Writing events. Every event row goes through `add_events`, which also puts it in the webhook
-outbox (`webhook_due_at`) when the type is one that is posted (`payload.POSTED`) and its
-account has an event webhook at the moment the row is inserted.
+"""Writing the event log. Every event row goes through `add_events`, which also puts it in the
+webhook outbox (`webhook_due_at`) when its type is posted (`core.status.POSTED_EVENTS`) and its
+account has an event webhook at the moment the row is inserted. It lives with the storage so
+that every layer can record what it did; `mailrelay.events` reads, posts and lists the rows.
 
 Whether the account has a webhook is read by the INSERT itself (a subquery on the account's
 primary key), not from a per-process cache: a webhook set in another process applies to every
@@ -16,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailrelay.events.payload import POSTED
+from mailrelay.core.status import POSTED_EVENTS
 from mailrelay.store.schema import accounts, events
 
 # Bind names of their own: an INSERT reserves its columns' names for the VALUES clause.
@@ -44,5 +45,5 @@ def add_events(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         row.setdefault("reply", None)
         row.setdefault("mx_host", None)
         row["hook_account_id"] = row.get("account_id")
-        row["hook_at"] = row["at"] if row["type"] in POSTED else None
+        row["hook_at"] = row["at"] if row["type"] in POSTED_EVENTS else None
     conn.execute(_INSERT, batch)
