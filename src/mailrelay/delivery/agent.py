@@ -30,9 +30,9 @@ from sqlalchemy.engine import Connection as DBConnection
 
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
-from mailrelay.delivery.client import Connection, HostFailed, TransactionResult, connect, send
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
-from mailrelay.delivery.routing import Hop, RoutePlan, RoutingError, plan_route
+from mailrelay.delivery.routing import RouteCache, RoutingError
+from mailrelay.delivery.transfer import ConnectionPool, HostFailed, TransactionResult, connect, send
 from mailrelay.resolver.base import Resolver
 from mailrelay.sandbox.capture import record_captures
 from mailrelay.settings import DeliverySettings
@@ -44,7 +44,6 @@ from mailrelay.store.health import is_unavailable
 log = logging.getLogger("mailrelay.delivery")
 
 Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines to prepend
-ROUTE_CACHE_SECONDS = 30.0
 # Outcomes are written in one statement per this many seconds, not one per loop iteration:
 # fewer commits (each costs the database write lock) for a few milliseconds more of the
 # window in which a crash after the remote 250 sends a message twice.
@@ -59,48 +58,6 @@ class Interrupted(Exception):
     """The agent is stopping and this job has not started talking to a server: give it back."""
 
 
-class ConnectionPool:
-    """Idle connections by (host, ip, port, tls policy), reused for the next message there."""
-
-    def __init__(self, keep_seconds: float) -> None:
-        self.keep_seconds = keep_seconds
-        self._idle: dict[tuple[str, str, int, str], list[Connection]] = {}
-
-    @staticmethod
-    def _key(hop: Hop, ip: str) -> tuple[str, str, int, str]:
-        return (hop.host, ip, hop.port, hop.tls)
-
-    def take(self, hop: Hop, ip: str) -> Connection | None:
-        idle = self._idle.get(self._key(hop, ip))
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if conn.usable and now - conn.idle_since < self.keep_seconds:
-                return conn
-            conn.client.close()
-        return None
-
-    def put(self, conn: Connection) -> None:
-        conn.idle_since = time.monotonic()
-        self._idle.setdefault(self._key(conn.hop, conn.ip), []).append(conn)
-
-    async def expire(self, *, everything: bool = False) -> None:
-        # Take the expired ones out first, without awaiting: jobs take and put connections
-        # while we wait for QUIT replies, and an in-use connection must never be listed idle.
-        now = time.monotonic()
-        expired: list[Connection] = []
-        for key in list(self._idle):
-            idle = self._idle[key]
-            keep = [] if everything else [c for c in idle if c.usable and now - c.idle_since < self.keep_seconds]
-            expired.extend(c for c in idle if c not in keep)
-            if keep:
-                self._idle[key] = keep
-            else:
-                del self._idle[key]
-        for conn in expired:
-            await conn.close()
-
-
 class DeliveryAgent:
     def __init__(self, *, settings: DeliverySettings, writer: SpoolWriter, resolver: Resolver,
                  hostname: str, signer: Signer | None = None, node: str | None = None,
@@ -113,9 +70,7 @@ class DeliveryAgent:
         self.node = node or nodes.new_name(socket.gethostname())
         self.poll_interval = poll_interval
         self.pool = ConnectionPool(settings.connection_reuse_seconds)
-        # Route plans by domain for a short while: a burst to one domain costs one MX lookup,
-        # not one per message. Failures are never cached (a deferral should look again).
-        self._routes: dict[str, tuple[float, RoutePlan]] = {}
+        self.routes = RouteCache(resolver=resolver, settings=settings)
         self._total = asyncio.Semaphore(settings.max_connections)
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -444,7 +399,7 @@ class DeliveryAgent:
     async def _deliver(self, claim: Claim) -> list[RecipientOutcome]:
         s = self.settings
         try:
-            plan = await self._route(claim.domain)
+            plan = await self.routes.plan(claim.domain)
         except RoutingError as exc:
             verdict = Verdict("bounced" if exc.permanent else "deferred", exc.status, exc.text, remote=False)
             return [RecipientOutcome(r, verdict) for r in claim.recipients]
@@ -481,17 +436,6 @@ class DeliveryAgent:
                     await conn.close()
                 return self._outcomes(claim, result)
         return [RecipientOutcome(r, last, last_where[0], last_where[1]) for r in claim.recipients]
-
-    async def _route(self, domain: str) -> RoutePlan:
-        now = time.monotonic()
-        hit = self._routes.get(domain)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        plan = await plan_route(domain, resolver=self.resolver, settings=self.settings)
-        if len(self._routes) > 10_000:
-            self._routes.clear()
-        self._routes[domain] = (now + ROUTE_CACHE_SECONDS, plan)
-        return plan
 
     @staticmethod
     def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:

@@ -2,7 +2,8 @@
 
 RFC 5321 §5.1 (MX in preference order, random among equal ones, the domain's own address as an
 implicit MX), RFC 7505 (null MX), §4.1.3 domain literals, and `[delivery.routes]` smarthosts.
-A pure function of the `Resolver` and the settings: no sockets of its own.
+A pure function of the `Resolver` and the settings: no sockets of its own. `RouteCache` keeps
+the plans for a short while, so a burst to one domain costs one MX lookup, not one per message.
 
 Security: MX answers are chosen by whoever runs the recipient's DNS. Unless
 `allow_private_destinations`, addresses in loopback, private, link-local, unspecified,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -30,6 +32,7 @@ from mailrelay.settings import DeliverySettings, Route, TLSPolicy
 
 # Postfix smtp_mx_address_limit is 5 addresses; we count hosts and keep a little more room.
 MAX_MX_HOSTS = 10
+ROUTE_CACHE_SECONDS = 30.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -99,6 +102,27 @@ async def plan_route(domain: str, *, resolver: Resolver, settings: DeliverySetti
         raise RoutingError("5.4.4", f"MX for {domain} points only at private/loopback addresses", permanent=True)
     names = ", ".join(hosts)
     raise RoutingError("4.4.4", f"no address for the mail servers of {domain} ({names})", permanent=False)
+
+
+class RouteCache:
+    """Route plans by domain for ROUTE_CACHE_SECONDS. Failures are never cached (a deferral
+    should look again)."""
+
+    def __init__(self, *, resolver: Resolver, settings: DeliverySettings) -> None:
+        self.resolver = resolver
+        self.settings = settings
+        self._routes: dict[str, tuple[float, RoutePlan]] = {}
+
+    async def plan(self, domain: str) -> RoutePlan:
+        now = time.monotonic()
+        hit = self._routes.get(domain)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        plan = await plan_route(domain, resolver=self.resolver, settings=self.settings)
+        if len(self._routes) > 10_000:
+            self._routes.clear()
+        self._routes[domain] = (now + ROUTE_CACHE_SECONDS, plan)
+        return plan
 
 
 def _route_for(domain: str, routes: Sequence[Route]) -> Route | None:

@@ -1,8 +1,9 @@
-"""One SMTP transaction with a remote server: connect, EHLO, STARTTLS, send (pipelined).
+"""Handing one message to a remote server: connect, EHLO, STARTTLS, AUTH, send (pipelined),
+each reply judged into a per-recipient verdict; and the pool of idle connections kept for reuse.
 
-The wire protocol is `smtpclient`, our own small client: aiosmtplib, which the rest of the
-project uses as a test client, cannot pipeline (RFC 2920), so it spent four round trips per
-message where Postfix spends two.
+The bytes on the wire are `wire.SMTPClient`, our own small client: aiosmtplib, which the rest
+of the project uses as a test client, cannot pipeline (RFC 2920), so it spent four round trips
+per message where Postfix spends two.
 
 Security: STARTTLS is used whenever offered unless the policy is `none`; under `encrypt` and
 `verify` a missing or failed STARTTLS ends the attempt on that host (never a plaintext retry).
@@ -36,7 +37,7 @@ class HostFailed(Exception):
 
 
 @dataclass(slots=True)
-class Connection:
+class RemoteConnection:
     """An open, greeted (and maybe TLS-protected) connection, reusable for the next message."""
 
     client: SMTPClient
@@ -92,7 +93,7 @@ def _tls_context(verify: bool) -> ssl.SSLContext:
 
 
 async def connect(hop: Hop, ip: str, *, helo: str, source_address: str, connect_timeout: float,
-                  command_timeout: float, verify_context: ssl.SSLContext | None = None) -> Connection:
+                  command_timeout: float, verify_context: ssl.SSLContext | None = None) -> RemoteConnection:
     """Open and greet; STARTTLS per policy; AUTH for smarthosts. Raises HostFailed."""
     try:
         client, greeting = await SMTPClient.connect(ip, hop.port, source_address=source_address or None,
@@ -133,11 +134,11 @@ async def connect(hop: Hop, ip: str, *, helo: str, source_address: str, connect_
         client.close()
         raise HostFailed(classify_error(exc)) from None
     size = client.extensions.get("SIZE", "")
-    return Connection(client, hop, ip, client.tls, int(size) if size.isdigit() and int(size) > 0 else None,
+    return RemoteConnection(client, hop, ip, client.tls, int(size) if size.isdigit() and int(size) > 0 else None,
                       client.supports("SMTPUTF8"), client.supports("8BITMIME"))
 
 
-async def send(conn: Connection, *, sender: str, recipients: Sequence[str], data: bytes) -> TransactionResult:
+async def send(conn: RemoteConnection, *, sender: str, recipients: Sequence[str], data: bytes) -> TransactionResult:
     """MAIL, RCPT per recipient, DATA (pipelined when offered); a verdict for every recipient,
     raising nothing."""
     client = conn.client
@@ -201,3 +202,45 @@ async def send(conn: Connection, *, sender: str, recipients: Sequence[str], data
     replies = [t.mail, *t.rcpts, *(r for r in (t.data, t.final) if r is not None)]
     reusable = client.usable and all(r.code != 421 for r in replies)
     return TransactionResult(verdicts, conn.hop.host, conn.ip, conn.tls, reusable=reusable)
+
+
+class ConnectionPool:
+    """Idle connections by (host, ip, port, tls policy), reused for the next message there."""
+
+    def __init__(self, keep_seconds: float) -> None:
+        self.keep_seconds = keep_seconds
+        self._idle: dict[tuple[str, str, int, str], list[RemoteConnection]] = {}
+
+    @staticmethod
+    def _key(hop: Hop, ip: str) -> tuple[str, str, int, str]:
+        return (hop.host, ip, hop.port, hop.tls)
+
+    def take(self, hop: Hop, ip: str) -> RemoteConnection | None:
+        idle = self._idle.get(self._key(hop, ip))
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable and now - conn.idle_since < self.keep_seconds:
+                return conn
+            conn.client.close()
+        return None
+
+    def put(self, conn: RemoteConnection) -> None:
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(self._key(conn.hop, conn.ip), []).append(conn)
+
+    async def expire(self, *, everything: bool = False) -> None:
+        # Take the expired ones out first, without awaiting: jobs take and put connections
+        # while we wait for QUIT replies, and an in-use connection must never be listed idle.
+        now = time.monotonic()
+        expired: list[RemoteConnection] = []
+        for key in list(self._idle):
+            idle = self._idle[key]
+            keep = [] if everything else [c for c in idle if c.usable and now - c.idle_since < self.keep_seconds]
+            expired.extend(c for c in idle if c not in keep)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        for conn in expired:
+            await conn.close()
