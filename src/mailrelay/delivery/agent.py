@@ -37,7 +37,8 @@ from mailrelay.resolver.base import Resolver
 from mailrelay.sandbox.capture import record_captures
 from mailrelay.settings import DeliverySettings
 from mailrelay.spool import nodes
-from mailrelay.spool.leases import Claim, backoff, claim_due, hand_back
+from mailrelay.spool.leases import Claim, claim_due, hand_back
+from mailrelay.spool.schedule import backoff
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.health import is_unavailable
 

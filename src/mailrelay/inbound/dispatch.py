@@ -28,8 +28,8 @@ from mailrelay import __version__
 from mailrelay.events.webhook import redact
 from mailrelay.inbound import claims, parse
 from mailrelay.settings import InboundSettings
-from mailrelay.spool.leases import backoff
 from mailrelay.spool.nodes import INBOUND_SUFFIX
+from mailrelay.spool.schedule import backoff
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.health import is_unavailable
 

@@ -22,11 +22,6 @@ from mailrelay.store.schema import messages, recipients
 PENDING = ("queued", "deferred")
 
 
-def backoff(attempts_before: int, *, first: float, cap: float) -> float:
-    """Seconds until the attempt after `attempts_before` failed ones: first, 2*first, ... up to cap."""
-    return float(min(first * (2 ** min(attempts_before, 30)), cap))
-
-
 @dataclass(frozen=True, slots=True)
 class ClaimedRecipient:
     id: int
