@@ -1,1 +1,1 @@
-"""Accounts, their passwords and API keys; later domains, plans, quotas and suppressions."""
+"""Accounts, their passwords and API keys, sender and inbound domains, and suppressions."""

@@ -1,7 +1,7 @@
 """Suppression lists: per-account addresses that mail is no longer sent to.
 
 Addresses get here from hard bounces (`add_from_bounce`, inside the delivery results
-transaction) or by hand (`add`, `remove`: the CLI and API, which also write an event). The
+transaction) or by hand (`add`, `remove`: the CLI, which also writes an event). The
 delivery scheduler asks `suppressed_among` once per batch of recipients and drops those.
 Addresses are stored lower-cased: local parts are case-sensitive in theory (RFC 5321 §2.4),
 but no mailbox provider treats them so, and a list that `Bob@` slips past is no list.
@@ -84,7 +84,7 @@ class SuppressionService:
         self._engine = engine
         self._clock = clock
 
-    # -- by hand (CLI, API) ------------------------------------------------------------------
+    # -- by hand (CLI) -----------------------------------------------------------------------
 
     def add(self, account_name: str, address: str, reason: str = "") -> Suppression:
         """Suppress `address` for the account; if it already is, the existing entry is returned

@@ -1,1 +1,3 @@
-"""Command line: `mailrelay serve | account | queue`, built on argparse."""
+"""Command line: `mailrelay serve | account | domain | queue | inbox | events | node ...`,
+built on argparse. Thin: each command calls the services below (through `mailrelay.app` or
+the packages themselves) and prints tables."""

@@ -1,1 +1,2 @@
-"""Email authentication standards: DKIM signing (and later verification), SPF, DMARC."""
+"""Email authentication standards: DKIM signing and verification, SPF, DMARC and
+Authentication-Results. Given a resolver; never imports a DNS backend, the queue or a server."""

@@ -1,4 +1,4 @@
-"""Read side of the queue for the CLI and API: list queued messages, show one in detail.
+"""Read side of the queue for the CLI: list queued messages, show one in detail.
 
 `show` includes the attempts and events of a message, so that it says why a message waits.
 Read-only: it never changes a message or a recipient status.

@@ -48,7 +48,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: str = "FULL")
     cur = dbapi_conn.cursor()
     # First, so that the pragmas below wait for a busy database instead of failing at once.
     cur.execute("PRAGMA busy_timeout=10000")
-    # WAL lets readers (CLI, API) run beside the writer; FULL fsyncs the WAL on every commit,
+    # WAL lets readers (the CLI) run beside the writer; FULL fsyncs the WAL on every commit,
     # so a 250 reply after commit survives power loss, not only kill -9.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA synchronous={synchronous}")
