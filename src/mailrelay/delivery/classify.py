@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mailrelay.core.reply import Refusal
-from mailrelay.delivery.smtpclient import ProtocolError, SMTPClientError
+from mailrelay.delivery.replies import ProtocolError, SMTPClientError
 from mailrelay.resolver.base import DNSTemporaryError
 
 Outcome = Literal["delivered", "deferred", "bounced"]
@@ -65,7 +65,7 @@ def classify_reply(code: int, text: str) -> Verdict:
     protocol error, deferred as 4.x.x), anything else deferred.
 
     `text` is the reply text without the code (multi-line text joined by newlines, as
-    `smtpclient.Reply` gives it); an RFC 2034 enhanced code at its start sets the status.
+    `replies.RemoteReply` gives it); an RFC 2034 enhanced code at its start sets the status.
     """
     lines = text.split("\n") if text else [""]
     enhanced: tuple[str, str, str] | None = None

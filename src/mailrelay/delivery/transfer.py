@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mailrelay.delivery.classify import BAD_SEQUENCE, Verdict, classify_error, classify_reply
+from mailrelay.delivery.replies import RemoteReply, SMTPClientError
 from mailrelay.delivery.routing import Hop
-from mailrelay.delivery.smtpclient import Reply, SMTPClient, SMTPClientError
+from mailrelay.delivery.wire import SMTPClient
 
 log = logging.getLogger("mailrelay.delivery")
 
@@ -74,7 +75,7 @@ _NO_VERIFY.check_hostname = False
 _NO_VERIFY.verify_mode = ssl.CERT_NONE  # opportunistic TLS, as MTAs do (RFC 7435)
 
 
-def _judge(hop: Hop, ip: str, command: str, reply: Reply, *, warn: bool = True) -> Verdict:
+def _judge(hop: Hop, ip: str, command: str, reply: RemoteReply, *, warn: bool = True) -> Verdict:
     """`classify_reply`, plus a warning when the server says we broke the protocol (503): that
     is a bug in this client or a smarthost setting, which only an operator can fix."""
     verdict = classify_reply(reply.code, reply.text)
@@ -172,7 +173,7 @@ async def send(conn: RemoteConnection, *, sender: str, recipients: Sequence[str]
         return all_get(classify_error(exc))
     warned = False
 
-    def judge(command: str, reply: Reply) -> Verdict:
+    def judge(command: str, reply: RemoteReply) -> Verdict:
         nonlocal warned  # one warning per transaction, not one per recipient
         verdict = _judge(conn.hop, conn.ip, command, reply, warn=not warned)
         warned = warned or reply.code == BAD_SEQUENCE

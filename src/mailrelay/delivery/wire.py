@@ -1,17 +1,20 @@
-"""A small asyncio SMTP client for outbound delivery, with PIPELINING (RFC 2920).
+"""The SMTP client on the wire: a small asyncio client for outbound delivery, with PIPELINING
+(RFC 2920). It speaks the protocol and nothing more; `transfer` decides what to send and what
+the replies mean for each recipient.
 
 With PIPELINING one transaction costs two round trips (MAIL+RCPT...+DATA, then the body), as
 in Postfix, where a one-reply-per-write client needs 3 + recipients. Replies are matched to
-commands strictly in order; replies nobody waits for are queued and handed to the next read.
+commands strictly in order; replies nobody waits for are queued and handed to the next read
+(the parsing and the queue are `replies.ReplyReader`).
 
-Security: the peer is untrusted. Reply lines, replies and buffered bytes are bounded; a
-STARTTLS 220 followed by anything already received is refused (plaintext injected before the
-handshake, CVE-2011-0411); CR, LF, NUL and other controls never reach the wire inside an
-argument; the body is sent with every line ending made CRLF, NUL removed and dot-stuffing,
-so only CRLF "." CRLF ends it (no smuggling through a lenient server downstream). Passwords
-appear in no message or exception.
+Security: the peer is untrusted. Reply lines, replies and buffered bytes are bounded
+(`replies`); a STARTTLS 220 followed by anything already received is refused (plaintext
+injected before the handshake, CVE-2011-0411); CR, LF, NUL and other controls never reach the
+wire inside an argument; the body is sent with every line ending made CRLF, NUL removed and
+dot-stuffing, so only CRLF "." CRLF ends it (no smuggling through a lenient server
+downstream). Passwords appear in no message or exception.
 
-Exceptions::
+Exceptions (the first three defined in `replies`)::
 
     SMTPClientError
      +-- ProtocolError      malformed or oversized reply, too many unsolicited replies,
@@ -28,45 +31,23 @@ import asyncio
 import base64
 import re
 import ssl
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, cast
 
-MAX_LINE = 8192  # bytes in one reply line; RFC 5321 §4.5.3.1.5 needs only 512
-MAX_REPLY = 64 * 1024  # bytes in one (multi-line) reply
-MAX_BUFFERED = 1024 * 1024  # bytes of replies received and not yet read, plus a partial line
-MAX_UNSOLICITED = 100  # replies received beyond the commands sent
+from mailrelay.delivery.replies import ConnectionLost, ProtocolError, RemoteReply, ReplyReader, SMTPClientError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 
 
-class Reply(NamedTuple):
-    code: int
-    text: str  # the lines' text without their codes, stripped, joined by "\n"
-
-
-class SMTPClientError(Exception):
-    """Base of this module's own errors."""
-
-
-class ProtocolError(SMTPClientError):
-    """The server broke the protocol; the connection is closed."""
-
-
-class ConnectionLost(SMTPClientError, ConnectionError):
-    """The peer closed or reset the connection while a reply or a write was due."""
-
-
 @dataclass(slots=True)
-class Transaction:
+class TransactionReplies:
     """The replies of one mail transaction, as far as it went."""
 
-    mail: Reply
-    rcpts: list[Reply]  # one per recipient in order; empty when nothing was sent or read after MAIL
-    data: Reply | None  # reply to DATA, None if DATA was not sent
-    final: Reply | None  # reply after the body's final ".", None if the body was not sent
+    mail: RemoteReply
+    rcpts: list[RemoteReply]  # one per recipient in order; empty when nothing was sent or read after MAIL
+    data: RemoteReply | None  # reply to DATA, None if DATA was not sent
+    final: RemoteReply | None  # reply after the body's final ".", None if the body was not sent
 
 
 def encode_body(data: bytes) -> bytes:
@@ -111,146 +92,15 @@ def _parse_extensions(text: str) -> dict[str, str]:
     return extensions
 
 
-def _expire(waiter: asyncio.Future[Reply], what: str, timeout: float) -> None:
+def _expire(waiter: asyncio.Future[RemoteReply], what: str, timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError(f"no reply to {what} within {timeout:g} s"))
-
-
-class _ReplyReader(asyncio.Protocol):
-    """Parses replies as bytes arrive and hands them, in order, to one waiter or a queue."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.queue: deque[tuple[Reply, int]] = deque()  # (reply, its size in bytes)
-        self.queued_bytes = 0
-        self.waiter: asyncio.Future[Reply] | None = None
-        self.outstanding = 1  # commands sent whose reply has not arrived; 1 for the greeting
-        self.error: SMTPClientError | None = None  # set once the connection is unusable for good
-        self.saw_421: Reply | None = None  # RFC 5321 §3.8: the server is closing
-        self.code = -1  # code of the multi-line reply in progress
-        self.lines: list[bytearray] = []
-        self.reply_size = 0
-        self.paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
-
-    @property
-    def clean(self) -> bool:
-        """Nothing received that was not read, nothing due."""
-        return not self.queue and not self.buf and self.code < 0 and self.outstanding == 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        if self.error is not None:
-            return
-        self.buf += data
-        try:
-            if b"\n" in data:
-                self._parse()
-            if len(self.buf) > MAX_LINE:
-                raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
-        except ProtocolError as exc:
-            self.fail(exc)
-
-    def _parse(self) -> None:
-        buf = self.buf
-        start = 0
-        while True:
-            end = buf.find(b"\n", start)
-            if end < 0:
-                break
-            if end - start > MAX_LINE:
-                raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
-            stop = end - 1 if end > start and buf[end - 1] == 13 else end  # CRLF or bare LF
-            self._line(buf[start:stop])
-            start = end + 1
-        del buf[:start]
-
-    def _line(self, line: bytearray) -> None:
-        """One reply line: "ddd" then " ", "-" (more lines follow) or nothing (RFC 5321 §4.2)."""
-        sep = line[3] if len(line) > 3 else 32
-        if len(line) < 3 or not line[:3].isdigit() or sep not in (32, 45):  # " ", "-"
-            raise ProtocolError(f"malformed reply line {bytes(line[:40])!r}")
-        code = int(line[:3])
-        if self.code >= 0 and code != self.code:
-            raise ProtocolError(f"reply code changed from {self.code} to {code} within one reply")
-        self.reply_size += len(line) + 2
-        if self.reply_size > MAX_REPLY:
-            raise ProtocolError(f"reply longer than {MAX_REPLY} bytes")
-        if sep == 45:
-            self.code = code
-            self.lines.append(line[4:].strip())
-            return
-        if self.lines:
-            self.lines.append(line[4:].strip())
-            text = b"\n".join(self.lines).decode("utf-8", "replace")
-            self.lines = []
-        else:
-            text = line[4:].strip().decode("utf-8", "replace")
-        size, self.reply_size, self.code = self.reply_size, 0, -1
-        self._deliver(Reply(code, text), size)
-
-    def _deliver(self, reply: Reply, size: int) -> None:
-        self.outstanding -= 1
-        if reply.code == 421:
-            self.saw_421 = reply
-        waiter = self.waiter
-        if waiter is not None and not self.queue:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(reply)
-                return
-        if self.outstanding < -MAX_UNSOLICITED:
-            raise ProtocolError(f"more than {MAX_UNSOLICITED} unsolicited replies")
-        self.queue.append((reply, size))
-        self.queued_bytes += size
-        if self.queued_bytes + len(self.buf) > MAX_BUFFERED:
-            raise ProtocolError(f"more than {MAX_BUFFERED} bytes of unread replies")
-
-    def fail(self, exc: SMTPClientError) -> None:
-        """The connection is done for: wake whoever waits with `exc`, drop what was buffered."""
-        if self.error is None:
-            self.error = exc
-        self.queue.clear()
-        self.queued_bytes = 0
-        self.buf.clear()
-        self.lines = []
-        self._wake(self.error)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _wake(self, exc: BaseException) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        drain, self.drain_waiter = self.drain_waiter, None
-        if drain is not None and not drain.done():
-            drain.set_exception(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.error is None:
-            why = f"421 {self.saw_421.text}" if self.saw_421 else str(exc or "closed by the server")
-            self.error = ConnectionLost(f"connection lost: {why}")
-            self.error.__cause__ = exc
-        # Replies that arrived before the end stay readable; only then does a read fail.
-        self._wake(self.error)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        drain, self.drain_waiter = self.drain_waiter, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
 
 class SMTPClient:
     """One connection to an SMTP server: greeting, EHLO, STARTTLS, AUTH, transactions."""
 
-    def __init__(self, transport: asyncio.Transport, reader: _ReplyReader, command_timeout: float) -> None:
+    def __init__(self, transport: asyncio.Transport, reader: ReplyReader, command_timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport = transport
         self._reader = reader
@@ -260,13 +110,13 @@ class SMTPClient:
 
     @classmethod
     async def connect(cls, host: str, port: int, *, source_address: str | None = None,
-                      connect_timeout: float = 30.0, command_timeout: float = 300.0) -> tuple[SMTPClient, Reply]:
+                      connect_timeout: float = 30.0, command_timeout: float = 300.0) -> tuple[SMTPClient, RemoteReply]:
         """Connect (from source_address if given) and read the greeting, whatever its code."""
         loop = asyncio.get_running_loop()
         local = (source_address, 0) if source_address else None
         try:
             transport, reader = await asyncio.wait_for(
-                loop.create_connection(_ReplyReader, host, port, local_addr=local), connect_timeout)
+                loop.create_connection(ReplyReader, host, port, local_addr=local), connect_timeout)
         except TimeoutError:
             raise TimeoutError(f"connect to {host} port {port} timed out after {connect_timeout:g} s") from None
         client = cls(transport, reader, command_timeout)
@@ -288,7 +138,7 @@ class SMTPClient:
         return (reader.error is None and reader.saw_421 is None and not self._transport.is_closing()
                 and reader.clean)
 
-    async def ehlo(self, name: str) -> Reply:
+    async def ehlo(self, name: str) -> RemoteReply:
         """EHLO, or HELO when EHLO is refused (RFC 5321 §4.1.4); records the extensions."""
         arg = _encode_arg(name, "ascii")
         self.extensions = {}
@@ -299,7 +149,7 @@ class SMTPClient:
             self.extensions = _parse_extensions(reply.text)
         return reply
 
-    async def starttls(self, context: ssl.SSLContext, server_hostname: str | None) -> Reply:
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str | None) -> RemoteReply:
         """STARTTLS and the handshake on 220; any other reply is returned with no upgrade."""
         reply = await self._command(b"STARTTLS", "STARTTLS")
         if reply.code != 220:
@@ -331,7 +181,7 @@ class SMTPClient:
         self.extensions = {}  # RFC 3207 §4.2: forget what was learnt before TLS
         return reply
 
-    async def login(self, username: str, password: str) -> Reply:
+    async def login(self, username: str, password: str) -> RemoteReply:
         """AUTH PLAIN (RFC 4616) or else AUTH LOGIN; returns the final reply (235 is success)."""
         mechanisms = self.extensions.get("AUTH", "").upper().split()
         user, secret = username.encode(), password.encode()
@@ -347,17 +197,17 @@ class SMTPClient:
                     return reply
                 reply = await self._command(base64.b64encode(step), "AUTH LOGIN")
         else:
-            return Reply(504, "5.5.4 no supported AUTH mechanism")
+            return RemoteReply(504, "5.5.4 no supported AUTH mechanism")
         if reply.code == 334:
             # The server wants more than we have: cancel so the dialogue is in sync (RFC 4954 §4).
             reply = await self._command(b"*", "AUTH cancellation")
         return reply
 
-    async def rset(self) -> Reply:
+    async def rset(self) -> RemoteReply:
         return await self._command(b"RSET", "RSET")
 
     async def transaction(self, sender: str, recipients: Sequence[str], data: bytes, *,
-                          options: Sequence[str] = (), utf8: bool = False) -> Transaction:
+                          options: Sequence[str] = (), utf8: bool = False) -> TransactionReplies:
         """MAIL, RCPT for each recipient, DATA and the body: pipelined when the server allows."""
         enc = "utf-8" if utf8 else "ascii"
         mail_cmd = b" ".join([b"MAIL FROM:<" + _encode_arg(sender, enc) + b">",
@@ -380,42 +230,42 @@ class SMTPClient:
                 self.close()
         return result
 
-    async def _pipelined(self, mail_cmd: bytes, rcpt_cmds: list[bytes], data: bytes) -> Transaction:
+    async def _pipelined(self, mail_cmd: bytes, rcpt_cmds: list[bytes], data: bytes) -> TransactionReplies:
         # RFC 2920 §3.1: MAIL, RCPT and DATA may go in one group; DATA is last.
         self._send(b"".join([mail_cmd, *rcpt_cmds, b"DATA\r\n"]), len(rcpt_cmds) + 2)
         mail = await self._read("MAIL FROM")
         if mail.code == 421 or (mail.code >= 300 and self._reader.error is not None and not self._reader.queue):
             # The server is closing (RFC 5321 §3.8): its reason is the news, not the lost connection.
-            return Transaction(mail, [], None, None)
+            return TransactionReplies(mail, [], None, None)
         rcpts = [await self._read("RCPT TO") for _ in rcpt_cmds]
         data_reply = await self._read("DATA")
         if data_reply.code != 354:
-            return Transaction(mail, rcpts, data_reply, None)
+            return TransactionReplies(mail, rcpts, data_reply, None)
         if not (200 <= mail.code <= 299 and any(200 <= r.code <= 299 for r in rcpts)):
             # RFC 2920 §3.1: DATA accepted with no valid recipient; send an empty message
             # to end it, the server must refuse it.
             self._send(b".\r\n", 1)
             await self._read("end of data")
-            return Transaction(mail, rcpts, data_reply, None)
-        return Transaction(mail, rcpts, data_reply, await self._send_body(data))
+            return TransactionReplies(mail, rcpts, data_reply, None)
+        return TransactionReplies(mail, rcpts, data_reply, await self._send_body(data))
 
-    async def _lock_step(self, mail_cmd: bytes, rcpt_cmds: list[bytes], data: bytes) -> Transaction:
+    async def _lock_step(self, mail_cmd: bytes, rcpt_cmds: list[bytes], data: bytes) -> TransactionReplies:
         self._send(mail_cmd, 1)
         mail = await self._read("MAIL FROM")
         if not 200 <= mail.code <= 299:
-            return Transaction(mail, [], None, None)
-        rcpts: list[Reply] = []
+            return TransactionReplies(mail, [], None, None)
+        rcpts: list[RemoteReply] = []
         for cmd in rcpt_cmds:
             self._send(cmd, 1)
             rcpts.append(await self._read("RCPT TO"))
         if not any(200 <= r.code <= 299 for r in rcpts):
-            return Transaction(mail, rcpts, None, None)
+            return TransactionReplies(mail, rcpts, None, None)
         data_reply = await self._command(b"DATA", "DATA")
         if data_reply.code != 354:
-            return Transaction(mail, rcpts, data_reply, None)
-        return Transaction(mail, rcpts, data_reply, await self._send_body(data))
+            return TransactionReplies(mail, rcpts, data_reply, None)
+        return TransactionReplies(mail, rcpts, data_reply, await self._send_body(data))
 
-    async def _send_body(self, data: bytes) -> Reply:
+    async def _send_body(self, data: bytes) -> RemoteReply:
         self._send(encode_body(data), 1)
         await self._drain()
         return await self._read("end of data")
@@ -463,7 +313,7 @@ class SMTPClient:
         if not self._transport.is_closing():
             self._transport.abort()
 
-    async def _command(self, line: bytes, what: str) -> Reply:
+    async def _command(self, line: bytes, what: str) -> RemoteReply:
         self._send(line + b"\r\n", 1)
         return await self._read(what)
 
@@ -476,7 +326,7 @@ class SMTPClient:
         if not self._transport.is_closing():
             self._transport.write(data)
 
-    async def _read(self, what: str, timeout: float | None = None) -> Reply:
+    async def _read(self, what: str, timeout: float | None = None) -> RemoteReply:
         """The next reply, in order; `what` names the command in a timeout's message."""
         reader = self._reader
         if reader.queue:
@@ -486,7 +336,7 @@ class SMTPClient:
         if reader.error is not None:
             self.close()
             raise reader.error
-        waiter: asyncio.Future[Reply] = self._loop.create_future()
+        waiter: asyncio.Future[RemoteReply] = self._loop.create_future()
         reader.waiter = waiter
         limit = self._timeout if timeout is None else timeout
         timer = self._loop.call_later(limit, _expire, waiter, what, limit)

@@ -188,3 +188,10 @@ command_timeout = 10
 require_own_domain = false
 {extra}
 """
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> str:
+    """The event loop a test_wire*.py test runs on (`wirepeers.run`): both, as production may use either."""
+    name: str = request.param
+    return name

@@ -19,7 +19,7 @@ from mailrelay.delivery.classify import (
     is_hard_bounce,
     is_remote_reply,
 )
-from mailrelay.delivery.smtpclient import ConnectionLost, ProtocolError
+from mailrelay.delivery.replies import ConnectionLost, ProtocolError
 from mailrelay.resolver.base import DNSTemporaryError
 
 
