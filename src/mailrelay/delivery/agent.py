@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.engine import Connection as DBConnection
+from sqlalchemy.engine import Connection
 
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
@@ -249,7 +249,7 @@ class DeliveryAgent:
         if len(self._jobs) <= self._high_water // 2:
             self._wake.set()
 
-    def _claim(self, conn: DBConnection, *, node: str, now: float, limit: int) -> list[Claim]:
+    def _claim(self, conn: Connection, *, node: str, now: float, limit: int) -> list[Claim]:
         s = self.settings
         claims = claim_due(conn, node=node, now=now, limit=limit, lease_seconds=s.lease_seconds,
                            next_attempt=functools.partial(backoff, first=s.retry_first, cap=s.retry_max))
