@@ -1,7 +1,7 @@
 """The inbound parse dispatcher: POSTs received mail to its domain's webhook (Inbound Parse).
 
-One asyncio task per delivery process claims due `inbound` recipients every `POLL` seconds
-(inbound.claims) and starts one task per message and domain, at most `max_concurrent` at once.
+Per delivery process, a poster (events.poster) claims due `inbound` recipients (inbound.claims)
+and runs one task per message and domain, at most `max_concurrent` at once.
 Each builds the form off the event loop (a thread: parsing a 30 MB message is CPU work), POSTs
 it once, and records the outcome: 2xx → `posted`; anything else → retried with backoff
 (retry_first doubling to retry_max) until the message is `max_age` old, then `expired`. The
@@ -16,7 +16,6 @@ without its query string or user info (which may carry a token).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -24,18 +23,14 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from mailrelay import __version__
-from mailrelay.events.webhook import redact
+from mailrelay.events.poster import Poster, redact
 from mailrelay.inbound import claims, parse
 from mailrelay.settings import InboundSettings
 from mailrelay.spool.nodes import INBOUND_SUFFIX
 from mailrelay.spool.schedule import backoff
 from mailrelay.spool.writer import SpoolWriter
-from mailrelay.store.health import is_unavailable
 
 log = logging.getLogger("mailrelay.inbound")
-
-POLL = 0.5  # seconds between claims when there was nothing to do
 
 
 class InboundDispatcher:
@@ -48,71 +43,43 @@ class InboundDispatcher:
         self.writer = writer
         self.node = f"{node}{INBOUND_SUFFIX}"
         self._clock = clock
-        self._client = httpx.AsyncClient(
-            timeout=settings.timeout, follow_redirects=False, trust_env=False, transport=transport,
-            headers={"User-Agent": f"mailrelay/{__version__}"})
-        self._busy: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self.posts = 0  # successful POSTs, for tests and stats
+        self._poster: Poster[claims.InboundPost, str] = Poster(
+            name="inbound", log=log, timeout=settings.timeout, max_concurrent=settings.max_concurrent,
+            headers={}, transport=transport,
+            claim=self._claim, claim_failed="inbound webhook: claiming messages failed: %s",
+            key=lambda post: post.message_id, send=self._deliver, crashed=self._crashed)
+
+    @property
+    def posts(self) -> int:
+        """Successful POSTs, for tests and stats."""
+        return self._poster.posts
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="inbound-dispatcher")
+        await self._poster.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._poster.wake()
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; posts in flight get `timeout`, then are cancelled (their recipients
         are due again after their lease: posted at least once)."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.wait({self._task}, timeout=timeout)
-        if self._busy:
-            _, pending = await asyncio.wait(set(self._busy), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
-        await self._client.aclose()
+        await self._poster.stop(timeout)
 
     def _next_attempt(self, attempts_before: int) -> float:
         s = self.settings
         return backoff(attempts_before, first=s.retry_first, cap=s.retry_max)
 
-    async def _run(self) -> None:
+    async def _claim(self, room: int, busy: frozenset[str]) -> list[claims.InboundPost]:
+        """`busy` is not needed: a message's recipients in flight are leased, so not due."""
         s = self.settings
         # A lease outlasts the POST (and the form building before it) with room to spare.
-        lease = s.timeout * 2 + 30.0
-        while not self._stopping:
-            self._wake.clear()
-            room = s.max_concurrent - len(self._busy)
-            posts: list[claims.InboundPost] = []
-            if room > 0:
-                try:
-                    posts = await self.writer.run(functools.partial(
-                        claims.claim, node=self.node, now=self._clock(), limit=room, lease_seconds=lease,
-                        next_attempt=self._next_attempt))
-                except Exception as exc:
-                    if not is_unavailable(exc):  # an outage is logged once, by the writer
-                        log.error("inbound webhook: claiming messages failed: %s", exc)
-            for post in posts:
-                task = asyncio.create_task(self._deliver(post), name=f"inbound-{post.message_id}")
-                self._busy.add(task)
-                task.add_done_callback(self._done)
-            if not posts:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL)
-            else:
-                await asyncio.sleep(0)
+        return await self.writer.run(functools.partial(
+            claims.claim, node=self.node, now=self._clock(), limit=room, lease_seconds=s.timeout * 2 + 30.0,
+            next_attempt=self._next_attempt))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._busy.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("inbound webhook: %s", task.exception())
-        self._wake.set()
+    @staticmethod
+    def _crashed(post: claims.InboundPost, exc: BaseException) -> None:
+        log.error("inbound webhook: %s", exc)
 
     async def _deliver(self, post: claims.InboundPost) -> None:
         """Build the form, POST it once, record what happened."""
@@ -130,11 +97,9 @@ class InboundDispatcher:
             unparsed = form.unparsed
             del form
             error, reply = await self._post(post.url, body)
-        if error is None:
-            self.posts += 1
-            if unparsed:
-                log.info("inbound webhook %s: message %s posted raw (%s)", redact(post.url), post.message_id,
-                         unparsed)
+        if error is None and unparsed:
+            log.info("inbound webhook %s: message %s posted raw (%s)", redact(post.url), post.message_id,
+                     unparsed)
         status = await self.writer.run(functools.partial(
             claims.settle, post=post, node=self.node, now=self._clock(), error=error, reply=reply,
             max_age=self.settings.max_age))
@@ -152,23 +117,18 @@ class InboundDispatcher:
                 yield chunk
 
         headers = {"Content-Type": body.content_type, "Content-Length": str(body.length)}
-        try:
-            # Streamed and closed unread: the answer's body is of no use to us. httpx's timeout
-            # bounds each network step; this bounds the whole POST, which must end well within
-            # its lease, or a second claim would post the message again meanwhile.
-            async with asyncio.timeout(self.settings.timeout):
-                async with self._client.stream("POST", url, content=chunks(), headers=headers) as response:
-                    status = response.status_code
-        except (httpx.TimeoutException, TimeoutError):
+        answer = await self._poster.post(url, chunks(), headers)
+        if answer.timed_out:
             return "timeout", f"timed out after {self.settings.timeout:g}s"
-        except httpx.ConnectError as exc:
-            reason = "connection refused" if _refused(exc) else f"connection failed: {_clean(str(exc), url)}"
+        if isinstance(answer.error, httpx.ConnectError):
+            reason = "connection refused" if _refused(answer.error) else \
+                f"connection failed: {_clean(str(answer.error), url)}"
             return "connect", reason
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            return "error", f"{type(exc).__name__}: {_clean(str(exc), url)}"
-        if 200 <= status < 300:
-            return None, f"HTTP {status}"
-        return "status", f"HTTP {status}"
+        if answer.error is not None:
+            return "error", f"{type(answer.error).__name__}: {_clean(str(answer.error), url)}"
+        if answer.ok:
+            return None, f"HTTP {answer.status}"
+        return "status", f"HTTP {answer.status}"
 
 
 def _clean(text: str, url: str) -> str:

@@ -7,7 +7,8 @@ import json
 from mailrelay.core.status import POSTED_EVENTS as POSTED
 from mailrelay.events import signing
 from mailrelay.events.payload import EVENT_NAMES, EventRow, encode_batch, status_of, to_payload
-from mailrelay.events.webhook import backoff, redact
+from mailrelay.events.poster import redact
+from mailrelay.events.webhook import retry_delay
 from mailrelay.settings import WebhookSettings
 
 TAGS = json.dumps({"category": ["a"], "unique_args": {"uid": "7", "email": "spoof@x.test"}})
@@ -68,5 +69,5 @@ def test_signature_backoff_and_redaction() -> None:
     assert not signing.verify("s3cret", "1700000000", b"[ ]", sig, now=1_700_000_100)
     assert not signing.verify("s3cret", "1700000000", b"[]", sig, now=1_700_000_400), "too old"
     s = WebhookSettings(retry_first=10, retry_max=600)
-    assert [backoff(n, s) for n in (1, 2, 3, 7, 20)] == [10, 20, 40, 600, 600]
+    assert [retry_delay(n, s) for n in (1, 2, 3, 7, 20)] == [10, 20, 40, 600, 600]
     assert redact("https://user:pw@hooks.example:8443/p/x?token=secret#f") == "https://hooks.example:8443/p/x"

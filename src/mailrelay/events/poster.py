@@ -1,0 +1,158 @@
+"""The outbound HTTP poster both webhooks use: claim due work, POST it, settle it.
+
+A `Poster` runs one asyncio task that asks its owner for due jobs every `POLL` seconds (or
+when woken), at most `max_concurrent` in flight, and runs each job in its own task. A job
+POSTs through `post`, which bounds the whole request (not only each network step) by
+`timeout`, so a receiver trickling its answer cannot outlast the claim's lease and get the
+same work twice from another dispatcher. What a job is, how it is claimed, built and settled
+is the owner's: the event webhook (events.webhook) and the parse webhook (inbound.dispatch).
+
+Security: redirects are not followed, proxies from the environment are not used, an answer's
+body is never read, and log lines name a URL through `redact` (no user info, no query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import urllib.parse
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from mailrelay import __version__
+from mailrelay.store.health import is_unavailable
+
+POLL = 0.5  # seconds between claims when there was nothing to do
+
+Job = TypeVar("Job")
+Key = TypeVar("Key", bound=Hashable)
+
+
+def redact(url: str) -> str:
+    """A webhook URL for a log line: scheme, host, port and path only (user info and query
+    may carry a token)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How one POST ended: an HTTP status, or no answer (`timed_out`, or `error`)."""
+
+    status: int | None = None
+    timed_out: bool = False  # no answer within the whole-request time bound
+    error: Exception | None = None  # httpx.HTTPError, OSError or ValueError before an answer
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class Poster(Generic[Job, Key]):
+    """The claim → POST → settle loop. The owner gives:
+
+    - `claim(room, busy)`: up to `room` due jobs, none whose key is in `busy` (keys in flight);
+      raising is logged with `claim_failed` (a format for the exception; a database outage
+      is logged by the spool writer alone);
+    - `key(job)`: names the job's task and is what `busy` holds;
+    - `send(job)`: builds, `post`s and settles one job;
+    - `crashed(job, exc)`: logs a `send` that raised.
+
+    `stop` waits for jobs in flight (bounded), then cancels them: their work is claimed again
+    after its lease, so a receiver gets it at least once.
+    """
+
+    def __init__(self, *, name: str, log: logging.Logger, timeout: float, max_concurrent: int,
+                 headers: dict[str, str], transport: httpx.AsyncBaseTransport | None,
+                 claim: Callable[[int, frozenset[Key]], Awaitable[Sequence[Job]]], claim_failed: str,
+                 key: Callable[[Job], Key], send: Callable[[Job], Coroutine[Any, Any, None]],
+                 crashed: Callable[[Job, BaseException], None]) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.max_concurrent = max_concurrent
+        self._log = log
+        self._claim, self._claim_failed, self._key, self._send, self._crashed = (
+            claim, claim_failed, key, send, crashed)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, trust_env=False, transport=transport,
+            headers={"User-Agent": f"mailrelay/{__version__}", **headers})
+        self._busy: dict[asyncio.Task[None], Key] = {}  # job task -> its key
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.posts = 0  # 2xx answers, for tests and stats
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-dispatcher")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming; jobs in flight get `timeout`, then are cancelled."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=timeout)
+        if self._busy:
+            _, pending = await asyncio.wait(set(self._busy), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            room = self.max_concurrent - len(self._busy)
+            jobs: Sequence[Job] = ()
+            if room > 0:
+                try:
+                    jobs = await self._claim(room, frozenset(self._busy.values()))
+                except Exception as exc:
+                    if not is_unavailable(exc):  # an outage is logged once, by the writer
+                        self._log.error(self._claim_failed, exc)
+            for job in jobs:
+                key = self._key(job)
+                task = asyncio.create_task(self._send(job), name=f"{self.name}-{key}")
+                self._busy[task] = key
+                task.add_done_callback(functools.partial(self._done, job))
+            if not jobs:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL)
+            else:
+                await asyncio.sleep(0)
+
+    def _done(self, job: Job, task: asyncio.Task[None]) -> None:
+        self._busy.pop(task, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._crashed(job, exc)
+        self._wake.set()  # room for another job
+
+    async def post(self, url: str, content: bytes | AsyncIterable[bytes], headers: dict[str, str]) -> Answer:
+        """One POST, its answer streamed and closed unread (its body is of no use to us)."""
+        try:
+            # httpx's timeout bounds each network step; this bounds the whole POST, which must
+            # end well within its claim's lease.
+            async with asyncio.timeout(self.timeout):
+                async with self._client.stream("POST", url, content=content, headers=headers) as response:
+                    status = response.status_code
+        except (httpx.TimeoutException, TimeoutError):
+            return Answer(timed_out=True)
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            return Answer(error=exc)
+        answer = Answer(status)
+        if answer.ok:
+            self.posts += 1
+        return answer
