@@ -30,7 +30,8 @@ from mailrelay.mailauth.spf import SPFChecker
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
-from mailrelay.smtp.server import BindFailure, EngineLimits, Listener, SMTPServer
+from mailrelay.smtp.listener import EngineLimits, Listener
+from mailrelay.smtp.server import BindFailure, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.space import for_url as disk_space_for

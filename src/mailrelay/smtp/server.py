@@ -9,63 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 from mailrelay.core import reply as R
 from mailrelay.core.reply import Reply
-from mailrelay.smtp.handler import Handler
+from mailrelay.smtp.base import SessionBase
 from mailrelay.smtp.limits import AuthFailureLimiter, ConnectionCounter
+from mailrelay.smtp.listener import EngineLimits, Listener
 from mailrelay.smtp.session import SMTPSession
 
 log = logging.getLogger("mailrelay.smtp")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True)
-class EngineLimits:
-    max_message_size: int = 31_457_280
-    max_recipients: int = 1000
-    idle_timeout: float = 300.0
-    command_deadline: float = 300.0  # seconds for one command line, first byte to LF
-    data_deadline: float = 600.0  # seconds for DATA, 354 to CRLF.CRLF, plus the rate allowance
-    min_data_rate: int = 500  # bytes/s: each this many bytes of DATA add one second (0: none)
-    max_connections: int = 20_000
-    max_connections_per_ip: int = 50
-    bare_newline: Literal["reject", "normalize"] = "reject"
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """One listening endpoint and its overrides (as a master.cf line in Postfix)."""
-
-    name: str
-    addresses: tuple[tuple[str, int], ...]
-    handler: Handler
-    tls: Literal["starttls", "implicit", "none"] = "starttls"
-    ssl_context: ssl.SSLContext | None = None
-    require_auth: bool = False
-    require_tls: bool = False
-    allow_plaintext_auth: bool = False
-    trusted_networks: tuple[Network, ...] = field(default_factory=tuple)
-
-    def is_trusted(self, ip: str) -> bool:
-        if not self.trusted_networks:
-            return False
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.trusted_networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +45,7 @@ class BindFailure:
 
 
 class SMTPServer:
-    """All listeners of one process and the sessions they carry."""
+    """All listeners of one process and the sessions they carry (their `Host`, see smtp.base)."""
 
     def __init__(self, *, hostname: str, banner: str, limits: EngineLimits,
                  auth_limiter: AuthFailureLimiter, listeners: Sequence[Listener]) -> None:
@@ -98,7 +55,7 @@ class SMTPServer:
         self.auth_limiter = auth_limiter
         self.listeners = tuple(listeners)
         self.counter = ConnectionCounter()
-        self.sessions: set[SMTPSession] = set()
+        self.sessions: set[SessionBase] = set()
         self.draining = False
         self._servers: list[asyncio.Server] = []
         self.bound: dict[str, list[tuple[str, int]]] = {}
@@ -128,7 +85,7 @@ class SMTPServer:
         self._sweeper = loop.create_task(self._sweep())
         return failures
 
-    def admit(self, session: SMTPSession) -> Reply | None:
+    def admit(self, session: SessionBase) -> Reply | None:
         """Count a new connection; a Reply means refuse it (the caller closes)."""
         s = session.session
         self.sessions.add(session)
@@ -143,7 +100,7 @@ class SMTPServer:
             return R.AUTH_LOCKED_OUT
         return None
 
-    def release(self, session: SMTPSession) -> None:
+    def release(self, session: SessionBase) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
             self.counter.remove(session.client_key)

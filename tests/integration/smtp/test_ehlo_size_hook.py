@@ -12,7 +12,8 @@ import pytest
 
 from mailrelay.smtp.handler import Session
 from mailrelay.smtp.limits import AuthFailureLimiter
-from mailrelay.smtp.server import EngineLimits, Listener, SMTPServer
+from mailrelay.smtp.listener import EngineLimits, Listener
+from mailrelay.smtp.server import SMTPServer
 from tests.integration.smtp.rawclient import RawClient
 from tests.integration.smtp.test_engine_hooks import CountingPolicy
 

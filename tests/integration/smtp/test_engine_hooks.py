@@ -17,7 +17,8 @@ from mailrelay.core.address import Path
 from mailrelay.core.reply import OK, Refusal, Reply
 from mailrelay.smtp.handler import Identity, Session, Transaction
 from mailrelay.smtp.limits import AuthFailureLimiter
-from mailrelay.smtp.server import EngineLimits, Listener, SMTPServer
+from mailrelay.smtp.listener import EngineLimits, Listener
+from mailrelay.smtp.server import SMTPServer
 from tests.integration.smtp.rawclient import RawClient
 
 FULL = Reply(451, "4.7.1", "no credit left")
