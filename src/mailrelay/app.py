@@ -19,7 +19,6 @@ from sqlalchemy.engine import Engine
 from mailrelay.accounts.domains import DomainService
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
-from mailrelay.cli.common import open_storage
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
 from mailrelay.events.webhook import WebhookDispatcher
@@ -34,6 +33,7 @@ from mailrelay.smtp.listener import EngineLimits, Listener
 from mailrelay.smtp.server import BindFailure, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
 from mailrelay.spool.writer import SpoolWriter
+from mailrelay.store.open import open_storage
 from mailrelay.store.space import for_url as disk_space_for
 from mailrelay.submission.policy import SubmissionPolicy
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from mailrelay.settings import ConfigError, Settings, load_settings, redact_url
-from mailrelay.store import db, migrate
-
-log = logging.getLogger("mailrelay")
+from mailrelay.settings import Settings, load_settings
+from mailrelay.store.open import open_storage
 
 CONFIG_ENV = "MAILRELAY_CONFIG"
 DEFAULT_CONFIG_PATH = "mailrelay.toml"
@@ -53,51 +50,6 @@ def load_config(args: argparse.Namespace) -> Settings:
     if not args.config_given and not Path(args.config_path).exists():
         return load_settings(None)
     return load_settings(args.config_path)
-
-
-def open_storage(settings: Settings) -> sa.Engine:
-    """The engine for `storage.url`, migrated to the current schema.
-
-    A URL that cannot be used, or a PostgreSQL server that does not answer within
-    `storage.connect_timeout`, is a ConfigError naming storage.url (one line, exit code 2).
-    """
-    url = settings.storage_url
-    try:
-        engine = db.create_engine(url, connect_timeout=settings.storage.connect_timeout)
-    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
-        reason = str(exc).replace(url, redact_url(url))
-        raise ConfigError(settings.source, "storage.url",
-                          f"not a usable database URL ({reason}); expected sqlite:///PATH "
-                          "or postgresql://USER@HOST:PORT/DB") from None
-    seconds = db.connect_timeout_seconds(settings.storage.connect_timeout)
-    if engine.dialect.name == "postgresql":
-        # Said before the wait, so that a slow or silent server is not a silent start.
-        log.info("connecting to the database at %s (timeout %d s) ...", db.server_address(engine), seconds)
-    try:
-        migrate.upgrade(engine)
-    except db.StorageError as exc:
-        engine.dispose()
-        if engine.dialect.name == "postgresql" and _timed_out(exc):
-            reason = str(getattr(exc.__cause__, "orig", None) or exc).strip().splitlines()[0]
-            raise ConfigError(settings.source, "storage.url",
-                              f"cannot reach the database at {db.server_address(engine)} within "
-                              f"{seconds} s: {reason}; check that PostgreSQL is running and the URL"
-                              ) from None
-        raise
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
-
-
-def _timed_out(exc: db.StorageError) -> bool:
-    """The StorageError of migrate's first connect came from psycopg's connect timeout."""
-    orig = getattr(exc.__cause__, "orig", None)
-    if orig is None:
-        return False
-    from psycopg.errors import ConnectionTimeout  # here: SQLite users need not load psycopg
-
-    return isinstance(orig, ConnectionTimeout)
 
 
 def open_from_args(args: argparse.Namespace) -> tuple[Settings, sa.Engine]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mailrelay.app import App, raise_file_limit
 from mailrelay.cli.workers import Worker, start_workers, stop_workers, wake
+from mailrelay.logs import setup_logging
 from mailrelay.settings import ConfigError, load_settings, write_default_config
 
 log = logging.getLogger("mailrelay")
@@ -19,13 +20,6 @@ log = logging.getLogger("mailrelay")
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="validate the configuration, certificate and database, then exit")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # alembic narrates every migration step at INFO; we log what matters ourselves.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from mailrelay.app import App
+from mailrelay.logs import setup_logging
 from mailrelay.settings import Settings
 from mailrelay.spool.nodes import new_name
 from mailrelay.store.db import create_engine
@@ -87,10 +88,7 @@ def worker_share(settings: Settings) -> Settings:
 
 
 def _child_main(settings: Settings, index: int, wake: multiprocessing.connection.Connection) -> None:
-    from mailrelay.cli.serve import setup_logging
-
     settings = worker_share(settings)
-
     setup_logging(settings.server.log_level)
     # Accepting comes first: a client is waiting for each 250, while delivery is throughput
     # work that can yield a few milliseconds. On a busy box this keeps the workers (DKIM
