@@ -1,7 +1,12 @@
-"""Reading the few header fields mailrelay acts on (From:), without parsing whole messages."""
+"""Reading the few header fields mailrelay acts on, without parsing whole messages: the header
+section, From: (sender domains), and Message-ID and Subject as events and the inbox show them
+(for sent and received mail alike)."""
 
 from __future__ import annotations
 
+import contextlib
+import email.errors
+import email.header
 import email.utils
 import re
 
@@ -16,6 +21,16 @@ _FOLD = re.compile(rb"\r?\n")
 # longer value is not parsed at all. Cutting it instead could leave a prefix of the real
 # domain ("example.com" of "example.com.evil.test") that passes a sender-domain check.
 MAX_FROM = 4096
+
+MAX_SUBJECT = 500  # characters of a Subject kept for events
+# Characters of a Subject decoded at most: enough for MAX_SUBJECT characters even in the
+# smallest encoded words ("=?utf-8?q?a?= "), while email.header's cost grows with the square
+# of the length (a 4 MB Subject held the event loop for minutes).
+MAX_SUBJECT_DECODED = 16 * MAX_SUBJECT
+MAX_MESSAGE_ID = 998  # RFC 5322 §2.1.1 line limit; the column's size
+
+_CONTINUATION = re.compile(rb"\r?\n(?=[ \t])")  # a line break of RFC 5322 §2.2.3 folding
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def header_section(data: bytes) -> bytes:
@@ -52,3 +67,29 @@ def from_domains(data: bytes) -> list[str]:
         if "@" in addr and domain:
             out.append(domain)
     return out
+
+
+def message_id_value(raw: bytes) -> str | None:
+    """A Message-ID field's value as written (unfolded, without control characters); None when
+    empty or longer than MAX_MESSAGE_ID."""
+    value = _CONTROL.sub("", _unfold(raw))
+    return value if value and len(value) <= MAX_MESSAGE_ID else None
+
+
+def subject_value(raw: bytes) -> str | None:
+    """A Subject field's value, RFC 2047 encoded words decoded (as written when they do not
+    decode), control characters as spaces, at most MAX_SUBJECT characters; None when empty."""
+    value = _unfold(raw)
+    if "=?" in value:  # RFC 2047 encoded words
+        if len(value) > MAX_SUBJECT_DECODED:  # cut between words, not inside one
+            cut = value.rfind(" ", 0, MAX_SUBJECT_DECODED)
+            value = value[:cut if cut > 0 else MAX_SUBJECT_DECODED]
+        # HeaderParseError (bad base64, "=?utf-8?b?a?=") is no ValueError; else keep it as written
+        with contextlib.suppress(ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+            value = str(email.header.make_header(email.header.decode_header(value)))
+    value = _CONTROL.sub(" ", value)
+    return value[:MAX_SUBJECT] if value else None
+
+
+def _unfold(raw: bytes) -> str:
+    return _CONTINUATION.sub(b"", raw).strip().decode("utf-8", "replace")

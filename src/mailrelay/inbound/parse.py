@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import email.policy
 import json
-import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +25,9 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Any
 
+from mailrelay.core.headers import header_section
+
 _PARSER = BytesParser(policy=email.policy.default)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +49,13 @@ class Form:
         return next((v for k, v in self.fields if k == name), None)
 
 
-def header_section(raw: bytes) -> bytes:
-    """The header section of a message: up to (not including) the first empty line."""
-    m = _HEADER_END.search(raw)
-    return raw[:m.start()] + b"\r\n" if m else raw
+def headers_field(raw: bytes) -> bytes:
+    """The header section of a message (core.headers.header_section) as the form sends it:
+    its last line ended with CRLF."""
+    section = header_section(raw)
+    if section.endswith(b"\n") and not section.endswith(b"\r\n"):
+        return section[:-1] + b"\r\n"
+    return section
 
 
 def dkim_field(auth: Mapping[str, Any]) -> str:
@@ -87,7 +90,7 @@ def build_form(raw: bytes, *, mail_from: str, rcpts: Sequence[str], auth: Mappin
 def _raw_form(raw: bytes, *, auth: Mapping[str, Any], sender_ip: str, envelope: str,
               unparsed: str | None = None) -> Form:
     """Raw mode: the whole message in `email`; only to, from and subject are read from it."""
-    section = header_section(raw)
+    section = headers_field(raw)
     head = _PARSER.parsebytes(section, headersonly=True)
     fields: list[tuple[str, str | bytes]] = [
         ("dkim", dkim_field(auth)), ("SPF", spf_field(auth)), ("to", _header(head, "to", section)),
@@ -103,7 +106,7 @@ def _parsed_form(raw: bytes, *, auth: Mapping[str, Any], sender_ip: str, envelop
     assert isinstance(msg, EmailMessage)
     text_part = msg.get_body(preferencelist=("plain",))
     html_part = msg.get_body(preferencelist=("html",))
-    fields: list[tuple[str, str | bytes]] = [("headers", header_section(raw).decode("utf-8", "replace")),
+    fields: list[tuple[str, str | bytes]] = [("headers", headers_field(raw).decode("utf-8", "replace")),
               ("dkim", dkim_field(auth)), ("SPF", spf_field(auth)),
               ("to", _header(msg, "to")), ("from", _header(msg, "from"))]
     if msg.get("cc") is not None:

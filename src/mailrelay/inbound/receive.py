@@ -41,21 +41,21 @@ from sqlalchemy.engine import Connection
 from mailrelay.accounts.domains import DomainError, normalize_domain
 from mailrelay.core import reply as R
 from mailrelay.core.address import Path
-from mailrelay.core.headers import header_section
+from mailrelay.core.headers import header_section, message_id_value, subject_value
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.inbound.directory import Found, InboundDirectory, InboundDomain, _Miss
 from mailrelay.mailauth.authres import authentication_results, strip_fields, strip_forged
+from mailrelay.mailauth.dkimverify import DKIMResult, verify_dkim
 from mailrelay.mailauth.dmarc import DMARCResult, check_message, dmarc_action
 from mailrelay.mailauth.spf import SPFChecker, SPFResult
-from mailrelay.mailauth.verify import DKIMResult, verify_dkim
 from mailrelay.quota.rate import RateLimiter
 from mailrelay.resolver.base import DNSTemporaryError
 from mailrelay.smtp.handler import Session, Transaction
+from mailrelay.smtp.trace import received
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import messages, recipients
-from mailrelay.submission import smtpapi, trace
 
 log = logging.getLogger("mailrelay.inbound")
 
@@ -268,8 +268,10 @@ class InboundReceiver:
             self.hostname, spf=(checks.spf.result, checks.spf.domain, checks.spf.scope),
             dkim=checks.dkim, dmarc=checks.dmarc,
             iprev=(checks.iprev.result, checks.iprev.ip, checks.iprev.name))
+        # Postfix's form: `from HELO (NAME [IP])`, NAME the confirmed reverse DNS name or "unknown".
+        confirmed = checks.iprev.name if checks.iprev.result == "pass" else ""
         prefix = received(session, txn, hostname=self.hostname, queue_id=queue_id, now=now,
-                          ptr_name=checks.iprev.name if checks.iprev.result == "pass" else "") + authres
+                          client_name=confirmed or "unknown") + authres
         if action == "quarantine":
             prefix += QUARANTINE_HEADER
         # Forged results claiming our name go (RFC 8601 §5), and so does any quarantine mark
@@ -342,21 +344,13 @@ def auth_record(checks: Checks, session: Session, *, action: str, authres: bytes
     }
 
 
-def received(session: Session, txn: Transaction, *, hostname: str, queue_id: str, now: float,
-             ptr_name: str = "") -> bytes:
-    """Our Received field (RFC 5321 §4.4), with the client's confirmed reverse DNS name, in
-    Postfix's form: `from HELO (NAME [IP])`, NAME "unknown" when it did not confirm."""
-    return trace.received(session, txn, hostname=hostname, queue_id=queue_id, now=now,
-                          client_name=ptr_name or "unknown")
-
-
 def _fields(message: bytes) -> tuple[str | None, str | None]:
     """(Message-ID, decoded Subject) of the header section, as events and the inbox show them."""
     message_id: str | None = None
     subject: str | None = None
     for m in _META_FIELD.finditer(header_section(message)):
         if m.group(1).lower() == b"message-id" and message_id is None:
-            message_id = smtpapi._message_id(m.group(2))
+            message_id = message_id_value(m.group(2))
         elif m.group(1).lower() == b"subject" and subject is None:
-            subject = smtpapi._subject(m.group(2))
+            subject = subject_value(m.group(2))
     return message_id, subject

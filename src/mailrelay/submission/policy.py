@@ -42,11 +42,11 @@ from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, re
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction
+from mailrelay.smtp.trace import trace_headers
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.health import StorageUnavailable, describe, is_unavailable
 from mailrelay.store.space import DiskSpace
 from mailrelay.submission import smtpapi
-from mailrelay.submission.trace import trace_headers
 
 log = logging.getLogger("mailrelay.submission")
 

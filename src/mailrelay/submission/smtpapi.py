@@ -1,6 +1,6 @@
-"""What submission reads from a message's header: Message-ID and Subject for events, and
-SendGrid's X-SMTPAPI header (category, unique_args), which is removed before the message is
-stored.
+"""What submission reads from a message's header: Message-ID and Subject for events (decoded
+by mailrelay.core.headers, as for received mail), and SendGrid's X-SMTPAPI header (category,
+unique_args), which is removed before the message is stored.
 
 Runs for every accepted message, so it looks only at the header section, with bytes operations:
 a multi-megabyte body is never scanned. An X-SMTPAPI field is always removed (with its
@@ -11,15 +11,14 @@ Only `category` and `unique_args` are honoured; other X-SMTPAPI keys ("to", "sub
 
 from __future__ import annotations
 
-import contextlib
-import email.errors
-import email.header
 import json
 import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from mailrelay.core.headers import message_id_value, subject_value
 
 log = logging.getLogger("mailrelay.submission")
 
@@ -28,12 +27,6 @@ MAX_CATEGORIES = 10  # SendGrid's limit per message
 MAX_CATEGORY = 255  # characters of one category
 MAX_UNIQUE_ARGS_JSON = 10_000  # bytes of unique_args as JSON, SendGrid's limit for custom args
 MAX_ARG_KEY = 100
-MAX_SUBJECT = 500  # characters kept for events
-# Characters of a Subject decoded at most: enough for MAX_SUBJECT characters even in the
-# smallest encoded words ("=?utf-8?q?a?= "), while email.header's cost grows with the square
-# of the length (a 4 MB Subject held the event loop for minutes).
-MAX_SUBJECT_DECODED = 16 * MAX_SUBJECT
-MAX_MESSAGE_ID = 998  # RFC 5322 §2.1.1 line limit; the column's size
 
 # A field we read, with its continuation lines (RFC 5322 §2.2.3 folding) and its line end.
 _FIELD = re.compile(rb"(?im)^(message-id|subject|x-smtpapi)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n)?")
@@ -78,9 +71,9 @@ def inspect(body: bytes) -> Inspected:
         if name == b"x-smtpapi":
             api.append((m.start(), m.end(), m.group(2)))
         elif name == b"message-id" and message_id is None:
-            message_id = _message_id(m.group(2))
+            message_id = message_id_value(m.group(2))
         elif name == b"subject" and subject is None:
-            subject = _subject(m.group(2))
+            subject = subject_value(m.group(2))
     if not api:
         return Inspected(body, message_id, subject)
     tags: dict[str, Any] | None = None
@@ -149,24 +142,3 @@ def _unique_args(value: Any) -> dict[str, str | int | float]:
         raise InvalidSMTPAPI(f"unique_args longer than {MAX_UNIQUE_ARGS_JSON} bytes")
     return dict(value)
 
-
-def _unfold(raw: bytes) -> str:
-    return _FOLD.sub(b"", raw).strip().decode("utf-8", "replace")
-
-
-def _message_id(raw: bytes) -> str | None:
-    value = _CONTROL.sub("", _unfold(raw))
-    return value if value and len(value) <= MAX_MESSAGE_ID else None
-
-
-def _subject(raw: bytes) -> str | None:
-    value = _unfold(raw)
-    if "=?" in value:  # RFC 2047 encoded words
-        if len(value) > MAX_SUBJECT_DECODED:  # cut between words, not inside one
-            cut = value.rfind(" ", 0, MAX_SUBJECT_DECODED)
-            value = value[:cut if cut > 0 else MAX_SUBJECT_DECODED]
-        # HeaderParseError (bad base64, "=?utf-8?b?a?=") is no ValueError; else keep it as written
-        with contextlib.suppress(ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-            value = str(email.header.make_header(email.header.decode_header(value)))
-    value = _CONTROL.sub(" ", value)
-    return value[:MAX_SUBJECT] if value else None

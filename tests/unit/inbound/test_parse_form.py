@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 
-from mailrelay.inbound.parse import FilePart, Form, build_form, dkim_field, encode, header_section, spf_field
+from mailrelay.inbound.parse import FilePart, Form, build_form, dkim_field, encode, headers_field, spf_field
 
 
 def _form(raw: bytes, **kw: object) -> Form:
@@ -24,9 +24,9 @@ def test_dkim_and_spf_fields_in_sendgrids_shape() -> None:
     assert spf_field({"spf": {"result": "softfail"}}) == "softfail" and spf_field({"spf": "x"}) == "none"
 
 
-def test_header_section_stops_at_the_first_empty_line() -> None:
-    assert header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore") == b"A: 1\r\nB: 2\r\n"
-    assert header_section(b"A: 1\n\nbody") == b"A: 1\r\n"
+def test_headers_field_stops_at_the_first_empty_line() -> None:
+    assert headers_field(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore") == b"A: 1\r\nB: 2\r\n"
+    assert headers_field(b"A: 1\n\nbody") == b"A: 1\r\n"
 
 
 def test_plain_message_without_html_or_attachments() -> None:

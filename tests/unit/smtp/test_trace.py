@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from mailrelay.core.address import Path
+from mailrelay.core.headers import header_section
 from mailrelay.smtp.handler import Identity, Session, Transaction
-from mailrelay.submission.trace import header_block, protocol_name, trace_headers
+from mailrelay.smtp.trace import protocol_name, trace_headers
 
 NOW = 1_795_000_000.0
 
@@ -54,9 +55,9 @@ def test_many_recipients_are_not_listed_and_missing_headers_are_added() -> None:
     assert "\r\nDate: " in out
 
 
-def test_header_block_stops_at_the_first_empty_line() -> None:
-    assert header_block(b"A: 1\r\nB: 2\r\n\r\nMessage-ID: in body\r\n") == b"A: 1\r\nB: 2\r\n"
-    assert header_block(b"\r\nbody only") == b""
+def test_header_section_stops_at_the_first_empty_line() -> None:
+    assert header_section(b"A: 1\r\nB: 2\r\n\r\nMessage-ID: in body\r\n") == b"A: 1\r\nB: 2\r\n"
+    assert header_section(b"\r\nbody only") == b""
     body_mid = b"Subject: x\r\n\r\nMessage-ID: <fake>\r\n"
     assert b"Message-ID: <ID@h>" in trace_headers(session(tls=False, auth=False), txn(), body_mid,
                                                  hostname="h", queue_id="ID", now=NOW)

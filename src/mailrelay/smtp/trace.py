@@ -1,6 +1,8 @@
 """Trace headers we add in front of a stored message: Received, and Message-ID/Date if missing.
 
-Stored bodies are never rewritten (STYLE habit 8): these lines are kept apart as a prefix.
+Built from the engine's Session and Transaction, for sent mail (submission) and received mail
+(inbound) alike. Stored bodies are never rewritten (STYLE habit 8): these lines are kept apart
+as a prefix.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import re
 import time
 
 from mailrelay.core.dates import rfc5322_date
-from mailrelay.core.headers import header_section as header_block
+from mailrelay.core.headers import header_section
 from mailrelay.smtp.handler import Session, Transaction
 
 _MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
@@ -49,7 +51,7 @@ def received(session: Session, txn: Transaction, *, hostname: str, queue_id: str
 
 def trace_headers(session: Session, txn: Transaction, body: bytes, *, hostname: str,
                   queue_id: str, now: float) -> bytes:
-    headers = header_block(body)
+    headers = header_section(body)
     out = received(session, txn, hostname=hostname, queue_id=queue_id, now=now)
     if not _MESSAGE_ID.search(headers):
         out += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode()
