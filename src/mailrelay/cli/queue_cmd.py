@@ -20,9 +20,9 @@ from mailrelay.cli.output import (
     printable,
     to_json,
 )
+from mailrelay.core.status import EV_BOUNCE_QUEUED, OUTBOUND, PENDING
 from mailrelay.delivery import operator
-from mailrelay.spool.leases import PENDING
-from mailrelay.spool.reader import STATUS_ORDER, MessageDetail, QueueEntry, QueueReader, RecipientDetail
+from mailrelay.spool.reader import MessageDetail, QueueEntry, QueueReader, RecipientDetail
 
 
 def add_arguments(sub: Any) -> None:
@@ -32,8 +32,8 @@ def add_arguments(sub: Any) -> None:
     p = q.add_parser("list", help="list messages, newest first")
     p.add_argument("--limit", type=row_limit, default=100, metavar="N",
                    help="show at most N messages (default 100)")
-    p.add_argument("--status", choices=STATUS_ORDER, metavar="STATUS",
-                   help="only messages with a recipient in STATUS: " + ", ".join(STATUS_ORDER))
+    p.add_argument("--status", choices=OUTBOUND, metavar="STATUS",
+                   help="only messages with a recipient in STATUS: " + ", ".join(OUTBOUND))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
@@ -212,7 +212,7 @@ def cmd_bounce(args: argparse.Namespace) -> int:
     dsn = busy = None
     if detail is not None:
         dsn = next((e.detail.split()[1] for e in reversed(detail.events)
-                    if e.type == "bounce-queued" and e.at == now and len(e.detail.split()) > 1), None)
+                    if e.type == EV_BOUNCE_QUEUED and e.at == now and len(e.detail.split()) > 1), None)
         busy = sum(1 for r in detail.recipients
                    if r.status in PENDING and r.lease_until is not None and r.lease_until >= now)
     if args.json:

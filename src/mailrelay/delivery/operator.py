@@ -25,9 +25,16 @@ from collections import Counter
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay.core.status import (
+    BOUNCED,
+    EV_BOUNCED_BY_OPERATOR,
+    EV_DELETED_BY_OPERATOR,
+    EV_RETRIED_BY_OPERATOR,
+    PENDING,
+)
 from mailrelay.delivery.dsn import FailedRecipient, notify_wants
 from mailrelay.delivery.outcomes import queue_bounce
-from mailrelay.spool.leases import PENDING, Claim, ClaimedMessage, ClaimedRecipient
+from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, messages, recipients
@@ -66,7 +73,7 @@ def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
     owners = dict(conn.execute(sa.select(messages.c.id, messages.c.account_id)
                                .where(messages.c.id.in_(sorted(per_message)))).all())
     add_events(conn, [
-        {"account_id": owners.get(mid), "message_id": mid, "recipient": None, "type": "retried-by-operator",
+        {"account_id": owners.get(mid), "message_id": mid, "recipient": None, "type": EV_RETRIED_BY_OPERATOR,
          "detail": f"{n} recipient{'s' if n != 1 else ''} due now", "at": now}
         for mid, n in sorted(per_message.items())])
     return sum(per_message.values())
@@ -87,7 +94,7 @@ def delete(conn: Connection, queue_id: str, *, now: float) -> int:
     conn.execute(messages.delete().where(messages.c.id == queue_id))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(statuses).items())) or "no recipients"
     add_events(conn, [{"account_id": account_id, "message_id": queue_id, "recipient": None,
-                       "type": "deleted-by-operator", "detail": summary, "at": now}])
+                       "type": EV_DELETED_BY_OPERATOR, "detail": summary, "at": now}])
     return len(statuses)
 
 
@@ -111,11 +118,11 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
         return 0
     ids = [row.id for row in rows]
     conn.execute(r.update().where(r.c.id.in_(ids)).values(
-        status="bounced", last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
+        status=BOUNCED, last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
         lease_owner=None, lease_until=None, updated_at=now))
     add_events(conn, [
         {"account_id": m.account_id, "message_id": queue_id, "recipient": row.address,
-         "type": "bounced-by-operator", "detail": f"{BOUNCE_STATUS} {BOUNCE_TEXT}", "at": now}
+         "type": EV_BOUNCED_BY_OPERATOR, "detail": f"{BOUNCE_STATUS} {BOUNCE_TEXT}", "at": now}
         for row in rows])
     last_tried = dict(conn.execute(
         sa.select(attempts.c.recipient_id, sa.func.max(attempts.c.at))

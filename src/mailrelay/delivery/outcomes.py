@@ -26,14 +26,23 @@ from mailrelay.accounts.suppressions import SuppressionService
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
+from mailrelay.core.status import (
+    BOUNCED,
+    DEFERRED,
+    DROPPED,
+    EV_BOUNCE_QUEUED,
+    EV_DELAY_WARNING,
+    EV_SUPPRESSION_ADDED,
+    EXPIRED,
+    FINAL,
+)
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
+from mailrelay.spool.schedule import expired, warn_delay
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, events, messages, recipients, suppressions
-
-FINAL = ("delivered", "bounced", "expired", "dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +89,16 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
             v = out.verdict
             status: str = v.outcome
             reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
-            if status == "deferred" and now - msg.created_at >= max_lifetime:
-                status = "expired"
+            if status == DEFERRED and expired(msg.created_at, now, max_lifetime):
+                status = EXPIRED
                 failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
                                               f"message expired after {max_lifetime / 86400:g} days; last error: "
                                               f"{v.diagnostic}", _remote(out), now))
-            elif status == "deferred" and delay_warning > 0 and now - msg.created_at >= delay_warning \
+            elif status == DEFERRED and warn_delay(msg.created_at, now, delay_warning) \
                     and not _warned(conn, msg.id, out.recipient.address):
                 delayed.append(FailedRecipient(out.recipient.address, v.status, "delayed", v.diagnostic,
                                                _remote(out), now))
-            elif status == "bounced":
+            elif status == BOUNCED:
                 failed.append(FailedRecipient(out.recipient.address, v.status, "failed",
                                               v.diagnostic, _remote(out), now))
                 if is_hard_bounce(v):
@@ -123,7 +132,7 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
         if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
             add_events(conn, [
                 {"account_id": claim.message.account_id, "message_id": claim.message.id, "recipient": d.address,
-                 "type": "delay-warning", "detail": d.diagnostic or "", "at": now} for d in delayed])
+                 "type": EV_DELAY_WARNING, "detail": d.diagnostic or "", "at": now} for d in delayed])
     return bounces
 
 
@@ -170,17 +179,17 @@ def _warned(conn: Connection, message_id: str, address: str) -> bool:
     """A "delayed" DSN goes out once per recipient (RFC 3464 §2.3.3 Action: delayed)."""
     return conn.execute(sa.select(events.c.id).where(
         events.c.message_id == message_id, events.c.recipient == address,
-        events.c.type == "delay-warning").limit(1)).first() is not None
+        events.c.type == EV_DELAY_WARNING).limit(1)).first() is not None
 
 
 def record_dropped(conn: Connection, claim: Claim, dropped: Iterable[ClaimedRecipient], *, now: float) -> None:
     """Suppressed addresses are not sent to: they end `dropped`, with an event saying why."""
     for rcpt in dropped:
         conn.execute(recipients.update().where(recipients.c.id == rcpt.id).values(
-            status="dropped", last_reply="suppressed: address is on the account's suppression list",
+            status=DROPPED, last_reply="suppressed: address is on the account's suppression list",
             updated_at=now, lease_owner=None, lease_until=None, next_attempt_at=None))
         add_events(conn, [{"account_id": claim.message.account_id, "message_id": claim.message.id,
-                           "recipient": rcpt.address, "type": "dropped",
+                           "recipient": rcpt.address, "type": DROPPED,
                            "detail": "address is on the suppression list", "at": now}])
 
 
@@ -218,7 +227,7 @@ def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) 
 def _suppress(conn: Connection, account_id: int, address: str, reason: str, now: float) -> None:
     # Insert-if-absent: two bounces of one address at once must not abort the transaction.
     if SuppressionService.add_from_bounce(conn, account_id, address, reason[:500], now):
-        add_events(conn, [{"account_id": account_id, "recipient": address.lower(), "type": "suppression-added",
+        add_events(conn, [{"account_id": account_id, "recipient": address.lower(), "type": EV_SUPPRESSION_ADDED,
                            "detail": reason[:500], "at": now}])
 
 
@@ -245,5 +254,5 @@ def queue_bounce(conn: Connection, claim: Claim, failed: Sequence[FailedRecipien
     conn.execute(messages.insert(), [m])
     conn.execute(recipients.insert(), r)
     add_events(conn, [{"account_id": msg.account_id, "message_id": msg.id, "recipient": msg.mail_from,
-                       "type": "bounce-queued", "detail": f"DSN {queue_id}{action_note}", "at": now}])
+                       "type": EV_BOUNCE_QUEUED, "detail": f"DSN {queue_id}{action_note}", "at": now}])
     return queue_id

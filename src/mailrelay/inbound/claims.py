@@ -2,8 +2,8 @@
 
 These run inside the spool writer's transactions (`SpoolWriter.run`). A recipient of received
 mail starts `inbound` (to be posted) or `kept` (no webhook: it stays in the account's inbox).
-A claim writes the lease and the next attempt time *before* the POST, as delivery does
-(spool.leases), so a process that dies mid-POST leaves recipients that are due again then,
+A claim takes its leases with delivery's lease step (spool.leases): the next attempt time is
+written *before* the POST, so a process that dies mid-POST leaves recipients that are due again then,
 never lost. Posted: `posted`; given up after max_age: `expired`. Every outcome writes events.
 On PostgreSQL several nodes claim side by side (`FOR UPDATE SKIP LOCKED`).
 """
@@ -18,20 +18,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailrelay.spool.nodes import lease_free
+from mailrelay.core.status import (
+    EV_INBOUND_DEFERRED,
+    EV_INBOUND_EXPIRED,
+    EV_INBOUND_KEPT,
+    EV_INBOUND_POSTED,
+    EXPIRED,
+    INBOUND,
+    KEPT,
+    POSTED,
+)
+from mailrelay.spool.leases import due, lock_due, take_leases
+from mailrelay.spool.schedule import expired
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import domains, messages, recipients
-
-INBOUND = "inbound"  # to be posted to the domain's webhook
-POSTED = "posted"  # the webhook answered 2xx
-KEPT = "kept"  # no webhook: kept in the account's inbox
-EXPIRED = "expired"  # the webhook failed for max_age: given up (an event says so)
-
-# Event types (posted to the account's event webhook: events.payload.POSTED).
-EV_POSTED = "inbound-posted"
-EV_DEFERRED = "inbound-deferred"
-EV_EXPIRED = "inbound-expired"
-EV_KEPT = "inbound-kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +57,14 @@ def claim(conn: Connection, *, node: str, now: float, limit: int, lease_seconds:
     """Lease the due `inbound` recipients of at most `limit` messages to `node`; recipients at
     a domain without a webhook any more become `kept`."""
     r = recipients
-    due = [r.c.status == INBOUND, r.c.next_attempt_at <= now, lease_free(now)]
-    first = sa.select(r.c.message_id).where(*due).order_by(r.c.next_attempt_at, r.c.id).limit(limit)
+    is_due = due((INBOUND,), now)
+    first = sa.select(r.c.message_id).where(*is_due).order_by(r.c.next_attempt_at, r.c.id).limit(limit)
     msg_ids = sorted({row.message_id for row in conn.execute(first)})
     if not msg_ids:
         return []
     # All the due recipients of those messages, so that one message is one POST per domain.
-    query = (sa.select(r.c.id, r.c.message_id, r.c.address, r.c.domain, r.c.attempts)
-             .where(r.c.message_id.in_(msg_ids), *due).order_by(r.c.id))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = conn.execute(query).all()
+    rows = conn.execute(lock_due(conn, sa.select(r.c.id, r.c.message_id, r.c.address, r.c.domain, r.c.attempts)
+                                 .where(r.c.message_id.in_(msg_ids), *is_due).order_by(r.c.id))).all()
     if not rows:
         return []
     hooks = {d.name: d for d in conn.execute(
@@ -82,21 +79,14 @@ def claim(conn: Connection, *, node: str, now: float, limit: int, lease_seconds:
             status=KEPT, next_attempt_at=None, lease_owner=None, lease_until=None,
             last_reply="the domain has no inbound webhook: kept in the inbox", updated_at=now))
         add_events(conn, [{"account_id": msgs[row.message_id].account_id, "message_id": row.message_id,
-                           "recipient": row.address, "type": EV_KEPT, "at": now,
+                           "recipient": row.address, "type": EV_INBOUND_KEPT, "at": now,
                            "detail": "the domain has no inbound webhook: kept in the inbox"}
                           for row in kept if row.message_id in msgs])
     kept_ids = {row.id for row in kept}
     posting = [row for row in rows if row.id not in kept_ids and row.message_id in msgs]
     if not posting:
         return []
-    # Next attempt first: if we die now, these are due again then, not before.
-    by_attempts: dict[int, list[int]] = {}
-    for row in posting:
-        by_attempts.setdefault(row.attempts, []).append(row.id)
-    for attempts, ids in by_attempts.items():
-        conn.execute(r.update().where(r.c.id.in_(ids)).values(
-            lease_owner=node, lease_until=now + lease_seconds, next_attempt_at=now + next_attempt(attempts),
-            attempts=attempts + 1, updated_at=now))
+    take_leases(conn, posting, node=node, now=now, lease_seconds=lease_seconds, next_attempt=next_attempt)
     data = {m.id: bytes(m.trace_headers) + bytes(m.body) for m in conn.execute(
         sa.select(messages.c.id, messages.c.trace_headers, messages.c.body)
         .where(messages.c.id.in_(sorted({row.message_id for row in posting}))))}
@@ -121,13 +111,13 @@ def settle(conn: Connection, *, post: InboundPost, node: str, now: float, error:
     r = recipients
     ids = [rid for rid, _ in post.recipients]
     if error is None:
-        status, event = POSTED, EV_POSTED
+        status, event = POSTED, EV_INBOUND_POSTED
         values: dict[str, Any] = {"status": POSTED, "next_attempt_at": None}
-    elif now - post.created_at >= max_age:
-        status, event = EXPIRED, EV_EXPIRED
+    elif expired(post.created_at, now, max_age):
+        status, event = EXPIRED, EV_INBOUND_EXPIRED
         values = {"status": EXPIRED, "next_attempt_at": None}
     else:
-        status, event = INBOUND, EV_DEFERRED  # next_attempt_at was written by the claim
+        status, event = INBOUND, EV_INBOUND_DEFERRED  # next_attempt_at was written by the claim
         values = {}
     changed = [x.id for x in conn.execute(sa.select(r.c.id).where(
         r.c.id.in_(ids), r.c.status == INBOUND, r.c.lease_owner == node))]

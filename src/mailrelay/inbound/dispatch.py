@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
+from mailrelay.core.status import EXPIRED, INBOUND
 from mailrelay.events.poster import Poster, redact
 from mailrelay.inbound import claims, parse
 from mailrelay.settings import InboundSettings
@@ -103,10 +104,10 @@ class InboundDispatcher:
         status = await self.writer.run(functools.partial(
             claims.settle, post=post, node=self.node, now=self._clock(), error=error, reply=reply,
             max_age=self.settings.max_age))
-        if status == claims.EXPIRED:
+        if status == EXPIRED:
             log.warning("inbound webhook %s: %s; message %s to %s given up after %gs",
                         redact(post.url), reply, post.message_id, ", ".join(rcpts), self.settings.max_age)
-        elif status == claims.INBOUND:
+        elif status == INBOUND:
             log.info("inbound webhook %s: %s; message %s retried in %gs (attempt %d)", redact(post.url), reply,
                      post.message_id, self._next_attempt(post.attempt - 1), post.attempt)
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay.core.status import CAPTURED
 from mailrelay.spool.leases import Claim
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import messages, recipients
 
-CAPTURED = "captured"
 CAPTURED_REPLY = "captured by the sandbox, not delivered"
 
 # A capture is not a delivery attempt: the attempt count goes back to its value before the

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.linelength import fit_lines
-from mailrelay.sandbox.capture import CAPTURED
-from mailrelay.spool.leases import PENDING
+from mailrelay.core.status import CAPTURED, EV_DELETED_BY_OPERATOR, EV_RELEASED, PENDING, QUEUED, RECEIVED
+from mailrelay.core.status import INBOUND as WAITING_FOR_WEBHOOK
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, attempts, messages, recipients
 
@@ -49,9 +49,6 @@ class NotSandbox(NoSuchCapture):
 
 SANDBOX = "sandbox"
 INBOUND = "in"
-# Statuses of received mail's recipients (inbound.claims), all shown in the inbox.
-_INBOUND_STATUSES = ("kept", "inbound", "posted", "expired")
-_WAITING_FOR_WEBHOOK = "inbound"  # inbound.claims.INBOUND (sandbox does not import inbound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +111,7 @@ class Inbox:
         if ids:
             for r in conn.execute(sa.select(recipients.c.message_id, recipients.c.address, recipients.c.status)
                                   .where(recipients.c.message_id.in_(ids),
-                                         recipients.c.status.in_((CAPTURED, *_INBOUND_STATUSES)))
+                                         recipients.c.status.in_((CAPTURED, *RECEIVED)))
                                   .order_by(recipients.c.id)):
                 if r.status == CAPTURED or r.message_id in inbound:
                     to.setdefault(r.message_id, []).append(r.address)
@@ -195,11 +192,11 @@ class Inbox:
                                                                       r.c.status == CAPTURED)).all()
             # The status in the WHERE: of two concurrent releases, only one moves each recipient.
             conn.execute(r.update().where(r.c.id.in_([x.id for x in rcpts]), r.c.status == CAPTURED).values(
-                status="queued", next_attempt_at=now, last_reply=None, lease_owner=None, lease_until=None,
+                status=QUEUED, next_attempt_at=now, last_reply=None, lease_owner=None, lease_until=None,
                 updated_at=now))
             conn.execute(messages.update().where(messages.c.id == queue_id).values(sandbox=False, signature=None))
             add_events(conn, [{"account_id": row.account_id, "message_id": queue_id, "recipient": x.address,
-                               "type": "released", "detail": "released from the sandbox inbox for delivery",
+                               "type": EV_RELEASED, "detail": "released from the sandbox inbox for delivery",
                                "at": now} for x in rcpts])
         return [x.address for x in rcpts]
 
@@ -209,7 +206,7 @@ class Inbox:
         (another domain not captured yet, or received mail not yet posted to its webhook, which
         the inbound dispatcher may hold) are left for next time."""
         pending = sa.exists().where(recipients.c.message_id == messages.c.id,
-                                    recipients.c.status.in_((*PENDING, _WAITING_FOR_WEBHOOK)))
+                                    recipients.c.status.in_((*PENDING, WAITING_FOR_WEBHOOK)))
         with self._engine.begin() as conn:
             rows = conn.execute(sa.select(messages.c.id, messages.c.account_id)
                                 .where(*self._where(conn, account), sa.not_(pending))).all()
@@ -223,7 +220,7 @@ class Inbox:
                 conn.execute(recipients.delete().where(recipients.c.message_id.in_(chunk)))
                 conn.execute(messages.delete().where(messages.c.id.in_(chunk)))
             add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
-                               "type": "deleted-by-operator", "detail": "inbox clear", "at": now} for r in rows])
+                               "type": EV_DELETED_BY_OPERATOR, "detail": "inbox clear", "at": now} for r in rows])
         return len(rows)
 
 

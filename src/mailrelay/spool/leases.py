@@ -1,9 +1,11 @@
-"""Claiming due recipients for delivery, with leases, and giving leases back.
+"""Claiming due recipients, with leases, and giving leases back.
 
 The next attempt time is written *before* an attempt starts (together with the lease), so a
 node that dies mid-delivery leaves recipients that are simply due again later: never lost, and
 never retried in a storm. On PostgreSQL several nodes claim side by side (`FOR UPDATE SKIP
-LOCKED`); on SQLite the one writer thread serialises claims.
+LOCKED`); on SQLite the one writer thread serialises claims. The lease step (`due`,
+`lock_due`, `take_leases`) is shared by delivery (`claim_due`) and received mail waiting for
+its parse webhook (inbound.claims).
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay.core.status import PENDING
 from mailrelay.spool.nodes import lease_free
 from mailrelay.store.schema import messages, recipients
-
-PENDING = ("queued", "deferred")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +52,24 @@ class Claim:
     recipients: tuple[ClaimedRecipient, ...]
 
 
-def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seconds: float,
-              next_attempt: Callable[[int], float]) -> list[Claim]:
-    """Lease up to `limit` due recipients to `node`; group them by (message, domain)."""
+def due(statuses: tuple[str, ...], now: float) -> list[sa.ColumnElement[bool]]:
+    """Recipients in one of `statuses` whose next attempt time has come and nobody works on."""
     r = recipients
-    due = (
-        sa.select(r.c.id, r.c.message_id, r.c.address, r.c.domain, r.c.params, r.c.attempts, r.c.status)
-        .where(r.c.status.in_(PENDING), r.c.next_attempt_at <= now, lease_free(now))
-        .order_by(r.c.next_attempt_at, r.c.id)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    rows = conn.execute(due).all()
-    if not rows:
-        return []
-    # Next attempt first: if we die now, these are due again then, not before.
+    status = r.c.status == statuses[0] if len(statuses) == 1 else r.c.status.in_(statuses)
+    return [status, r.c.next_attempt_at <= now, lease_free(now)]
+
+
+def lock_due(conn: Connection, query: sa.Select[Any]) -> sa.Select[Any]:
+    """`query` locking the rows it reads; rows another node is claiming are skipped
+    (PostgreSQL; SQLite's one writer thread serialises claims)."""
+    return query.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else query
+
+
+def take_leases(conn: Connection, rows: Iterable[Any], *, node: str, now: float, lease_seconds: float,
+                next_attempt: Callable[[int], float]) -> None:
+    """Lease `rows` (each with `id` and `attempts`, as read by the claim) to `node`, counting
+    the attempt. The next attempt time first: if we die now, these are due again then, not before."""
+    r = recipients
     by_attempts: dict[int, list[int]] = {}
     for row in rows:
         by_attempts.setdefault(row.attempts, []).append(row.id)
@@ -76,6 +79,21 @@ def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seco
             .values(lease_owner=node, lease_until=now + lease_seconds,
                     next_attempt_at=now + next_attempt(attempts), attempts=attempts + 1, updated_at=now)
         )
+
+
+def claim_due(conn: Connection, *, node: str, now: float, limit: int, lease_seconds: float,
+              next_attempt: Callable[[int], float]) -> list[Claim]:
+    """Lease up to `limit` due recipients to `node`; group them by (message, domain)."""
+    r = recipients
+    rows = conn.execute(lock_due(conn, (
+        sa.select(r.c.id, r.c.message_id, r.c.address, r.c.domain, r.c.params, r.c.attempts, r.c.status)
+        .where(*due(PENDING, now))
+        .order_by(r.c.next_attempt_at, r.c.id)
+        .limit(limit)
+    ))).all()
+    if not rows:
+        return []
+    take_leases(conn, rows, node=node, now=now, lease_seconds=lease_seconds, next_attempt=next_attempt)
     msgs = load_messages(conn, {row.message_id for row in rows})
     groups: dict[tuple[str, str], list[ClaimedRecipient]] = {}
     for row in rows:

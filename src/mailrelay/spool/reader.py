@@ -15,10 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailrelay.core.headers import header_section
+from mailrelay.core.status import OUTBOUND
 from mailrelay.store.schema import accounts, attempts, events, messages, recipients
-
-# Display order of recipient statuses in summaries; unknown ones follow alphabetically.
-STATUS_ORDER = ("queued", "deferred", "delivered", "bounced", "expired", "dropped", "captured")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +89,8 @@ def summarize_statuses(statuses: list[str]) -> str:
         return "empty"
     if len(counts) == 1:
         return next(iter(counts))
-    order = {s: i for i, s in enumerate(STATUS_ORDER)}
+    # The order of core.status.OUTBOUND; unknown statuses follow alphabetically.
+    order = {s: i for i, s in enumerate(OUTBOUND)}
     ranked = sorted(counts, key=lambda s: (order.get(s, len(order)), s))
     return ", ".join(f"{counts[s]} {s}" for s in ranked)
 
