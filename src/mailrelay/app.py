@@ -26,7 +26,7 @@ from mailrelay.inbound.directory import InboundDirectory
 from mailrelay.inbound.dispatch import InboundDispatcher
 from mailrelay.inbound.receive import InboundReceiver
 from mailrelay.mailauth.spf import SPFChecker
-from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
+from mailrelay.resolver.dnspython import BlockingDNSResolver, DNSConfigError, DNSResolver
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.listener import EngineLimits, Listener
@@ -159,7 +159,7 @@ class App:
         s = self.settings
         try:
             resolver = DNSResolver(s.dns.nameservers, s.dns.timeout)
-            spf = SPFChecker(s.dns.nameservers, timeout=s.dns.timeout)
+            spf = SPFChecker(BlockingDNSResolver(s.dns.nameservers, s.dns.timeout))
         except DNSConfigError as exc:
             if not s.dns.nameservers and exc.key == "dns.nameservers":
                 # No usable system resolver: submission still works; receiving needs DNS.

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from mailrelay.mailauth.spf import SPFChecker, SPFResult
+from mailrelay.resolver.dnspython import BlockingDNSResolver
 from tests.support.dnsserver import FakeDNS
 
 SUITE = Path(__file__).resolve().parents[1] / "data" / "spf" / "rfc7208-tests.yml"
@@ -117,7 +118,7 @@ def dns_server() -> Iterator[FakeDNS]:
 
 @pytest.fixture(scope="module")
 def checker(dns_server: FakeDNS) -> Iterator[SPFChecker]:
-    spf_checker = SPFChecker([dns_server.address], timeout=DNS_TIMEOUT, check_timeout=10)
+    spf_checker = SPFChecker(BlockingDNSResolver([dns_server.address], timeout=DNS_TIMEOUT), check_timeout=10)
     yield spf_checker
     spf_checker.close()
 

@@ -1,16 +1,17 @@
-"""Sender domains of accounts, their DKIM keys, the DNS records to publish, and checking them.
+"""Sender domains of accounts: storage, their DKIM keys, and their receiving settings.
 
 Ownership: an account owns the domains it added and every subdomain of them (mail from
 news.example.com is covered by example.com, and a d=example.com signature is aligned with it
 under DMARC's relaxed mode). So a domain cannot be added when it, a parent or a subdomain of
-it belongs to another account. `owner_domain` picks the most specific owned domain.
+it belongs to another account. `core.domains.owner_domain` picks the most specific owned one;
+the name rules are there too, the DNS records to publish in `accounts.dnsrecords`, the known
+addresses of inbound domains in `accounts.addresses`.
 
 Selectors: the RSA key is published under `selector`; with both algorithms the Ed25519 key is
 under `<selector>-ed`, alone it is under `selector` (RFC 8463 §4: one selector per key).
 
-Exceptions: `DomainError` (a user mistake: bad name, unknown account or domain, taken, bad
-key). Database failures surface as SQLAlchemy errors; DNS timeouts in `verify` become a
-check with status "error".
+Exceptions: `core.domains.DomainError` (a user mistake: bad name, unknown account or domain,
+taken, bad key). Database failures surface as SQLAlchemy errors.
 
 Security: stores DKIM private keys (PKCS#8 PEM) in the database; `Domain` carries only the
 public records. Imported keys are validated once, here.
@@ -19,24 +20,23 @@ public records. Imported keys are validated once, here.
 from __future__ import annotations
 
 import builtins
-import ipaddress
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from mailrelay.resolver.base import DNSTemporaryError, Resolver
-from mailrelay.store.schema import accounts, addresses, domains
+from mailrelay.core.domains import DomainError, normalize_domain, owner_domain, parent_domains
+from mailrelay.store.schema import accounts, domains
 
 if TYPE_CHECKING:
-    from mailrelay.mailauth.dkim import DKIMKey, KeyKind
+    from mailrelay.mailauth.dkimsign import DKIMKey, KeyKind
 
-# mailrelay.mailauth.dkim is imported inside the functions that need it: it pulls in dkimpy,
+# mailrelay.mailauth.dkimsign is imported inside the functions that need it: it pulls in dkimpy,
 # dnspython and cryptography (~70 ms), which every CLI command would otherwise pay at start,
-# as cli/main.py imports DomainError from here.
+# as the command line imports this module to build its parser.
 
 AlgorithmChoice = Literal["rsa", "ed25519", "both"]
 ALGORITHM_CHOICES = ("rsa", "ed25519", "both")
@@ -44,19 +44,8 @@ DEFAULT_SELECTOR = "mr1"
 ED25519_SUFFIX = "-ed"
 MAX_SELECTOR = 63 - len(ED25519_SUFFIX)  # the -ed selector must fit the column (and a label)
 
-CheckStatus = Literal["ok", "missing", "different", "error"]
-
 DMARC_POLICIES = ("monitor", "enforce")
-MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1 (octets)
 MAX_WEBHOOK_URL = 2000
-
-# RFC 5894 §4.1: characters IDNA 2003 maps away but IDNA 2008 keeps (ß → ss, ...): the
-# stdlib codec would silently name a different domain, so these must be given as A-labels.
-_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
-
-
-class DomainError(Exception):
-    """A user mistake about domains; the message says what was wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,82 +75,6 @@ class Domain:
     dmarc_policy: str = "monitor"  # "monitor": only record; "enforce": apply p=reject/quarantine
 
 
-@dataclass(frozen=True, slots=True)
-class InboundAddress:
-    """A known recipient of an inbound domain: `local_part@domain` (local part lower case)."""
-
-    address: str
-    local_part: str
-    domain: str
-    account_name: str
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DNSRecord:
-    purpose: str  # "dkim", "spf", "dmarc", "mx"
-    type: str  # "TXT", "MX"
-    name: str  # no trailing dot
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecordCheck:
-    record: DNSRecord
-    status: CheckStatus
-    found: tuple[str, ...] = ()  # what DNS holds at that name (TXT values, MX hosts)
-    note: str = ""
-
-
-# -- names -----------------------------------------------------------------------------------
-
-
-def normalize_domain(name: str) -> str:
-    """`name` as A-labels, lower case, without a trailing dot; or DomainError."""
-    text = name.strip()
-    shown = text[:80]
-    if text.endswith("."):
-        text = text[:-1]
-    if not text or any(c in _DEVIATIONS for c in text):
-        if text:
-            raise DomainError(f"domain {shown!r} contains ß, ς or a zero-width joiner, which IDNA "
-                              "versions treat differently: give its xn-- form")
-        raise DomainError("empty domain name")
-    try:
-        ascii_name = text.encode("idna").decode("ascii") if not text.isascii() else text
-    except UnicodeError:
-        raise DomainError(f"invalid domain {shown!r}: not a valid internationalized name") from None
-    ascii_name = ascii_name.lower()
-    labels = ascii_name.split(".")
-    if len(ascii_name) > 253 or len(labels) < 2 or not all(_label_ok(label) for label in labels):
-        raise DomainError(f"invalid domain {shown!r}: expected a name such as example.com "
-                          "(labels of letters, digits and hyphens, at most 63 characters each)")
-    if labels[-1].isdigit():
-        raise DomainError(f"invalid domain {shown!r}: an IP address is not a domain")
-    return ascii_name
-
-
-def _label_ok(label: str) -> bool:
-    return (0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
-            and all(c.isascii() and (c.isalnum() or c == "-") for c in label))
-
-
-def _parents(name: str) -> list[str]:
-    """example.com's parents that could be owned: news.example.com → [example.com]."""
-    labels = name.split(".")
-    return [".".join(labels[i:]) for i in range(1, len(labels) - 1)]
-
-
-def owner_domain(owned: Iterable[str], name: str) -> str | None:
-    """The most specific of `owned` that is `name` or a parent of it, or None."""
-    owned_set = owned if isinstance(owned, set | frozenset) else set(owned)
-    name = name.lower().rstrip(".")
-    for candidate in [name, *_parents(name)]:
-        if candidate in owned_set:
-            return candidate
-    return None
-
-
 def ed25519_selector(selector: str, *, dual: bool) -> str:
     return selector + ED25519_SUFFIX if dual else selector
 
@@ -175,7 +88,7 @@ _COLS = (domains.c.id, domains.c.name, accounts.c.name.label("account_name"), do
 
 
 def _domain(row: Any) -> Domain:
-    from mailrelay.mailauth.dkim import public_key_record
+    from mailrelay.mailauth.dkimsign import public_key_record
 
     dual = bool(row.rsa_private_key and row.ed25519_private_key)
     keys: list[DKIMSelector] = []
@@ -232,7 +145,7 @@ class DomainService:
 
     @staticmethod
     def _keys(algorithm: str, pem: bytes | None) -> tuple[str | None, str | None]:
-        from mailrelay.mailauth.dkim import DKIMKeyError, generate_private_key, normalize_private_key
+        from mailrelay.mailauth.dkimsign import DKIMKeyError, generate_private_key, normalize_private_key
 
         if pem is not None:
             try:
@@ -261,7 +174,7 @@ class DomainService:
         overlap = conn.execute(
             sa.select(domains.c.name)
             .where(domains.c.account_id != account_id)
-            .where(sa.or_(domains.c.name.in_(_parents(domain)),
+            .where(sa.or_(domains.c.name.in_(parent_domains(domain)),
                           domains.c.name.like(f"%.{domain}")))
             .limit(1)).scalar()
         if overlap is not None:
@@ -287,7 +200,7 @@ class DomainService:
         query = (sa.select(*_COLS).join(accounts, accounts.c.id == domains.c.account_id)
                  .order_by(domains.c.name))
         with self._engine.connect() as conn:
-            rows = conn.execute(_of_account(conn, query, account)).all()
+            rows = conn.execute(of_account(conn, query, account)).all()
         return [_domain(r) for r in rows]
 
     def remove(self, name: str) -> Domain:
@@ -318,50 +231,9 @@ class DomainService:
             conn.execute(domains.update().where(domains.c.id == found.id).values(**values))
         return self.require(found.name)
 
-    def add_address(self, address: str) -> InboundAddress:
-        """Make `address` a known recipient of its domain (which must be added already)."""
-        local, domain_name = split_address(address)
-        found = self.require(domain_name)
-        now = self._clock()
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(addresses.insert().values(domain_id=found.id, local_part=local,
-                                                       created_at=now))
-        except sa.exc.IntegrityError:
-            raise DomainError(f"address {local}@{found.name} is already added") from None
-        return InboundAddress(f"{local}@{found.name}", local, found.name, found.account_name, now)
-
-    def remove_address(self, address: str) -> InboundAddress:
-        local, domain_name = split_address(address)
-        found = self.require(domain_name)
-        with self._engine.begin() as conn:
-            row = conn.execute(sa.select(addresses.c.id, addresses.c.created_at)
-                               .where(addresses.c.domain_id == found.id,
-                                      addresses.c.local_part == local)).first()
-            if row is None:
-                raise DomainError(f"no address {local}@{found.name}; see `mailrelay address list`")
-            conn.execute(addresses.delete().where(addresses.c.id == row.id))
-        return InboundAddress(f"{local}@{found.name}", local, found.name, found.account_name,
-                              row.created_at)
-
-    def list_addresses(self, *, domain: str | None = None, account: str | None = None,
-                  ) -> builtins.list[InboundAddress]:
-        """Known recipients, by domain then local part; of one domain or account if given."""
-        query = (sa.select(addresses.c.local_part, addresses.c.created_at, domains.c.name,
-                           accounts.c.name.label("account_name"))
-                 .join(domains, domains.c.id == addresses.c.domain_id)
-                 .join(accounts, accounts.c.id == domains.c.account_id)
-                 .order_by(domains.c.name, addresses.c.local_part))
-        if domain is not None:
-            query = query.where(domains.c.name == self.require(domain).name)
-        with self._engine.connect() as conn:
-            rows = conn.execute(_of_account(conn, query, account)).all()
-        return [InboundAddress(f"{r.local_part}@{r.name}", r.local_part, r.name, r.account_name,
-                               r.created_at) for r in rows]
-
     def signing_keys(self, domain_name: str) -> builtins.list[DKIMKey]:
         """The keys to sign mail of `domain_name` with (exactly that domain): RSA first."""
-        from mailrelay.mailauth.dkim import ALGORITHM_OF, DKIMKey
+        from mailrelay.mailauth.dkimsign import ALGORITHM_OF, DKIMKey
 
         domain = normalize_domain(domain_name)
         with self._engine.connect() as conn:
@@ -392,7 +264,7 @@ class DomainService:
 
 
 def _check_selector(selector: str) -> str:
-    from mailrelay.mailauth.dkim import DKIMKeyError, check_selector
+    from mailrelay.mailauth.dkimsign import DKIMKeyError, check_selector
 
     selector = selector.lower()
     try:
@@ -440,111 +312,7 @@ def _inbound_values(*, inbound: bool, catch_all: bool, webhook: str | None, raw:
             "inbound_raw": raw, "dmarc_policy": _check_dmarc_policy(dmarc_policy)}
 
 
-def split_address(address: str) -> tuple[str, str]:
-    """(local part lower case, domain as A-labels) of `user@example.com`, or DomainError."""
-    text = address.strip()
-    local, at, domain = text.rpartition("@")
-    if not at or not local:
-        raise DomainError(f"invalid address {text[:80]!r}: expected user@example.com")
-    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
-        raise DomainError(f"invalid address {text[:80]!r}: the part before @ is over "
-                          f"{MAX_LOCAL_PART} bytes")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '"<>@\\,;' for c in local) \
-            or local.startswith(".") or local.endswith(".") or ".." in local:
-        raise DomainError(f"invalid address {text[:80]!r}: use a plain local part "
-                          "(letters, digits and . _ - + ...)")
-    return local.lower(), normalize_domain(domain)
-
-
-# -- DNS records -----------------------------------------------------------------------------
-
-
-def dns_records(domain: Domain, *, hostname: str, source_address: str = "") -> builtins.list[DNSRecord]:
-    """What to publish for `domain`: DKIM keys, SPF, DMARC, and MX (for replies and bounces)."""
-    host = hostname.lower().rstrip(".")
-    records = [DNSRecord("dkim", "TXT", f"{k.selector}._domainkey.{domain.name}", k.record)
-               for k in domain.dkim]
-    records.append(DNSRecord("spf", "TXT", domain.name,
-                             " ".join(["v=spf1", *_spf_mechanisms(host, source_address), "~all"])))
-    # p=none: collect reports before enforcing (RFC 7489 §6.7's advice for a new sender).
-    records.append(DNSRecord("dmarc", "TXT", f"_dmarc.{domain.name}",
-                             f"v=DMARC1; p=none; rua=mailto:postmaster@{domain.name}"))
-    records.append(DNSRecord("mx", "MX", domain.name, f"10 {host}."))
-    return records
-
-
-def _spf_mechanisms(host: str, source_address: str) -> builtins.list[str]:
-    mechanisms = [f"a:{host}"]
-    try:
-        ip = ipaddress.ip_address(source_address) if source_address else None
-    except ValueError:
-        ip = None
-    if ip is not None and not ip.is_unspecified:
-        mechanisms.append(f"ip{ip.version}:{ip}")
-    return mechanisms
-
-
-async def verify(domain: Domain, records: Iterable[DNSRecord], resolver: Resolver,
-                 ) -> builtins.list[RecordCheck]:
-    """Look each record up and say whether DNS holds it ("ok"), something else, or nothing."""
-    checks = []
-    for record in records:
-        try:
-            checks.append(await _check(record, resolver))
-        except DNSTemporaryError as exc:
-            checks.append(RecordCheck(record, "error", note=str(exc)))
-    return checks
-
-
-async def _check(record: DNSRecord, resolver: Resolver) -> RecordCheck:
-    if record.type == "MX":
-        answer = await resolver.mx(record.name)
-        hosts = tuple(host for _, host in answer.hosts)
-        want = record.value.split()[-1].lower().rstrip(".")
-        if answer.kind == "mx" and want in hosts:
-            return RecordCheck(record, "ok", hosts)
-        if answer.kind in ("mx", "null"):
-            return RecordCheck(record, "different", hosts or (".",),
-                               "null MX: the domain accepts no mail" if answer.kind == "null" else "")
-        return RecordCheck(record, "missing")
-    found = tuple(await resolver.txt(record.name))
-    if record.purpose == "dkim":
-        want_key = _tags(record.value).get("p")
-        keys = [t for t in found if "p" in _tags(t)]
-        if any(_tags(t)["p"] == want_key for t in keys):
-            return RecordCheck(record, "ok", found)
-        return RecordCheck(record, "different" if keys else "missing", found)
-    if record.purpose == "spf":
-        spf = [t for t in found if t.lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
-        if not spf:
-            return RecordCheck(record, "missing", found)
-        if len(spf) > 1:
-            # RFC 7208 §4.5: more than one SPF record is a permanent error.
-            return RecordCheck(record, "different", tuple(spf), "more than one SPF record")
-        mechanisms = {m.lstrip("+").lower() for m in spf[0].split()[1:]}
-        wanted = record.value.split()[1:-1]
-        if any(m in mechanisms for m in wanted):
-            return RecordCheck(record, "ok", tuple(spf))
-        return RecordCheck(record, "different", tuple(spf), f"does not authorize {wanted[0]}")
-    if record.purpose == "dmarc":
-        dmarc = tuple(t for t in found if _tags(t).get("v", "").upper() == "DMARC1")
-        if dmarc:
-            return RecordCheck(record, "ok", dmarc)
-        return RecordCheck(record, "missing", found)
-    raise AssertionError(f"unknown record purpose {record.purpose!r}")  # pragma: no cover
-
-
-def _tags(text: str) -> dict[str, str]:
-    """A tag=value list (RFC 6376 §3.2), whitespace inside values removed; {} if not one."""
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        tag, sep, value = part.partition("=")
-        if sep:
-            tags.setdefault(tag.strip(), "".join(value.split()))
-    return tags
-
-
-def _of_account(conn: sa.Connection, query: sa.Select[Any], account: str | None) -> sa.Select[Any]:
+def of_account(conn: sa.Connection, query: sa.Select[Any], account: str | None) -> sa.Select[Any]:
     """`query` limited to `account`'s rows (joined with accounts), if one is named; an unknown
     name is an error rather than an empty list."""
     if account is None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mailrelay.accounts.domains import DomainService, InboundAddress, split_address
+from mailrelay.accounts.addresses import AddressService, InboundAddress
+from mailrelay.accounts.domains import DomainService
 from mailrelay.cli.common import open_from_args
 from mailrelay.cli.output import format_table, format_time, to_json
+from mailrelay.core.domains import split_address
 
 
 def add_arguments(sub: Any) -> None:
@@ -34,9 +36,9 @@ def add_arguments(sub: Any) -> None:
     p.set_defaults(func=cmd_list)
 
 
-def _service(args: argparse.Namespace) -> DomainService:
+def _service(args: argparse.Namespace) -> AddressService:
     _, engine = open_from_args(args)
-    return DomainService(engine)
+    return AddressService(engine)
 
 
 def _json(a: InboundAddress) -> dict[str, Any]:
@@ -46,10 +48,10 @@ def _json(a: InboundAddress) -> dict[str, Any]:
 
 def cmd_add(args: argparse.Namespace) -> int:
     split_address(args.address)  # a bad address is reported before the database is opened
-    svc = _service(args)
-    added = svc.add_address(args.address)
+    _, engine = open_from_args(args)
+    added = AddressService(engine).add(args.address)
     print(f"added address {added.address} (account {added.account_name})")
-    domain = svc.require(added.domain)
+    domain = DomainService(engine).require(added.domain)
     if not domain.inbound:
         print(f"note: {domain.name} does not receive mail yet; turn it on with "
               f"`mailrelay domain inbound {domain.name}`")
@@ -60,13 +62,13 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     split_address(args.address)
-    removed = _service(args).remove_address(args.address)
+    removed = _service(args).remove(args.address)
     print(f"removed address {removed.address} (account {removed.account_name})")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    found = _service(args).list_addresses(domain=args.domain, account=args.account)
+    found = _service(args).list(domain=args.domain, account=args.account)
     if args.json:
         print(to_json([_json(a) for a in found]))
     elif not found:

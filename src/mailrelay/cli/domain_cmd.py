@@ -11,16 +11,13 @@ import argparse
 import asyncio
 from typing import Any
 
+from mailrelay.accounts.dnsrecords import DNSRecord, RecordCheck, check_records, dns_records
 from mailrelay.accounts.domains import (
     ALGORITHM_CHOICES,
     DEFAULT_SELECTOR,
     DMARC_POLICIES,
-    DNSRecord,
     Domain,
     DomainService,
-    RecordCheck,
-    dns_records,
-    verify,
 )
 from mailrelay.cli.common import UsageError, open_from_args
 from mailrelay.cli.output import format_table, format_time, to_json
@@ -119,7 +116,7 @@ def _records(settings: Settings, domain: Domain) -> list[DNSRecord]:
 
 def read_key_file(path: str) -> tuple[str, bytes]:
     """(kind, PEM) of the key in `path`, checked; errors name the file."""
-    from mailrelay.mailauth.dkim import DKIMKeyError, normalize_private_key
+    from mailrelay.mailauth.dkimsign import DKIMKeyError, normalize_private_key
 
     try:
         with open(path, "rb") as fh:
@@ -282,7 +279,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         resolver = DNSResolver(settings.dns.nameservers, settings.dns.timeout)
     except DNSConfigError as exc:
         raise ConfigError(settings.source, exc.key, str(exc)) from None
-    checks = asyncio.run(verify(domain, records, resolver))
+    checks = asyncio.run(check_records(domain, records, resolver))
     ok = all(c.status == "ok" for c in checks)
     if args.json:
         print(to_json({"domain": domain.name, "ok": ok, "checks": [_check_json(c) for c in checks]}))

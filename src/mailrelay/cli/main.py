@@ -17,7 +17,6 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from mailrelay import __version__
-from mailrelay.accounts.domains import DomainError
 from mailrelay.accounts.service import AccountError
 from mailrelay.cli import (
     account_cmd,
@@ -30,6 +29,7 @@ from mailrelay.cli import (
     suppression_cmd,
 )
 from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
+from mailrelay.core.domains import DomainError
 from mailrelay.settings import ConfigError
 from mailrelay.store.db import StorageError
 

@@ -36,11 +36,16 @@ class Path:
 
     @property
     def domain(self) -> str:
-        return self.address.rpartition("@")[2].lower() if self.address else ""
+        return domain_of(self.address)
 
     @property
     def local_part(self) -> str:
         return self.address.rpartition("@")[0]
+
+
+def domain_of(address: str) -> str:
+    """The routing domain of `address`: the text after its last @, lower case ("" for "")."""
+    return address.rpartition("@")[2].lower()
 
 
 def has_control_chars(text: str) -> bool:

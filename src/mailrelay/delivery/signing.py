@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-from mailrelay.accounts.domains import DomainService, owner_domain
+from mailrelay.accounts.domains import DomainService
+from mailrelay.core.domains import owner_domain
 from mailrelay.core.headers import from_domains
-from mailrelay.mailauth.dkim import DKIMError, DKIMSigner
+from mailrelay.mailauth.dkimsign import DKIMError, DKIMSigner
 
 log = logging.getLogger("mailrelay.delivery")
 

@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
-from mailrelay.accounts.domains import DomainError, normalize_domain
 from mailrelay.core import reply as R
 from mailrelay.core.address import Path
+from mailrelay.core.domains import DomainError, normalize_domain
 from mailrelay.core.headers import header_section, message_id_value, subject_value
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply

@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 
 from mailrelay.core.headers import header_section
+from mailrelay.mailauth.dkimverify import DKIMResult
 from mailrelay.mailauth.dmarc import DMARCResult
-from mailrelay.mailauth.verify import DKIMResult
 
 LINE_LENGTH = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
 MAX_COMMENT = 120

@@ -1,4 +1,4 @@
-"""DKIM signing: RFC 6376 with rsa-sha256, and RFC 8463 ed25519-sha256.
+"""DKIM signing (RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256) and its keys: made, imported, published.
 
 `DKIMSigner.sign(message)` returns DKIM-Signature header fields to prepend; the stored message
 is never rewritten. Canonicalization and header parsing are dkimpy's (the code its verifier

@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import dkim
 from cryptography.exceptions import InvalidSignature
@@ -39,7 +39,7 @@ from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizatio
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailrelay.core.headers import header_section
-from mailrelay.resolver.base import DNSTemporaryError
+from mailrelay.resolver.base import DNSTemporaryError, TXTResolver
 
 DKIMStatus = Literal["pass", "fail", "neutral", "policy", "temperror", "permerror", "none"]
 
@@ -51,13 +51,6 @@ _SIGNATURE_FIELD = re.compile(rb"(?im)^dkim-signature[ \t]*:")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEADER_END = re.compile(rb"\n\r?\n")
 _WSP = re.compile(rb"\s+")
-
-
-class TXTResolver(Protocol):
-    """The one DNS question DKIM and DMARC ask (`resolver.base.Resolver` satisfies it)."""
-
-    async def txt(self, name: str) -> list[str]:
-        """TXT records of `name`, each one's strings joined; [] when none; DNSTemporaryError."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,11 @@ from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
 
+from mailrelay.core.domains import lenient_domain
 from mailrelay.core.headers import header_section
 from mailrelay.core.reply import Reply
-from mailrelay.mailauth.verify import DKIMResult, TXTResolver
-from mailrelay.resolver.base import DNSTemporaryError
+from mailrelay.mailauth.dkimverify import DKIMResult
+from mailrelay.resolver.base import DNSTemporaryError, TXTResolver
 
 DMARCStatus = Literal["pass", "fail", "none", "temperror", "permerror"]
 Policy = Literal["none", "quarantine", "reject"]
@@ -114,19 +115,10 @@ def from_domain(message: bytes) -> FromDomain:
     if len(addresses) != 1:
         return FromDomain(None, "no address in From" if not addresses else "several addresses in From")
     local, at, domain = addresses[0].rpartition("@")
-    domain = normalize_domain(domain)
+    domain = lenient_domain(domain)
     if not at or not local or not domain or "." not in domain:
         return FromDomain(None, "no domain in the From address")
     return FromDomain(domain)
-
-
-def normalize_domain(domain: str) -> str:
-    """Lower case, no trailing dot, A-labels (DKIM d= is in A-labels, an EAI From may not be)."""
-    domain = domain.strip().rstrip(".").lower()
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
 
 
 # -- alignment ---------------------------------------------------------------------------------
@@ -140,14 +132,14 @@ def _psl() -> PublicSuffixList:
 
 def organizational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the public suffix plus one label; a public suffix itself stays as it is."""
-    domain = normalize_domain(domain)
+    domain = lenient_domain(domain)
     org: str | None = _psl().privatesuffix(domain)
     return org or domain
 
 
 def aligned(identifier: str, from_dom: str, mode: Alignment) -> bool:
     """RFC 7489 §3.1: strict is an exact match, relaxed the same organizational domain."""
-    a, b = normalize_domain(identifier), normalize_domain(from_dom)
+    a, b = lenient_domain(identifier), lenient_domain(from_dom)
     if not a or not b:
         return False
     return a == b if mode == "s" else organizational_domain(a) == organizational_domain(b)
@@ -225,7 +217,7 @@ async def check_dmarc(from_dom: str, spf: tuple[str, str] | None, dkim: Sequence
     `spf` is (SPF result, the MAIL FROM domain it was checked for), or None if SPF was not
     checked; `dkim` the verification results. Never raises.
     """
-    from_dom = normalize_domain(from_dom)
+    from_dom = lenient_domain(from_dom)
     org = organizational_domain(from_dom)
     try:
         at, texts = from_dom, await _records(resolver, from_dom)

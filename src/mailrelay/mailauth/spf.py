@@ -2,9 +2,9 @@
 
 `SPFChecker.check(ip, mail_from, helo)` returns an `SPFResult` and never raises. The evaluation
 is pyspf's (the RFC 7208 reference implementation), run in a small thread pool because it is
-synchronous. Its DNS questions go to the configured nameservers through dnspython: this module
-replaces `spf.DNSLookup` once, with a function that asks the resolver of the checker running in
-the current thread, so several checkers (tests, config reloads) can coexist in one process.
+synchronous. Its DNS questions go to the `BlockingResolver` the checker was given, through a
+subclass of pyspf's query: pyspf's module-wide `spf.DNSLookup` is never used nor replaced, so
+several checkers (tests, config reloads) coexist in one process, each with its own resolver.
 
 Every DNS failure (timeout, SERVFAIL, refusal, no server) is a `temperror`; the whole check is
 bounded by `check_timeout` (RFC 7208 §4.6.4), after which it is a `temperror` too.
@@ -20,20 +20,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-import threading
-from collections.abc import Sequence
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 
-import dns.exception
-import dns.message
-import dns.name
-import dns.rdatatype
-import dns.resolver
 import spf
 
-from mailrelay.resolver.dnspython import SYSTEM_RESOLV_CONF, stub_resolver
+from mailrelay.core.address import domain_of
+from mailrelay.core.domains import bare_domain
+from mailrelay.resolver.base import BlockingResolver, DNSTemporaryError, Record
 
 Result: TypeAlias = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
 Scope: TypeAlias = Literal["mailfrom", "helo"]
@@ -43,8 +39,6 @@ RESULTS: frozenset[str] = frozenset(
 
 # RFC 7208 §4.6.4: "at least 20 seconds" is suggested for the whole evaluation.
 DEFAULT_CHECK_TIMEOUT = 20.0
-
-_Record: TypeAlias = tuple[tuple[str, str], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +55,17 @@ class SPFResult:
 
 
 class SPFChecker:
-    """Evaluates SPF with DNS from `nameservers` ("IP", "IP:PORT"; the system's when empty).
+    """Evaluates SPF asking `resolver` (e.g. `resolver.dnspython.BlockingDNSResolver`).
 
-    `timeout` bounds one DNS question, `check_timeout` the whole check; at most `max_workers`
-    checks run at once (the rest wait, within their own `check_timeout`).
+    `resolver.timeout` bounds one DNS question, `check_timeout` the whole check; at most
+    `max_workers` checks run at once (the rest wait, within their own `check_timeout`).
     """
 
-    def __init__(self, nameservers: Sequence[str] = (), *, timeout: float = 5.0,
-                 check_timeout: float = DEFAULT_CHECK_TIMEOUT, max_workers: int = 4,
-                 resolv_conf: str = SYSTEM_RESOLV_CONF) -> None:
+    def __init__(self, resolver: BlockingResolver, *, check_timeout: float = DEFAULT_CHECK_TIMEOUT,
+                 max_workers: int = 4) -> None:
         if check_timeout <= 0:
             raise ValueError(f"check_timeout must be above 0, got {check_timeout!r}")
-        self._dns = _SyncResolver(nameservers, timeout, resolv_conf)
+        self._dns = resolver
         self._check_timeout = check_timeout
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="spf")
 
@@ -86,7 +79,7 @@ class SPFChecker:
         mail_from = mail_from.strip().removeprefix("<").removesuffix(">")
         helo = helo.strip()
         scope: Scope = "mailfrom" if mail_from else "helo"
-        domain = (mail_from.rpartition("@")[2] if mail_from else helo).lower().rstrip(".")
+        domain = bare_domain(domain_of(mail_from) if mail_from else helo)
         try:
             address = _client_address(ip)
         except ValueError:
@@ -107,16 +100,13 @@ class SPFChecker:
 
     def _evaluate(self, ip: str, mail_from: str, helo: str) -> tuple[Result, str, str]:
         """Run pyspf in this worker thread with this checker's resolver."""
-        _current.resolver = self._dns
         try:
-            query = spf.query(i=ip, s=mail_from, h=helo, timeout=self._dns.timeout,
-                              querytime=self._check_timeout)
+            query = _Query(self._dns, i=ip, s=mail_from, h=helo, timeout=self._dns.timeout,
+                           querytime=self._check_timeout)
             query.set_default_explanation("")  # so `explanation` is only ever the domain's text
             result, _code, text = query.check()
         except Exception as exc:  # pyspf bug or an unforeseen DNS error: never a crash, never a pass
             return "temperror", f"SPF evaluation failed: {exc.__class__.__name__}: {exc}", ""
-        finally:
-            _current.resolver = None
         if result not in RESULTS:  # "ambiguous" and the like exist only in pyspf's other modes
             return "permerror", f"unexpected SPF result {result!r}", ""
         return cast(Result, result), _comment(result, query, ip), text if result == "fail" else ""
@@ -176,69 +166,52 @@ def _client_address(ip: str) -> str:
 # -- DNS -------------------------------------------------------------------------------------
 
 
-class _Current(threading.local):
-    resolver: _SyncResolver | None = None
+class _Query(spf.query):  # type: ignore[misc]  # pyspf has no type hints
+    """pyspf's query, asking `resolver` instead of pyspf's module-wide `spf.DNSLookup`.
 
+    pyspf 2.0.14 (pinned) asks DNS only through `query.dns` (dns_txt, dns_mx, dns_a and dns_ptr
+    call it) and offers no other per-query hook, so this overrides that method: it is pyspf's
+    with the lookup swapped, its cache, time budget and void-lookup limit (RFC 7208 §4.6.4)
+    kept. pyspf's CNAME chase is left out: the resolver follows CNAMEs itself and answers for
+    the name asked, so no CNAME record ever reaches pyspf.
+    """
 
-_current = _Current()
+    # pyspf's attributes that dns() reads and writes
+    cache: dict[tuple[str, str], list[Record]]
+    timeout: float
+    querytime: float
+    void_lookups: int
 
+    def __init__(self, resolver: BlockingResolver, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resolver = resolver
 
-class _SyncResolver:
-    """pyspf's DNS questions, asked of our nameservers with dnspython's blocking stub resolver."""
-
-    def __init__(self, nameservers: Sequence[str], timeout: float, resolv_conf: str) -> None:
-        resolver = stub_resolver(dns.resolver.Resolver, nameservers, timeout, resolv_conf)
-        self.timeout = timeout
-        self._resolver = resolver
-
-    def lookup(self, name: str, qtype: str, timeout: float) -> list[_Record]:
-        """pyspf's DNSLookup contract: [((name, qtype), value)], [] for NXDOMAIN or no data;
-        a temporary failure raises spf.TempError."""
-        lifetime = max(0.01, min(timeout, self.timeout))
-        what = f"{qtype} {name}"
-        try:
-            qname = dns.name.from_text(name, origin=dns.name.root)
-            answer = self._resolver.resolve(qname, dns.rdatatype.from_text(qtype), search=False,
-                                            lifetime=lifetime, raise_on_no_answer=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.name.EmptyLabel,
-                dns.name.LabelTooLong, dns.name.NameTooLong):
-            return []  # no such name (or not a possible one): an answer, not an error
-        except dns.exception.Timeout:
-            raise spf.TempError(f"DNS {what}: no answer within {lifetime:g} s") from None
-        except dns.resolver.NoNameservers as exc:
-            if _cname_loop(exc):
-                # A CNAME loop never resolves: a permanent "no such data", and RFC 7208 §5.5
-                # says to skip such a name in "ptr" rather than fail the whole check.
-                return []
-            raise spf.TempError(f"DNS {what}: no server could answer (SERVFAIL or refused)") from None
-        except (dns.exception.DNSException, OSError, ValueError) as exc:
-            raise spf.TempError(f"DNS {what}: {exc.__class__.__name__}: {exc}") from None
-        # CNAMEs were followed by dnspython; the records are filed under the name asked.
+    def dns(self, name: str, qtype: str, cnames: object = None, ignore_void: bool = False) -> list[Record]:
+        if not name:
+            raise Exception("Invalid query")  # as pyspf's own: ends as a temperror in _evaluate
+        name = str(name).removesuffix(".")
+        if not all(0 < len(label) < 64 for label in name.split(".")):
+            return []  # not a possible DNS name
+        name = name.lower()
         key = (name, qtype)
-        records: list[_Record] = []
-        for rdata in answer.rrset or ():
-            if qtype in ("A", "AAAA"):
-                records.append((key, rdata.address))
-            elif qtype == "MX":
-                records.append((key, (rdata.preference, rdata.exchange.to_text(omit_final_dot=True))))
-            elif qtype == "PTR":
-                records.append((key, rdata.target.to_text(omit_final_dot=True)))
-            elif qtype in ("TXT", "SPF"):
-                records.append((key, list(rdata.strings)))
-        return records
-
-
-def _cname_loop(exc: dns.resolver.NoNameservers) -> bool:
-    errors = exc.kwargs.get("errors") or []
-    return bool(errors) and all(isinstance(entry[3], dns.message.ChainTooLong) for entry in errors)
-
-
-def _dns_lookup(name: str, qtype: str, strict: object = True, timeout: float = 20.0) -> list[_Record]:
-    """Replaces `spf.DNSLookup`: asks the resolver of the checker running in this thread."""
-    resolver = _current.resolver
-    if resolver is None:  # pyspf called outside SPFChecker: refuse rather than use system DNS
-        raise spf.TempError("DNS: no resolver configured (use mailrelay.mailauth.spf.SPFChecker)")
-    return resolver.lookup(name, qtype, timeout)
-
-
-spf.DNSLookup = _dns_lookup
+        result: list[Record] = self.cache.get(key, [])
+        if result:
+            return result
+        if self.querytime < 0:
+            raise spf.TempError("DNS Error: exceeded max query lookup time")
+        timeout = self.querytime if 0 < self.querytime < self.timeout else self.timeout
+        started = time.time()
+        try:
+            records = self.resolver.query(name, qtype, timeout)
+        except DNSTemporaryError as exc:
+            raise spf.TempError(str(exc)) from None
+        if records:
+            self.cache.setdefault(key, []).extend(records)
+        result = self.cache.get(key, [])
+        if self.querytime > 0:
+            self.querytime = self.querytime - (time.time() - started)
+        if not result and not ignore_void:
+            self.void_lookups += 1
+            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
+                raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
+        return result

@@ -1,4 +1,5 @@
-"""The real resolver: the `Resolver` protocol on dnspython's asyncio stub resolver.
+"""The real resolvers: `Resolver` on dnspython's asyncio stub resolver, `BlockingResolver` on
+its blocking one (for pyspf's worker threads), both asking the same configured servers.
 
 Security: answers come from the network and are untrusted. Names are returned as text (lower
 case, no trailing dot) and never interpreted here; callers decide what an address may be (see
@@ -21,6 +22,7 @@ from typing import Literal, TypeVar
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -32,7 +34,7 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
-from mailrelay.resolver.base import DNSTemporaryError, MXAnswer
+from mailrelay.resolver.base import DNSTemporaryError, MXAnswer, Record
 
 SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
 
@@ -155,6 +157,61 @@ class DNSResolver:
             raise DNSTemporaryError(f"{what}: no DNS server could answer ({_servers_said(exc)})") from None
         except (dns.exception.DNSException, OSError) as exc:
             raise DNSTemporaryError(f"{what}: {exc.__class__.__name__}: {exc}") from None
+
+
+class BlockingDNSResolver:
+    """`BlockingResolver` for code in a worker thread: the same servers and limits as
+    DNSResolver, asked with dnspython's blocking resolver."""
+
+    def __init__(self, nameservers: Sequence[str] = (), timeout: float = 5.0, *,
+                 resolv_conf: str = SYSTEM_RESOLV_CONF) -> None:
+        self._resolver = stub_resolver(dns.resolver.Resolver, nameservers, timeout, resolv_conf)
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def query(self, name: str, qtype: str, timeout: float) -> list[Record]:
+        """The `qtype` records at `name` within min(`timeout`, self.timeout) seconds: addresses
+        and PTR names as text, MX as (preference, host), TXT as its strings; [] for NXDOMAIN,
+        no data, an impossible name or a CNAME loop; otherwise DNSTemporaryError."""
+        lifetime = max(0.01, min(timeout, self._timeout))
+        what = f"{qtype} {name}"
+        try:
+            qname = dns.name.from_text(name, origin=dns.name.root)
+            answer = self._resolver.resolve(qname, dns.rdatatype.from_text(qtype), search=False,
+                                            lifetime=lifetime, raise_on_no_answer=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.name.EmptyLabel,
+                dns.name.LabelTooLong, dns.name.NameTooLong):
+            return []  # no such name (or not a possible one): an answer, not an error
+        except dns.exception.Timeout:
+            raise DNSTemporaryError(f"DNS {what}: no answer within {lifetime:g} s") from None
+        except dns.resolver.NoNameservers as exc:
+            if _cname_loop(exc):
+                # A CNAME loop never resolves: a permanent "no such data" (RFC 7208 §5.5 says
+                # to skip such a name in SPF's "ptr" rather than fail the whole check).
+                return []
+            raise DNSTemporaryError(f"DNS {what}: no server could answer (SERVFAIL or refused)") from None
+        except (dns.exception.DNSException, OSError, ValueError) as exc:
+            raise DNSTemporaryError(f"DNS {what}: {exc.__class__.__name__}: {exc}") from None
+        # CNAMEs were followed by dnspython; the records are those of the name asked.
+        records: list[Record] = []
+        for rdata in answer.rrset or ():
+            if qtype in ("A", "AAAA"):
+                records.append(rdata.address)
+            elif qtype == "MX":
+                records.append((rdata.preference, rdata.exchange.to_text(omit_final_dot=True)))
+            elif qtype == "PTR":
+                records.append(rdata.target.to_text(omit_final_dot=True))
+            elif qtype in ("TXT", "SPF"):
+                records.append(list(rdata.strings))
+        return records
+
+
+def _cname_loop(exc: dns.resolver.NoNameservers) -> bool:
+    errors = exc.kwargs.get("errors") or []
+    return bool(errors) and all(isinstance(entry[3], dns.message.ChainTooLong) for entry in errors)
 
 
 R = TypeVar("R", bound=dns.resolver.BaseResolver)

@@ -1,24 +1,13 @@
-"""DomainService on both databases: add (generated or imported keys), ownership, keys, DNS."""
+"""DomainService on both databases: add (generated or imported keys), ownership, keys, receiving."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 import sqlalchemy as sa
 
-from mailrelay.accounts.domains import (
-    DNSRecord,
-    Domain,
-    DomainError,
-    DomainService,
-    dns_records,
-    normalize_domain,
-    owner_domain,
-    verify,
-)
-from mailrelay.mailauth.dkim import DKIMSigner, generate_private_key, public_key_record
-from mailrelay.resolver.base import DNSTemporaryError, MXAnswer
+from mailrelay.accounts.domains import DomainService
+from mailrelay.core.domains import DomainError, owner_domain
+from mailrelay.mailauth.dkimsign import DKIMSigner, generate_private_key, public_key_record
 from mailrelay.store.schema import accounts
 
 
@@ -104,24 +93,6 @@ def test_mistakes(engine: sa.Engine, svc: DomainService) -> None:
     assert svc.list("bob") == []
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("Example.COM.", "example.com"),
-    ("bücher.example", "xn--bcher-kva.example"),
-    ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
-    ("a-b.c-d.example", "a-b.c-d.example"),
-])
-def test_domain_names(raw: str, expected: str) -> None:
-    assert normalize_domain(raw) == expected
-
-
-@pytest.mark.parametrize("raw", ["", ".", "localhost", "exa mple.com", "-a.example", "a..example",
-                                 "x" * 64 + ".example", "1.2.3.4", "a@example.com", "straße.de",
-                                 "a_b.example"])
-def test_bad_domain_names(raw: str) -> None:
-    with pytest.raises(DomainError):
-        normalize_domain(raw)
-
-
 def test_ownership(engine: sa.Engine, svc: DomainService) -> None:
     alice, bob = _account(engine, "alice"), _account(engine, "bob")
     svc.add("example.com", "alice")
@@ -134,82 +105,3 @@ def test_ownership(engine: sa.Engine, svc: DomainService) -> None:
     assert owner_domain(owned, "x.news.example.com") == "news.example.com"
     assert owner_domain(owned, "x.example.com") == "example.com"
     assert owner_domain(owned, "com") is None
-
-
-# -- DNS records and their check ----------------------------------------------------------
-
-
-def _domain(*dkim: tuple[str, str, str]) -> Domain:
-    from mailrelay.accounts.domains import DKIMSelector
-
-    keys = tuple(DKIMSelector(kind, sel, rec) for kind, sel, rec in dkim)  # type: ignore[arg-type]
-    return Domain(1, "example.com", "alice", "mr1", tuple(k.kind for k in keys), 0.0, keys)
-
-
-def test_dns_records() -> None:
-    d = _domain(("rsa", "mr1", "v=DKIM1; k=rsa; p=AAAA"), ("ed25519", "mr1-ed", "v=DKIM1; k=ed25519; p=BBBB"))
-    records = dns_records(d, hostname="Mail.Relay.test.", source_address="192.0.2.1")
-    assert records == [
-        DNSRecord("dkim", "TXT", "mr1._domainkey.example.com", "v=DKIM1; k=rsa; p=AAAA"),
-        DNSRecord("dkim", "TXT", "mr1-ed._domainkey.example.com", "v=DKIM1; k=ed25519; p=BBBB"),
-        DNSRecord("spf", "TXT", "example.com", "v=spf1 a:mail.relay.test ip4:192.0.2.1 ~all"),
-        DNSRecord("dmarc", "TXT", "_dmarc.example.com", "v=DMARC1; p=none; rua=mailto:postmaster@example.com"),
-        DNSRecord("mx", "MX", "example.com", "10 mail.relay.test."),
-    ]
-    assert dns_records(d, hostname="h.test", source_address="2001:db8::1")[2].value == \
-        "v=spf1 a:h.test ip6:2001:db8::1 ~all"
-    assert dns_records(d, hostname="h.test")[2].value == "v=spf1 a:h.test ~all"
-
-
-class MemoryResolver:
-    """The Resolver protocol over dictionaries."""
-
-    def __init__(self, txt: dict[str, list[str]], mx: dict[str, MXAnswer],
-                 failing: frozenset[str] = frozenset()) -> None:
-        self._txt, self._mx, self._failing = txt, mx, failing
-
-    async def mx(self, domain: str) -> MXAnswer:
-        return self._mx.get(domain, MXAnswer("nxdomain"))
-
-    async def addresses(self, host: str) -> list[str]:
-        return []
-
-    async def txt(self, name: str) -> list[str]:
-        if name in self._failing:
-            raise DNSTemporaryError(f"{name}: timeout")
-        return self._txt.get(name, [])
-
-
-def test_verify() -> None:
-    d = _domain(("rsa", "mr1", "v=DKIM1; k=rsa; p=AAAA"), ("ed25519", "mr1-ed", "v=DKIM1; k=ed25519; p=BBBB"))
-    records = dns_records(d, hostname="mail.relay.test")
-    good = MemoryResolver(
-        {"mr1._domainkey.example.com": ["v=DKIM1; k=rsa; p=AA AA"],  # folded in the zone
-         "mr1-ed._domainkey.example.com": ["v=DKIM1; k=ed25519; p=BBBB"],
-         "example.com": ["google-site-verification=x", "v=spf1 +a:mail.relay.test include:x.test -all"],
-         "_dmarc.example.com": ["v=DMARC1; p=reject"]},
-        {"example.com": MXAnswer("mx", ((5, "mx.other.test"), (10, "mail.relay.test")))})
-    checks = asyncio.run(verify(d, records, good))
-    assert [c.status for c in checks] == ["ok"] * 5
-    assert checks[4].found == ("mx.other.test", "mail.relay.test")
-
-    bad = MemoryResolver(
-        {"mr1._domainkey.example.com": ["v=DKIM1; k=rsa; p=OLD"],
-         "example.com": ["v=spf1 include:elsewhere.test ~all"],
-         "_dmarc.example.com": ["something else"]},
-        {"example.com": MXAnswer("mx", ((10, "mx.other.test"),))},
-        failing=frozenset({"mr1-ed._domainkey.example.com"}))
-    checks = asyncio.run(verify(d, records, bad))
-    assert [(c.record.purpose, c.status) for c in checks] == [
-        ("dkim", "different"), ("dkim", "error"), ("spf", "different"), ("dmarc", "missing"),
-        ("mx", "different")]
-    assert checks[0].found == ("v=DKIM1; k=rsa; p=OLD",) and "timeout" in checks[1].note
-    assert checks[2].note == "does not authorize a:mail.relay.test"
-
-    two_spf = MemoryResolver({"example.com": ["v=spf1 a:mail.relay.test ~all", "v=spf1 -all"]},
-                             {"example.com": MXAnswer("null", ((0, ""),))})
-    checks = asyncio.run(verify(d, records, two_spf))
-    assert (checks[2].status, checks[2].note) == ("different", "more than one SPF record")
-    assert checks[4].status == "different" and "null MX" in checks[4].note
-    empty = asyncio.run(verify(d, records, MemoryResolver({}, {})))
-    assert [c.status for c in empty] == ["missing"] * 5

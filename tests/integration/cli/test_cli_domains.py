@@ -6,7 +6,7 @@ import json
 import socket
 from pathlib import Path
 
-from mailrelay.mailauth.dkim import generate_private_key
+from mailrelay.mailauth.dkimsign import generate_private_key
 from tests.support.dnsserver import FakeDNS
 
 from .conftest import CLI, InProcess

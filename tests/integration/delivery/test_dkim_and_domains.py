@@ -10,7 +10,7 @@ import dkim
 import dns.resolver
 import pytest
 
-from mailrelay.accounts.domains import dns_records
+from mailrelay.accounts.dnsrecords import dns_records
 from tests.integration.delivery.conftest import RemoteMX, delivery_toml
 from tests.integration.delivery.test_delivery import MSG, submit, wait_status
 from tests.support.dnsserver import FakeDNS

@@ -14,7 +14,7 @@ from typing import Any
 import dkim
 import pytest
 
-from mailrelay.accounts.domains import dns_records
+from mailrelay.accounts.dnsrecords import dns_records
 from tests.integration.delivery.conftest import RemoteMX, delivery_toml
 from tests.integration.delivery.test_delivery import submit, wait_status
 from tests.integration.delivery.test_dkim_and_domains import dns_lookup

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailrelay.mailauth.dkim import DKIMKey, DKIMSigner, generate_private_key, public_key_record
+from mailrelay.accounts.addresses import AddressService
+from mailrelay.mailauth.dkimsign import DKIMKey, DKIMSigner, generate_private_key, public_key_record
 from mailrelay.store.schema import events, usage
 from tests.integration.smtp.conftest import Node, ca, node_factory  # noqa: F401 - fixtures
 from tests.support.dnsserver import FakeDNS
@@ -61,7 +62,7 @@ def inbound(node_factory: Callable[..., Node], fake_dns: FakeDNS, dkim_pem: byte
     publish(fake_dns, dkim_pem)
     node = node_factory(f'[dns]\nnameservers = ["{fake_dns.address}"]\ntimeout = 1')
     node.app.domains.add("in.test", "alice", inbound=True)
-    node.app.domains.add_address("ann@in.test")
+    AddressService(node.app.engine).add("ann@in.test")
     return node
 
 
@@ -247,7 +248,7 @@ def test_recipient_delimiter_is_a_setting(node_factory: Callable[..., Node], fak
     node = node_factory(f'[dns]\nnameservers = ["{fake_dns.address}"]\ntimeout = 1\n'
                         f'[inbound]\nrecipient_delimiter = "{delimiter}"')
     node.app.domains.add("in.test", "alice", inbound=True)
-    node.app.domains.add_address("ann@in.test")
+    AddressService(node.app.engine).add("ann@in.test")
     assert rcpt_reply(node, address)[0] == code
 
 

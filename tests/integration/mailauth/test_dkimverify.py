@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from mailrelay.mailauth.dkim import DKIMKey, DKIMSigner, generate_private_key, public_key_record
-from mailrelay.mailauth.verify import DKIMResult, verify_dkim
+from mailrelay.mailauth.dkimsign import DKIMKey, DKIMSigner, generate_private_key, public_key_record
+from mailrelay.mailauth.dkimverify import DKIMResult, verify_dkim
 from mailrelay.resolver.dnspython import DNSResolver
 from tests.support.dnsserver import FakeDNS
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from mailrelay.mailauth.dkim import DKIMKey, DKIMSigner, generate_private_key, public_key_record
+from mailrelay.mailauth.dkimsign import DKIMKey, DKIMSigner, generate_private_key, public_key_record
+from mailrelay.mailauth.dkimverify import DKIMResult, verify_dkim
 from mailrelay.mailauth.dmarc import DMARCResult, check_dmarc, check_message, dmarc_action
-from mailrelay.mailauth.verify import DKIMResult, verify_dkim
 from mailrelay.resolver.dnspython import DNSResolver
 from tests.support.dnsserver import FakeDNS
 

@@ -11,6 +11,8 @@ import pytest
 import spf
 
 from mailrelay.mailauth.spf import SPFChecker, SPFResult, check_spf
+from mailrelay.resolver.base import Record
+from mailrelay.resolver.dnspython import BlockingDNSResolver
 from tests.support.dnsserver import FakeDNS
 
 T = TypeVar("T")
@@ -24,7 +26,7 @@ def run(coro: Awaitable[T]) -> T:
 
 @pytest.fixture
 def checker(fake_dns: FakeDNS) -> Iterator[SPFChecker]:
-    spf_checker = SPFChecker([fake_dns.address], timeout=1.0, check_timeout=5.0)
+    spf_checker = SPFChecker(BlockingDNSResolver([fake_dns.address], timeout=1.0), check_timeout=5.0)
     yield spf_checker
     spf_checker.close()
 
@@ -127,7 +129,7 @@ def test_servfail_in_a_mechanism_is_temperror(fake_dns: FakeDNS, checker: SPFChe
 
 def test_dns_that_never_answers_is_temperror_within_the_timeout(fake_dns: FakeDNS) -> None:
     fake_dns.timeout("example.com")
-    spf_checker = SPFChecker([fake_dns.address], timeout=0.5, check_timeout=5.0)
+    spf_checker = SPFChecker(BlockingDNSResolver([fake_dns.address], timeout=0.5), check_timeout=5.0)
     try:
         started = time.monotonic()
         result = check(spf_checker, "127.0.0.2")
@@ -142,7 +144,7 @@ def test_whole_check_is_bounded_by_check_timeout(fake_dns: FakeDNS) -> None:
     # A per-question timeout longer than the check's budget: the budget wins.
     fake_dns.txt("example.com", "v=spf1 include:slow.example.com -all")
     fake_dns.timeout("slow.example.com")
-    spf_checker = SPFChecker([fake_dns.address], timeout=5.0, check_timeout=0.5)
+    spf_checker = SPFChecker(BlockingDNSResolver([fake_dns.address], timeout=5.0), check_timeout=0.5)
     try:
         started = time.monotonic()
         result = check(spf_checker, "127.0.0.2")
@@ -180,7 +182,8 @@ def test_checkers_with_different_servers_run_concurrently() -> None:
     with FakeDNS() as one, FakeDNS() as two:
         one.txt("example.com", "v=spf1 ip4:127.0.0.2 -all")
         two.txt("example.com", "v=spf1 -ip4:127.0.0.2 +all")
-        first, second = SPFChecker([one.address], timeout=1.0), SPFChecker([two.address], timeout=1.0)
+        first = SPFChecker(BlockingDNSResolver([one.address], timeout=1.0))
+        second = SPFChecker(BlockingDNSResolver([two.address], timeout=1.0))
         try:
             async def both() -> list[SPFResult]:
                 checks = [c.check("127.0.0.2", "a@example.com", "h.example.com")
@@ -193,13 +196,41 @@ def test_checkers_with_different_servers_run_concurrently() -> None:
     assert [r.result for r in results] == ["pass", "fail"] * 10
 
 
-def test_pyspf_outside_a_checker_never_uses_system_dns() -> None:
-    # Our spf.DNSLookup refuses when no checker is running in the thread.
-    result, _code, _text = spf.query(i="127.0.0.2", s="a@example.com", h="h.example.com").check()
-    assert result == "temperror"
+class Recording:
+    """A BlockingResolver that asks `inner` and notes each question."""
+
+    def __init__(self, inner: BlockingDNSResolver) -> None:
+        self.inner = inner
+        self.asked: list[tuple[str, str]] = []
+
+    @property
+    def timeout(self) -> float:
+        return self.inner.timeout
+
+    def query(self, name: str, qtype: str, timeout: float) -> list[Record]:
+        self.asked.append((name, qtype))
+        return self.inner.query(name, qtype, timeout)
+
+
+def test_every_question_goes_to_the_checkers_resolver(fake_dns: FakeDNS) -> None:
+    # pyspf's module-wide lookup (system DNS) is neither used nor replaced: the checker's
+    # resolver is asked every question of the evaluation.
+    fake_dns.txt("example.com", "v=spf1 a:h.example.com mx -all")
+    fake_dns.a("h.example.com", "192.0.2.1")
+    fake_dns.mx("example.com", (10, "mx.example.com"))
+    fake_dns.a("mx.example.com", "127.0.0.2")
+    recording = Recording(BlockingDNSResolver([fake_dns.address], timeout=1.0))
+    spf_checker = SPFChecker(recording, check_timeout=5.0)
+    try:
+        assert check(spf_checker, "127.0.0.2").result == "pass"
+    finally:
+        spf_checker.close()
+    assert recording.asked == [("example.com", "TXT"), ("h.example.com", "A"), ("example.com", "MX"),
+                               ("mx.example.com", "A")]
+    assert spf.DNSLookup is spf.DNSLookup_dnspython
 
 
 def test_closed_checker_answers_temperror(fake_dns: FakeDNS) -> None:
-    spf_checker = SPFChecker([fake_dns.address], timeout=1.0)
+    spf_checker = SPFChecker(BlockingDNSResolver([fake_dns.address], timeout=1.0))
     spf_checker.close()
     assert check(spf_checker, "127.0.0.2").result == "temperror"

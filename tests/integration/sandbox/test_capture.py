@@ -11,7 +11,7 @@ from typing import Any
 import dkim
 import sqlalchemy as sa
 
-from mailrelay.accounts.domains import dns_records
+from mailrelay.accounts.dnsrecords import dns_records
 from mailrelay.sandbox.inbox import Inbox
 from mailrelay.store.schema import events, messages, recipients
 from tests.integration.cli.conftest import CLI

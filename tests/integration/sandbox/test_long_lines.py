@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import dkim
 
-from mailrelay.accounts.domains import dns_records
+from mailrelay.accounts.dnsrecords import dns_records
 from mailrelay.sandbox.inbox import Inbox
 from tests.integration.delivery.test_delivery import submit, wait_status
 from tests.integration.delivery.test_dkim_and_domains import dns_lookup

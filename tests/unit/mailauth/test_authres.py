@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mailrelay.mailauth.authres import authentication_results, strip_forged
+from mailrelay.mailauth.dkimverify import DKIMResult
 from mailrelay.mailauth.dmarc import DMARCResult
-from mailrelay.mailauth.verify import DKIMResult
 
 PASS = DKIMResult("pass", "example.com", "sel", "rsa-sha256", "abcd1234")
 

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from dkim.canonicalization import Relaxed
 
-from mailrelay.mailauth.dkim import (
+from mailrelay.mailauth.dkimsign import (
     DKIMKey,
     DKIMKeyError,
     DKIMMessageError,
