@@ -27,6 +27,7 @@ from mailrelay.inbound.dispatch import InboundDispatcher
 from mailrelay.inbound.receive import InboundReceiver
 from mailrelay.mailauth.spf import SPFChecker
 from mailrelay.resolver.dnspython import BlockingDNSResolver, DNSConfigError, DNSResolver
+from mailrelay.router import PolicyRouter
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.listener import EngineLimits, Listener
@@ -117,13 +118,14 @@ class App:
     def _build_smtp(self) -> SMTPServer:
         s = self.settings
         self.receiver = self._build_inbound()
-        policy = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
-                                  writer=self.writer, trusted_account=s.submission.trusted_account,
-                                  executor=self.auth_executor,
-                                  sender_domains=self.signer if s.submission.require_own_domain else None,
-                                  plans=s.plans, default_plan=s.accounts.default_plan,
-                                  inbound=self.receiver,
-                                  space=disk_space_for(s.storage_url, min_free=s.storage.min_free))
+        submission = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
+                                      writer=self.writer, trusted_account=s.submission.trusted_account,
+                                      executor=self.auth_executor,
+                                      sender_domains=self.signer if s.submission.require_own_domain else None,
+                                      plans=s.plans, default_plan=s.accounts.default_plan)
+        # Every listener both sends and receives: the router picks the policy per session.
+        policy = PolicyRouter(submission, inbound=self.receiver,
+                              space=disk_space_for(s.storage_url, min_free=s.storage.min_free))
         listeners = [
             Listener(
                 name=ls.name,

@@ -51,7 +51,7 @@ from mailrelay.mailauth.dmarc import DMARCResult, check_message, dmarc_action
 from mailrelay.mailauth.spf import SPFChecker, SPFResult
 from mailrelay.quota.rate import RateLimiter
 from mailrelay.resolver.base import DNSTemporaryError
-from mailrelay.smtp.handler import Session, Transaction
+from mailrelay.smtp.handler import Session, Transaction, relay_denied
 from mailrelay.smtp.trace import received
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.eventlog import add_events
@@ -90,7 +90,7 @@ class InboundResolver(Protocol):
 
 @dataclass(slots=True)
 class InboundState:
-    """`Transaction.inbound`: whose mail this transaction is, and its recipients' domains."""
+    """The `Transaction.hold` of received mail: whose it is, and its recipients' domains."""
 
     account_id: int
     account_name: str
@@ -162,8 +162,8 @@ def _same_ip(text: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) 
 
 
 class InboundReceiver:
-    """The inbound half of the port-25 policy (called by submission.policy.SubmissionPolicy
-    for sessions that are neither logged in nor trusted)."""
+    """The policy for mail received for our own domains: the Handler steps mailrelay.router
+    hands it for sessions that are neither logged in nor trusted (RCPT and the end of DATA)."""
 
     def __init__(self, *, hostname: str, directory: InboundDirectory, resolver: InboundResolver,
                  spf: SPFChecker, writer: SpoolWriter, executor: Executor | None = None,
@@ -195,7 +195,7 @@ class InboundReceiver:
         except DomainError:
             domain = ""  # an address literal or a malformed name: not one of ours
         if not domain:
-            raise _relay_denied(session, rcpt)
+            raise relay_denied(session, rcpt)
         local = rcpt.local_part.lower()
         hit = self.directory.cached(domain, local)
         if isinstance(hit, _Miss):
@@ -217,12 +217,12 @@ class InboundReceiver:
         d = found.domain
         shown = f"<{rcpt.address[:80]}>"
         if d is None:
-            raise _relay_denied(session, rcpt)
+            raise relay_denied(session, rcpt)
         if not d.active:
             raise Refusal(DOMAIN_DISABLED.with_text(f"{shown}: {DOMAIN_DISABLED.text}"))
         if not (found.known or d.catch_all):
             raise Refusal(USER_UNKNOWN.with_text(f"{shown}: {USER_UNKNOWN.text}"))
-        state = txn.inbound
+        state = txn.hold
         if isinstance(state, InboundState):
             if state.account_id != d.account_id or state.dmarc_policy != d.dmarc_policy:
                 raise Refusal(SEPARATE_TRANSACTION.with_text(f"{shown}: {SEPARATE_TRANSACTION.text}"))
@@ -233,7 +233,7 @@ class InboundReceiver:
             seconds = max(1, round(wait))
             raise Refusal(INBOUND_RATE_EXCEEDED.with_text(
                 f"{INBOUND_RATE_EXCEEDED.text}; try again in {seconds} second{'s' if seconds > 1 else ''}"))
-        txn.inbound = InboundState(d.account_id, d.account_name, d.dmarc_policy, {d.name: d})
+        txn.hold = InboundState(d.account_id, d.account_name, d.dmarc_policy, {d.name: d})
 
     # -- end of DATA ---------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ class InboundReceiver:
 
     async def accept(self, session: Session, txn: Transaction, body: bytes) -> Reply:
         """Check, then store with direction "in"; 250 only once committed."""
-        state = txn.inbound
+        state = txn.hold
         assert isinstance(state, InboundState)
         checks = await self.check(session, txn, body)
         action = dmarc_action(checks.dmarc, "enforce" if state.dmarc_policy == "enforce" else "monitor",
@@ -296,11 +296,6 @@ class InboundReceiver:
                  checks.spf.result, ",".join(d.result for d in checks.dkim) or "none",
                  checks.dmarc.result, checks.iprev.result)
         return R.OK.with_text(f"Ok: queued as {queue_id}")
-
-
-def _relay_denied(session: Session, rcpt: Path) -> Refusal:
-    log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
-    return Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
 
 
 def _stored_address(rcpt: Path, state: InboundState) -> str:

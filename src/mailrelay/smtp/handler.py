@@ -6,12 +6,16 @@ recipients); RSET, a new EHLO or the end of DATA drop only the transaction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mailrelay.core import reply as R
 from mailrelay.core.address import Path
-from mailrelay.core.reply import Reply
+from mailrelay.core.reply import Refusal, Reply
+
+log = logging.getLogger("mailrelay.smtp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +44,7 @@ class Transaction:
     sender: Path
     recipients: list[Path] = field(default_factory=list)
     declared_size: int | None = None
-    hold: Any = None  # the policy's own: what it reserved for this transaction (e.g. quota)
-    inbound: Any = None  # the policy's own: mail for our inbound domains (whose, which domains)
+    hold: Any = None  # the policy's own: what it keeps for this transaction (reserved quota, whose mail)
 
     @property
     def smtputf8(self) -> bool:
@@ -73,3 +76,10 @@ class Handler(Protocol):
 
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
         """End of DATA: store the message durably, then give the reply (250 with queue id)."""
+
+
+def relay_denied(session: Session, rcpt: Path) -> Refusal:
+    """The refusal of a recipient that no policy takes from this client (554 5.7.1: we are never
+    an open relay), logged; a policy raises it."""
+    log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
+    return Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))

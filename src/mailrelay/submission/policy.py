@@ -1,11 +1,10 @@
 """Who may send through us, and how an accepted message enters the spool.
 
-Security: mailrelay is never an open relay. A recipient is accepted only from a logged-in
-account or from a listener's trusted networks (sent as the configured trusted account), or,
-from anyone, for one of our own inbound domains (mailrelay.inbound.receive: known addresses
-or catch-all, never relayed); everyone else gets 554 5.7.1 for every recipient, whatever its
-syntax (percent hacks, source routes, bang paths and quoted local parts route nowhere special
-here). Received mail reserves no quota and gets no X-SMTPAPI or sandbox processing.
+Security: mailrelay is never an open relay. Mail is sent only by a logged-in account or from a
+listener's trusted networks (as the configured trusted account); mailrelay.router gives every
+other session to the inbound policy (mail for our own domains only), and this policy too
+answers 554 5.7.1 to any recipient of such a session, whatever its syntax (percent hacks,
+source routes, bang paths and quoted local parts route nowhere special here).
 
 Plans: every recipient is one email. Accounts with a daily or monthly limit reserve each one
 at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is exact across
@@ -35,17 +34,15 @@ from mailrelay.core.address import Path
 from mailrelay.core.headers import MAX_FROM, from_domains, from_field
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
-from mailrelay.inbound.receive import InboundReceiver
 from mailrelay.quota.plans import Plans
 from mailrelay.quota.rate import RateLimiter
 from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
-from mailrelay.smtp.handler import Identity, Session, Transaction
+from mailrelay.smtp.handler import Identity, Session, Transaction, relay_denied
 from mailrelay.smtp.trace import trace_headers
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.health import StorageUnavailable, describe, is_unavailable
-from mailrelay.store.space import DiskSpace
 from mailrelay.submission import smtpapi
 
 log = logging.getLogger("mailrelay.submission")
@@ -54,8 +51,6 @@ TRUSTED_ACCOUNT_UNAVAILABLE = Reply(451, "4.3.5", "Trusted-network account unava
 # RFC 3463 §3.8 X.7.1: delivery not authorized (SendGrid answers "451 ... Maximum credits exceeded").
 QUOTA_EXCEEDED = Reply(451, "4.7.1", "Maximum credits exceeded")
 RATE_EXCEEDED = Reply(451, "4.7.1", "Rate limit exceeded")
-# RFC 5321 §4.2.2 452 "insufficient system storage"; RFC 3463 §3.4 X.3.1 "mail system full".
-INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 
 
 @dataclass(slots=True)
@@ -81,17 +76,15 @@ class Held:
 
 
 class SubmissionPolicy:
-    """The Handler for submission listeners (see mailrelay.smtp.handler.Handler)."""
+    """The Handler for sessions that send (see mailrelay.smtp.handler.Handler): logged in, or
+    from a trusted network. mailrelay.router.PolicyRouter hands it those sessions."""
 
     def __init__(self, *, hostname: str, accounts: AccountService, writer: SpoolWriter,
                  trusted_account: str = "", executor: Executor | None = None,
                  cache_seconds: float = 30.0, sender_domains: SenderDomains | None = None,
                  plans: Sequence[PlanSettings] = (), default_plan: str = "free",
-                 inbound: InboundReceiver | None = None, space: DiskSpace | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.hostname = hostname
-        self.space = space  # None: free space is not checked (PostgreSQL, storage.min_free = 0)
-        self.inbound = inbound  # None: no mail is received for our own domains
         self.accounts = accounts
         self.writer = writer
         self.trusted_account = trusted_account
@@ -169,24 +162,16 @@ class SubmissionPolicy:
         account = self.sender_account(session)
         if account is not None and txn.declared_size is not None:
             self._check_size(self.plans.get(account.plan), txn.declared_size)
-        # Every MAIL, received mail too (one check serves both: which a transaction is
-        # becomes known only at RCPT). Postfix's queue_minfree: refuse before the data is
-        # sent rather than fail its commit at the end of DATA.
-        if self.space is not None and not self.space.room_for(txn.declared_size or 0):
-            raise Refusal(INSUFFICIENT_STORAGE)
 
     def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
-        if session.identity is not None or session.trusted:
-            account = self.sender_account(session)
-            if account is not None and account.sandbox and account.chaos:
-                failure = chaos_reply(account, "rcpt")
-                if failure is not None:
-                    raise Refusal(failure)
-            return self._check_plan(txn, account) if account is not None else None
-        if self.inbound is not None:
-            return self.inbound.check_recipient(session, txn, rcpt)
-        log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
-        raise Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))
+        if session.identity is None and not session.trusted:
+            raise relay_denied(session, rcpt)  # not a sender: nothing is relayed for it
+        account = self.sender_account(session)
+        if account is not None and account.sandbox and account.chaos:
+            failure = chaos_reply(account, "rcpt")
+            if failure is not None:
+                raise Refusal(failure)
+        return self._check_plan(txn, account) if account is not None else None
 
     def _check_plan(self, txn: Transaction, account: Account) -> Awaitable[None] | None:
         plan = self.plans.get(account.plan)
@@ -262,8 +247,6 @@ class SubmissionPolicy:
                                 "add it with `mailrelay domain add`"))
 
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
-        if txn.inbound is not None and self.inbound is not None:
-            return self.inbound.accept(session, txn, body)
         account = self.sender_account(session)
         if account is None:  # the account went away between MAIL and DATA
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailrelay.quota.usage import counts
+from mailrelay.router import PolicyRouter
 from mailrelay.store.schema import accounts, recipients
 from mailrelay.submission.policy import SubmissionPolicy
 from tests.integration.cli.conftest import cli, inproc  # noqa: F401  (fixtures)
@@ -36,9 +37,9 @@ class Clock:
 
 
 def policy(node: Node) -> SubmissionPolicy:
-    handler = node.app.smtp.listeners[0].handler
-    assert isinstance(handler, SubmissionPolicy)
-    return handler
+    router = node.app.smtp.listeners[0].handler
+    assert isinstance(router, PolicyRouter)
+    return router.submission
 
 
 @pytest.fixture
