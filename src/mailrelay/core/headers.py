@@ -10,6 +10,9 @@ import email.header
 import email.utils
 import re
 
+from mailrelay.core.address import domain_of
+from mailrelay.core.domains import bare_domain
+
 # The field and its continuation lines (RFC 5322 §2.2.3). "[^\r\n]*", not ".*": "." takes the
 # CR of CRLF, after which no continuation line can follow and a folded From: was cut short.
 _FROM = re.compile(rb"(?im)^from[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)")
@@ -63,7 +66,7 @@ def from_domains(data: bytes) -> list[str]:
         return []
     out = []
     for _, addr in pairs:
-        domain = addr.rpartition("@")[2].strip().lower().rstrip(".")
+        domain = bare_domain(domain_of(addr).strip())
         if "@" in addr and domain:
             out.append(domain)
     return out

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from mailrelay.core.domains import bare_domain
 from mailrelay.resolver.base import DNSTemporaryError, Resolver
 from mailrelay.settings import DeliverySettings, Route, TLSPolicy
 
@@ -71,7 +72,7 @@ async def plan_route(domain: str, *, resolver: Resolver, settings: DeliverySetti
                      rng: random.Random | None = None) -> RoutePlan:
     """The hops for mail to `domain`, or RoutingError. `rng` shuffles equal-preference MX."""
     if not domain.startswith("["):
-        domain = domain.lower().rstrip(".")
+        domain = bare_domain(domain)
     route = _route_for(domain, settings.routes)
     if route is not None:
         return RoutePlan(domain, (await _route_hop(route, resolver),))
@@ -176,7 +177,7 @@ async def _mx_hosts(domain: str, resolver: Resolver, rng: random.Random) -> list
         return [domain]  # RFC 5321 §5.1: the domain itself, as an implicit MX of preference 0
     hosts: list[str] = []
     for _pref, group in groupby(sorted(answer.hosts, key=lambda h: h[0]), key=lambda h: h[0]):
-        names = list(dict.fromkeys(name.lower().rstrip(".") for _, name in group))
+        names = list(dict.fromkeys(bare_domain(name) for _, name in group))
         rng.shuffle(names)  # RFC 5321 §5.1: spread the load over equal-preference hosts
         hosts.extend(n for n in names if n and n not in hosts)
     return hosts[:MAX_MX_HOSTS]

@@ -7,6 +7,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mailrelay.core.domains import bare_domain
 from mailrelay.settings.convert import ConfigError, build
 
 TLSPolicy = Literal["none", "may", "encrypt", "verify"]
@@ -80,7 +81,7 @@ def _build_routes(raw: Any, source: str) -> tuple[Route, ...]:
             raise ConfigError(source, key, 'expected a table with host = "smtp.example.net", port = 587, ...')
         if "host" not in table:
             raise ConfigError(source, f"{key}.host", 'required, e.g. host = "smtp.example.net"')
-        name = domain.lower().rstrip(".")
+        name = bare_domain(domain)
         if any(r.domain == name for r in routes):
             raise ConfigError(source, key, f'a second route for "{name}" (domains are case-insensitive)')
         route = build(Route, table, source, key, {}, "", extra={"domain": name})
@@ -100,5 +101,5 @@ def _build_tls_policy(raw: Any, source: str) -> tuple[tuple[str, TLSPolicy], ...
         if policy not in typing.get_args(TLSPolicy):
             raise ConfigError(source, f'delivery.tls_policy."{domain}"',
                               f'expected one of "none", "may", "encrypt", "verify", got {policy!r}')
-        out.append((domain.lower().rstrip("."), policy))
+        out.append((bare_domain(domain), policy))
     return tuple(out)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from mailrelay.core.address import domain_of
 from mailrelay.quota.usage import add_usage
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
@@ -71,7 +72,7 @@ class SpoolRecord:
             "direction": self.direction, "auth": json.dumps(self.auth) if self.auth is not None else None,
         }
         rcpts = [
-            {"message_id": self.queue_id, "address": addr, "domain": addr.rpartition("@")[2].lower(),
+            {"message_id": self.queue_id, "address": addr, "domain": domain_of(addr),
              "params": json.dumps(params), "status": self.initial_status, "attempts": 0,
              "next_attempt_at": self.created_at, "updated_at": self.created_at}
             for addr, params in self.recipients
