@@ -1,5 +1,6 @@
-"""`mailrelay inbox list | show | raw | release | clear`: mail captured by sandbox accounts, and
-mail received for the account's inbound domains (kind "in").
+"""`mailrelay inbox list | show | raw | release | clear`: mail captured by sandbox accounts
+(sandbox.inbox), and mail received for the account's inbound domains (kind "in", inbound.mailbox),
+shown as one inbox.
 
 One inbox per account: with `--account A` every command sees A's mail only, and an id of another
 account's message is unknown to it. `release` acts on sandbox captures only; `clear` deletes
@@ -16,7 +17,8 @@ from typing import Any
 
 from mailrelay.cli.common import UsageError, open_from_args, row_limit
 from mailrelay.cli.output import format_size, format_table, format_time, printable, to_json
-from mailrelay.sandbox.inbox import INBOUND, CapturedMessage, Inbox, InboxEntry, NoSuchCapture, NotSandbox
+from mailrelay.inbound.mailbox import Mailbox, ReceivedMessage
+from mailrelay.sandbox.inbox import CapturedMessage, Inbox, InboxEntry, NoSuchCapture, NotSandbox
 from mailrelay.sandbox.summary import Summary, summarize
 
 TEXT_LINES = 20  # of the text part, in `show`
@@ -67,14 +69,20 @@ def add_arguments(sub: Any) -> None:
     p.set_defaults(func=cmd_clear)
 
 
-def _inbox(args: argparse.Namespace) -> Inbox:
+def _boxes(args: argparse.Namespace) -> tuple[Inbox, Mailbox]:
+    """The sandbox's captures and the received mail: one inbox to the user."""
     _, engine = open_from_args(args)
-    return Inbox(engine)
+    return Inbox(engine), Mailbox(engine)
 
 
-def _get(args: argparse.Namespace) -> CapturedMessage:
+def _get(args: argparse.Namespace) -> CapturedMessage | ReceivedMessage:
+    inbox, mailbox = _boxes(args)
     try:
-        return _inbox(args).get(args.queue_id, account=args.account)
+        return inbox.get(args.queue_id, account=args.account)
+    except NoSuchCapture:
+        pass
+    try:
+        return mailbox.get(args.queue_id, account=args.account)
     except NoSuchCapture:
         raise UsageError(_unknown(args)) from None
 
@@ -95,7 +103,11 @@ def _entry_json(e: InboxEntry) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    entries = _inbox(args).list(account=args.account, search=args.search, limit=args.limit)
+    inbox, mailbox = _boxes(args)
+    # Each box's newest `limit` (matching), merged: the newest `limit` of both.
+    entries = sorted((*inbox.list(account=args.account, search=args.search, limit=args.limit),
+                      *mailbox.list(account=args.account, search=args.search, limit=args.limit)),
+                     key=lambda e: (e.created_at, e.id), reverse=True)[:args.limit]
     if args.json:
         print(to_json([_entry_json(e) for e in entries]))
         return 0
@@ -117,16 +129,16 @@ def _dkim_line(s: Summary) -> str:
     return "; ".join("signed " + " ".join(f"{k}={v}" for k, v in tags.items()) for tags in s.dkim)
 
 
-def _show_text(m: CapturedMessage, s: Summary) -> str:
+def _show_text(m: CapturedMessage | ReceivedMessage, s: Summary) -> str:
     e = m.entry
     fields = [
         ("id", e.id),
-        ("kind", "in (received mail)" if e.kind == INBOUND else "sandbox (captured, not sent)"),
+        ("kind", "in (received mail)" if isinstance(m, ReceivedMessage) else "sandbox (captured, not sent)"),
         ("account", e.account),
         ("received", f"{format_time(e.created_at)} UTC"),
         ("envelope", f"<{e.mail_from}> to " + ", ".join(e.recipients)),
         ("size", f"{format_size(len(m.raw))} ({len(m.raw)} bytes{' with the signature' if m.signature else ''})"),
-        ("checks", m.auth or "none recorded") if e.kind == INBOUND else ("dkim", _dkim_line(s)),
+        ("checks", m.auth or "none recorded") if isinstance(m, ReceivedMessage) else ("dkim", _dkim_line(s)),
     ]
     width = max(len(k) for k, _ in fields) + 1
     lines = [f"{(k + ':').ljust(width)} {v}" for k, v in fields]
@@ -174,7 +186,7 @@ def cmd_raw(args: argparse.Namespace) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     try:
-        released = _inbox(args).release(args.queue_id, account=args.account, now=time.time())
+        released = _boxes(args)[0].release(args.queue_id, account=args.account, now=time.time())
     except NotSandbox as exc:
         raise UsageError(str(exc)) from None
     except NoSuchCapture:
@@ -187,9 +199,11 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    inbox = _inbox(args)
+    inbox, mailbox = _boxes(args)
     scope = f"of account {args.account}" if args.account else "of every account"
-    n = inbox.clear(account=args.account, now=time.time(), dry_run=not args.yes)
+    now = time.time()
+    n = (inbox.clear(account=args.account, now=now, dry_run=not args.yes)
+         + mailbox.clear(account=args.account, now=now, dry_run=not args.yes))
     if not args.yes and n:
         raise UsageError(f"this would delete {n} inbox message{'s' * (n != 1)} {scope}; "
                          "add --yes to delete them")

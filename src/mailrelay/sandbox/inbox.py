@@ -1,33 +1,33 @@
-"""The inbox: captured sandbox messages and received (inbound) mail, one inbox per account.
+"""The sandbox inbox: captured messages of sandbox accounts, one inbox per account.
 
-A sandbox message is in the inbox while one of its recipients is `captured`; received mail
-(`direction` "in") always is, whatever became of it (`kept` without a webhook, `inbound`
-waiting to be posted, `posted`, `expired`). Entries say which (`kind`: "sandbox" or "in").
-`release` acts on sandbox captures only; `clear` deletes captures and received mail alike, but
-not mail with a recipient still waiting (for delivery, or for its parse webhook). Every query takes an
-optional account name and then sees that account's mail only: `get`, `release` and `clear`
-scoped to account A treat a message of account B as unknown.
+A sandbox message is in the inbox while one of its recipients is `captured`. `release` sends it
+for real; `clear` deletes captures, but not a message with a recipient still waiting for
+delivery (another domain not captured yet). Every query takes an optional account name and
+then sees that account's mail only: `get`, `release` and `clear` scoped to account A treat a
+message of account B as unknown.
 
-Exceptions: `NoSuchCapture(LookupError)` for an id that is not in the inbox (of the account),
-and its subclass `NotSandbox` for received mail given to `release`; `AccountError` for an
-unknown account name.
+`MessageBox` is the account-scoped view itself (list with search, count, get, clear), over the
+messages a subclass selects: `Inbox` here, received mail in `inbound.mailbox`. `mailrelay
+inbox` shows both.
+
+Exceptions: `NoSuchCapture(LookupError)` for an id that is not in the box (of the account), and
+its subclass `NotSandbox` for received mail given to `release`; `AccountError` for an unknown
+account name.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.linelength import fit_lines
-from mailrelay.core.status import CAPTURED, EV_DELETED_BY_OPERATOR, EV_RELEASED, PENDING, QUEUED, RECEIVED
-from mailrelay.core.status import INBOUND as WAITING_FOR_WEBHOOK
+from mailrelay.core.status import CAPTURED, EV_DELETED_BY_OPERATOR, EV_RELEASED, PENDING, QUEUED
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, attempts, messages, recipients
 
@@ -48,7 +48,6 @@ class NotSandbox(NoSuchCapture):
 
 
 SANDBOX = "sandbox"
-INBOUND = "in"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,7 @@ class InboxEntry:
     size: int
     signed: bool  # a DKIM signature was made at capture
     created_at: float
-    kind: str = SANDBOX  # SANDBOX, or INBOUND for received mail
+    kind: str = SANDBOX  # SANDBOX, or inbound.mailbox.Mailbox.kind for received mail
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,54 +68,59 @@ class CapturedMessage:
     entry: InboxEntry
     signature: bytes  # DKIM-Signature fields made at capture (b"": unsigned)
     data: bytes  # trace headers + body, as stored
-    auth: str | None = None  # received mail: the Authentication-Results we added
 
     @property
     def raw(self) -> bytes:
         """What delivery would have sent: the signature prefix, then the stored message with no
-        line over 998 octets (`fit_lines`, as delivery sends and signs it). Received mail: as
-        received."""
-        if self.entry.kind == INBOUND:
-            return self.data
+        line over 998 octets (`fit_lines`, as delivery sends and signs it)."""
         return self.signature + fit_lines(self.data)
 
 
+M = TypeVar("M")
+
 _IS_CAPTURED = sa.exists().where(recipients.c.message_id == messages.c.id, recipients.c.status == CAPTURED)
-_IN_INBOX = sa.or_(_IS_CAPTURED, messages.c.direction == "in")
 _ENTRY_COLS = (messages.c.id, accounts.c.name.label("account"), messages.c.mail_from, messages.c.subject,
-               messages.c.size, messages.c.signature.is_not(None).label("signed"), messages.c.created_at,
-               messages.c.direction)
+               messages.c.size, messages.c.signature.is_not(None).label("signed"), messages.c.created_at)
 
 
-class Inbox:
+class MessageBox(Generic[M]):
+    """An account-scoped view over the stored messages a subclass selects."""
+
+    kind: ClassVar[str]  # InboxEntry.kind of its entries
+    selects: ClassVar[sa.ColumnElement[bool]]  # which messages are in the box
+    listed: ClassVar[tuple[str, ...]]  # statuses of the recipients an entry lists
+    waiting: ClassVar[tuple[str, ...]]  # a recipient in one of these keeps its message from `clear`
+
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def _where(self, conn: Connection, account: str | None, *, received: bool = True,
-               ) -> list[sa.ColumnElement[bool]]:
-        """Messages in the inbox (`received`: with received mail), of `account` if given."""
-        where: list[sa.ColumnElement[bool]] = [_IN_INBOX if received else _IS_CAPTURED]
-        if account is not None:
-            account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).scalar()
-            if account_id is None:
-                raise AccountError(f"no account named {account[:80]!r}")
-            where.append(messages.c.account_id == account_id)
-        return where
+    def _message(self, entry: InboxEntry, row: Any) -> M:
+        """The message `get` returns, from its entry and its stored row."""
+        raise NotImplementedError
 
     @staticmethod
-    def _entries(conn: Connection, rows: Sequence[Any]) -> builtins.list[InboxEntry]:
+    def _scope(conn: Connection, account: str | None) -> builtins.list[sa.ColumnElement[bool]]:
+        """Messages of `account` if given."""
+        if account is None:
+            return []
+        account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).scalar()
+        if account_id is None:
+            raise AccountError(f"no account named {account[:80]!r}")
+        return [messages.c.account_id == account_id]
+
+    def _where(self, conn: Connection, account: str | None) -> builtins.list[sa.ColumnElement[bool]]:
+        return [self.selects, *self._scope(conn, account)]
+
+    def _entries(self, conn: Connection, rows: Sequence[Any]) -> builtins.list[InboxEntry]:
         ids = [r.id for r in rows]
-        inbound = {r.id for r in rows if r.direction == "in"}
         to: dict[str, builtins.list[str]] = {}
         if ids:
-            for r in conn.execute(sa.select(recipients.c.message_id, recipients.c.address, recipients.c.status)
-                                  .where(recipients.c.message_id.in_(ids),
-                                         recipients.c.status.in_((CAPTURED, *RECEIVED)))
+            for r in conn.execute(sa.select(recipients.c.message_id, recipients.c.address)
+                                  .where(recipients.c.message_id.in_(ids), recipients.c.status.in_(self.listed))
                                   .order_by(recipients.c.id)):
-                if r.status == CAPTURED or r.message_id in inbound:
-                    to.setdefault(r.message_id, []).append(r.address)
+                to.setdefault(r.message_id, []).append(r.address)
         return [InboxEntry(r.id, r.account, r.mail_from, tuple(to.get(r.id, ())), r.subject, r.size,
-                           bool(r.signed), r.created_at, INBOUND if r.id in inbound else SANDBOX) for r in rows]
+                           bool(r.signed), r.created_at, self.kind) for r in rows]
 
     def list(self, *, account: str | None = None, search: str | None = None, limit: int = 100,
              ) -> builtins.list[InboxEntry]:
@@ -163,7 +167,7 @@ class Inbox:
             where = self._where(conn, account)
             return int(conn.execute(sa.select(sa.func.count()).select_from(messages).where(*where)).scalar_one())
 
-    def get(self, queue_id: str, *, account: str | None = None) -> CapturedMessage:
+    def get(self, queue_id: str, *, account: str | None = None) -> M:
         with self._engine.connect() as conn:
             row = conn.execute(
                 sa.select(*_ENTRY_COLS, messages.c.signature, messages.c.trace_headers, messages.c.body,
@@ -173,8 +177,40 @@ class Inbox:
             if row is None:
                 raise NoSuchCapture(queue_id)
             [entry] = self._entries(conn, [row])
-        return CapturedMessage(entry, bytes(row.signature or b""), bytes(row.trace_headers) + bytes(row.body),
-                               _auth_results(row.auth) if entry.kind == INBOUND else None)
+        return self._message(entry, row)
+
+    def clear(self, *, account: str | None = None, now: float, dry_run: bool = False) -> int:
+        """Delete the box's messages (of `account`, or all) but those with a recipient still
+        `waiting` (left for next time); returns how many."""
+        waiting = sa.exists().where(recipients.c.message_id == messages.c.id,
+                                    recipients.c.status.in_(self.waiting))
+        with self._engine.begin() as conn:
+            rows = conn.execute(sa.select(messages.c.id, messages.c.account_id)
+                                .where(*self._where(conn, account), sa.not_(waiting))).all()
+            if dry_run or not rows:
+                return len(rows)
+            ids = [r.id for r in rows]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                # Children first: correct even where SQLite's foreign_keys pragma is off.
+                conn.execute(attempts.delete().where(attempts.c.message_id.in_(chunk)))
+                conn.execute(recipients.delete().where(recipients.c.message_id.in_(chunk)))
+                conn.execute(messages.delete().where(messages.c.id.in_(chunk)))
+            add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
+                               "type": EV_DELETED_BY_OPERATOR, "detail": "inbox clear", "at": now} for r in rows])
+        return len(rows)
+
+
+class Inbox(MessageBox[CapturedMessage]):
+    """Sandbox captures. `clear` leaves a message with a recipient still pending delivery."""
+
+    kind = SANDBOX
+    selects = _IS_CAPTURED
+    listed = (CAPTURED,)
+    waiting = PENDING
+
+    def _message(self, entry: InboxEntry, row: Any) -> CapturedMessage:
+        return CapturedMessage(entry, bytes(row.signature or b""), bytes(row.trace_headers) + bytes(row.body))
 
     def release(self, queue_id: str, *, account: str | None = None, now: float) -> builtins.list[str]:
         """Send a captured message for real: its captured recipients are queued, due now, and
@@ -182,7 +218,8 @@ class Inbox:
         released addresses, each with a `released` event."""
         with self._engine.begin() as conn:
             row = conn.execute(sa.select(messages.c.id, messages.c.account_id, messages.c.direction)
-                               .where(messages.c.id == queue_id, *self._where(conn, account))).first()
+                               .where(messages.c.id == queue_id, sa.or_(_IS_CAPTURED, messages.c.direction == "in"),
+                                      *self._scope(conn, account))).first()
             if row is None:
                 raise NoSuchCapture(queue_id)
             if row.direction == "in":
@@ -199,36 +236,3 @@ class Inbox:
                                "type": EV_RELEASED, "detail": "released from the sandbox inbox for delivery",
                                "at": now} for x in rcpts])
         return [x.address for x in rcpts]
-
-    def clear(self, *, account: str | None = None, now: float, dry_run: bool = False) -> int:
-        """Delete the inbox's messages (of `account`, or all): sandbox captures and received mail
-        (kept, posted or expired); returns how many. Messages with a recipient still pending
-        (another domain not captured yet, or received mail not yet posted to its webhook, which
-        the inbound dispatcher may hold) are left for next time."""
-        pending = sa.exists().where(recipients.c.message_id == messages.c.id,
-                                    recipients.c.status.in_((*PENDING, WAITING_FOR_WEBHOOK)))
-        with self._engine.begin() as conn:
-            rows = conn.execute(sa.select(messages.c.id, messages.c.account_id)
-                                .where(*self._where(conn, account), sa.not_(pending))).all()
-            if dry_run or not rows:
-                return len(rows)
-            ids = [r.id for r in rows]
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                # Children first: correct even where SQLite's foreign_keys pragma is off.
-                conn.execute(attempts.delete().where(attempts.c.message_id.in_(chunk)))
-                conn.execute(recipients.delete().where(recipients.c.message_id.in_(chunk)))
-                conn.execute(messages.delete().where(messages.c.id.in_(chunk)))
-            add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
-                               "type": EV_DELETED_BY_OPERATOR, "detail": "inbox clear", "at": now} for r in rows])
-        return len(rows)
-
-
-def _auth_results(text: str | None) -> str | None:
-    """The Authentication-Results header value recorded for received mail, if any."""
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return None
-    found = value.get("authentication_results") if isinstance(value, dict) else None
-    return found if isinstance(found, str) else None

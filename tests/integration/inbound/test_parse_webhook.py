@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailrelay.inbound.dispatch import InboundDispatcher
-from mailrelay.sandbox.inbox import Inbox
+from mailrelay.inbound.mailbox import Mailbox
 from mailrelay.settings import InboundSettings
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.schema import accounts, domains, events, recipients
@@ -91,12 +91,12 @@ def sample_message() -> bytes:
 
 
 def store(engine: sa.Engine, account_id: int, qid: str, rcpts: list[str], body: bytes, *,
-          created_at: float | None = None, status: str = "inbound") -> None:
+          created_at: float | None = None, status: str = "inbound", direction: str = "in") -> None:
     record = SpoolRecord(
         queue_id=qid, account_id=account_id, mail_from="bounces@sender.test", mail_params={},
         recipients=[(r, {}) for r in rcpts], client_ip="198.51.100.9", helo="mx.sender.test", auth_user=None,
         tls_version=None, tls_cipher=None, listener="smtp", trace_headers=TRACE, body=body,
-        created_at=time.time() if created_at is None else created_at, direction="in", auth=AUTH,
+        created_at=time.time() if created_at is None else created_at, direction=direction, auth=AUTH,
         initial_status=status, processed_event=False, count_usage=0, subject="Quarterly report — draft",
         message_id_header="<r1@sender.test>")
 
@@ -270,11 +270,38 @@ def test_no_webhook_keeps_mail_in_the_accounts_inbox(engine: sa.Engine, db_url: 
     code, out, _ = cli("show", "q5", "--account", "alice")
     assert code == 0 and "in (received mail)" in out and AUTH["authentication_results"] in out
     assert "report.pdf" in out
-    assert Inbox(engine).get("q5", account="alice").raw == TRACE + body
+    assert Mailbox(engine).get("q5", account="alice").raw == TRACE + body
     code, _, err = cli("release", "q5", "--account", "alice")
     assert code == 2 and "received mail, not a sandbox capture" in err and len(err.strip().splitlines()) == 1
     assert cli("clear", "--account", "bob", "--yes")[1] == "deleted 0 inbox messages of account bob\n"
     assert statuses(engine, "q5") == {"carol@keep.test": "kept"}
+
+
+def test_one_inbox_lists_sandbox_captures_and_received_mail_newest_first(
+        engine: sa.Engine, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailrelay.cli.main import main
+
+    acct = add_domain(engine, "alice", "keep.test")
+    now = time.time()
+    store(engine, acct, "s1", ["x@out.test"], sample_message(), status="captured", direction="out", created_at=now - 30)
+    store(engine, acct, "r1", ["carol@keep.test"], sample_message(), status="kept", created_at=now - 20)
+    store(engine, acct, "s2", ["y@out.test"], sample_message(), status="captured", direction="out", created_at=now - 10)
+    config = tmp_path / "mailrelay.toml"
+    config.write_text(f'[server]\ndata_dir = "data"\n[storage]\nurl = "{db_url}"\n')
+
+    def cli(*args: str) -> str:
+        capsys.readouterr()
+        assert main(["-c", str(config), "inbox", *args]) == 0
+        return capsys.readouterr().out
+
+    entries = json.loads(cli("list", "--json"))
+    assert [(e["id"], e["kind"]) for e in entries] == [("s2", "sandbox"), ("r1", "in"), ("s1", "sandbox")]
+    assert [e["id"] for e in json.loads(cli("list", "--json", "--limit", "2"))] == ["s2", "r1"]
+    assert [e["id"] for e in json.loads(cli("list", "--json", "--search", "quarterly", "--limit", "2"))] == [
+        "s2", "r1"]
+    assert "sandbox (captured, not sent)" in cli("show", "s1") and "in (received mail)" in cli("show", "r1")
+    assert cli("clear", "--yes") == "deleted 3 inbox messages of every account\n"
+    assert json.loads(cli("list", "--json")) == []
 
 
 def test_a_text_part_that_decodes_to_lone_surrogates_is_posted_not_retried_forever(
@@ -333,15 +360,15 @@ def test_inbox_clear_deletes_received_mail_but_not_mail_waiting_for_its_webhook(
     for qid, status in (("k1", "kept"), ("p1", "posted"), ("e1", "expired"), ("i1", "inbound")):
         store(engine, alice, qid, ["carol@keep.test"], sample_message(), status=status)
     store(engine, bob, "b1", ["dan@other.test"], sample_message(), status="kept")
-    inbox = Inbox(engine)
-    assert inbox.clear(account="alice", now=time.time(), dry_run=True) == 3
-    assert inbox.count(account="alice") == 4, "a dry run deletes nothing"
-    assert inbox.clear(account="alice", now=time.time()) == 3
-    assert [e.id for e in inbox.list(account="alice")] == ["i1"]
+    mailbox = Mailbox(engine)
+    assert mailbox.clear(account="alice", now=time.time(), dry_run=True) == 3
+    assert mailbox.count(account="alice") == 4, "a dry run deletes nothing"
+    assert mailbox.clear(account="alice", now=time.time()) == 3
+    assert [e.id for e in mailbox.list(account="alice")] == ["i1"]
     assert statuses(engine, "k1") == {} and statuses(engine, "i1") == {"carol@keep.test": "inbound"}
     assert [t for _, t in event_types(engine, "k1")][-1] == "deleted-by-operator"
-    assert [e.id for e in inbox.list(account="bob")] == ["b1"]
-    assert inbox.clear(now=time.time()) == 1 and inbox.count() == 1
+    assert [e.id for e in mailbox.list(account="bob")] == ["b1"]
+    assert mailbox.clear(now=time.time()) == 1 and mailbox.count() == 1
 
 
 def test_a_message_the_email_package_cannot_parse_is_posted_raw(engine: sa.Engine, receiver: Receiver,
