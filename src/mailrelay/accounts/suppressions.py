@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.address import has_control_chars, validate_mailbox
+from mailrelay.core.status import EV_SUPPRESSION_ADDED, EV_SUPPRESSION_REMOVED
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, suppressions
 
@@ -33,8 +34,6 @@ MAX_REASON = 500
 # Addresses per IN (...) query: under SQLite's oldest bound-parameter limit (999).
 BATCH = 900
 
-EVENT_ADDED = "suppression-added"
-EVENT_REMOVED = "suppression-removed"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -95,7 +94,7 @@ class SuppressionService:
         with self._engine.begin() as conn:
             account_id = _account_id(conn, account_name)
             if self.add_from_bounce(conn, account_id, address, reason, now):
-                add_events(conn, [{"account_id": account_id, "recipient": address, "type": EVENT_ADDED,
+                add_events(conn, [{"account_id": account_id, "recipient": address, "type": EV_SUPPRESSION_ADDED,
                                    "detail": reason, "at": now}])
             row = _entry(conn, account_id, address).one()
         return _suppression(row)
@@ -120,7 +119,7 @@ class SuppressionService:
             conn.execute(suppressions.delete().where(suppressions.c.account_id == account_id,
                                                      suppressions.c.address == address))
             # detail: the reason it had been suppressed for, so the event log tells the story
-            add_events(conn, [{"account_id": account_id, "recipient": address, "type": EVENT_REMOVED,
+            add_events(conn, [{"account_id": account_id, "recipient": address, "type": EV_SUPPRESSION_REMOVED,
                                "detail": row.reason, "at": self._clock()}])
         return _suppression(row)
 

@@ -40,6 +40,7 @@ EV_RELEASED: Final = "released"  # a sandbox capture sent for real
 EV_DELAY_WARNING: Final = "delay-warning"  # a "delayed" DSN went to the sender
 EV_BOUNCE_QUEUED: Final = "bounce-queued"  # a DSN was queued for the sender
 EV_SUPPRESSION_ADDED: Final = "suppression-added"
+EV_SUPPRESSION_REMOVED: Final = "suppression-removed"
 EV_BOUNCED_BY_OPERATOR: Final = "bounced-by-operator"
 EV_RETRIED_BY_OPERATOR: Final = "retried-by-operator"
 EV_DELETED_BY_OPERATOR: Final = "deleted-by-operator"

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection
 
 from mailrelay.core import reply as R
+from mailrelay.core import status
 from mailrelay.core.address import Path
 from mailrelay.core.domains import DomainError, normalize_domain
 from mailrelay.core.headers import header_section, message_id_value, subject_value
@@ -63,7 +64,6 @@ log = logging.getLogger("mailrelay.inbound")
 # no setting yet). Generous for a real MTA delivering a burst, small for a flood.
 INBOUND_RATE_PER_MINUTE = 600
 MAX_PTR_NAMES = 10  # PTR names whose addresses are looked up for iprev (RFC 8601 §3 leaves it open)
-EVENT_RECEIVED = "inbound-received"
 QUARANTINE_HEADER = b"X-Mailrelay-Quarantine: dmarc\r\n"
 
 # Replies (RFC 3463 enhanced codes): X.1.1 bad destination mailbox, X.7.1 not authorized,
@@ -287,7 +287,7 @@ class InboundReceiver:
             body=kept, created_at=now, message_id_header=message_id,
             subject=subject, count_usage=0, processed_event=False,
             direction="in", auth=auth_record(checks, session, action=action, authres=authres),
-            initial_status="inbound" if any(d.webhook for d in state.domains.values()) else "kept",
+            initial_status=status.INBOUND if any(d.webhook for d in state.domains.values()) else status.KEPT,
         )
         await self.writer.run(lambda conn: store(conn, record))
         log.info("%s: received from=<%s> nrcpt=%d size=%d account=%s client=%s helo=%s spf=%s "
@@ -314,10 +314,10 @@ def store(conn: Connection, record: SpoolRecord) -> None:
     msg, rcpts = record.rows()
     conn.execute(messages.insert(), [msg])
     conn.execute(recipients.insert(), rcpts)
-    detail = "kept in the inbox (no inbound webhook)" if record.initial_status == "kept" \
+    detail = "kept in the inbox (no inbound webhook)" if record.initial_status == status.KEPT \
         else "to be posted to the inbound webhook"
     add_events(conn, [{"account_id": record.account_id, "message_id": record.queue_id,
-                       "recipient": addr, "type": EVENT_RECEIVED, "at": record.created_at,
+                       "recipient": addr, "type": status.EV_INBOUND_RECEIVED, "at": record.created_at,
                        "detail": detail} for addr, _ in record.recipients])
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from mailrelay.core import status
 from mailrelay.core.address import domain_of
 from mailrelay.quota.usage import add_usage
 from mailrelay.store.eventlog import add_events
@@ -57,7 +58,7 @@ class SpoolRecord:
     processed_event: bool = True  # a "processed" event per recipient (not for our own bounces)
     direction: str = "out"  # "in": received for an inbound domain, handed to its webhook
     auth: dict[str, Any] | None = None  # inbound: SPF/DKIM/DMARC/iprev results (JSON)
-    initial_status: str = "queued"  # inbound mail: "inbound" (to post) or "kept" (inbox only)
+    initial_status: str = status.QUEUED  # inbound mail: INBOUND (to post) or KEPT (inbox only)
 
     def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         msg = {
@@ -216,7 +217,7 @@ class SpoolWriter:
                 if work.processed_event:
                     event_rows.extend(
                         {"account_id": work.account_id, "message_id": work.queue_id, "recipient": addr,
-                         "type": "processed", "at": work.created_at} for addr, _ in work.recipients)
+                         "type": status.EV_PROCESSED, "at": work.created_at} for addr, _ in work.recipients)
                 if work.count_usage:
                     usage[work.account_id] = usage.get(work.account_id, 0) + work.count_usage
         out: list[Any] = []

@@ -7,13 +7,13 @@ import sqlalchemy as sa
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.accounts.suppressions import (
-    EVENT_ADDED,
-    EVENT_REMOVED,
     MAX_REASON,
     Suppression,
     SuppressionError,
     SuppressionService,
 )
+from mailrelay.core.status import EV_SUPPRESSION_ADDED as EVENT_ADDED
+from mailrelay.core.status import EV_SUPPRESSION_REMOVED as EVENT_REMOVED
 from mailrelay.store.schema import accounts, events, suppressions
 
 T0 = 1_700_000_000.0
