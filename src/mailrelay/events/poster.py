@@ -1,11 +1,11 @@
 """The outbound HTTP poster both webhooks use: claim due work, POST it, settle it.
 
-A `Poster` runs one asyncio task that asks its owner for due jobs every `POLL` seconds (or
+A `Poster` runs one asyncio task that asks for due jobs every `POLL` seconds (or
 when woken), at most `max_concurrent` in flight, and runs each job in its own task. A job
 POSTs through `post`, which bounds the whole request (not only each network step) by
 `timeout`, so a receiver trickling its answer cannot outlast the claim's lease and get the
 same work twice from another dispatcher. What a job is, how it is claimed, built and settled
-is the owner's: the event webhook (events.webhook) and the parse webhook (inbound.dispatch).
+is the subclass's: the event webhook (events.webhook) and the parse webhook (inbound.dispatch).
 
 Security: redirects are not followed, proxies from the environment are not used, an answer's
 body is never read, and log lines name a URL through `redact` (no user info, no query).
@@ -13,14 +13,15 @@ body is never read, and log lines name a URL through `redact` (no user info, no 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import functools
 import logging
 import urllib.parse
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Hashable, Sequence
+from collections.abc import AsyncIterable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import httpx
 
@@ -58,15 +59,15 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
-class Poster(Generic[Job, Key]):
-    """The claim → POST → settle loop. The owner gives:
+class Poster(abc.ABC, Generic[Job, Key]):
+    """The claim → POST → settle loop. A dispatcher subclasses it and gives:
 
-    - `claim(room, busy)`: up to `room` due jobs, none whose key is in `busy` (keys in flight);
+    - `_claim(room, busy)`: up to `room` due jobs, none whose key is in `busy` (keys in flight);
       raising is logged with `claim_failed` (a format for the exception; a database outage
       is logged by the spool writer alone);
-    - `key(job)`: names the job's task and is what `busy` holds;
-    - `send(job)`: builds, `post`s and settles one job;
-    - `crashed(job, exc)`: logs a `send` that raised.
+    - `_key(job)`: names the job's task and is what `busy` holds;
+    - `_send(job)`: builds, `post`s and settles one job;
+    - `_crashed(job, exc)`: logs a `_send` that raised.
 
     `stop` waits for jobs in flight (bounded), then cancels them: their work is claimed again
     after its lease, so a receiver gets it at least once.
@@ -74,15 +75,12 @@ class Poster(Generic[Job, Key]):
 
     def __init__(self, *, name: str, log: logging.Logger, timeout: float, max_concurrent: int,
                  headers: dict[str, str], transport: httpx.AsyncBaseTransport | None,
-                 claim: Callable[[int, frozenset[Key]], Awaitable[Sequence[Job]]], claim_failed: str,
-                 key: Callable[[Job], Key], send: Callable[[Job], Coroutine[Any, Any, None]],
-                 crashed: Callable[[Job, BaseException], None]) -> None:
+                 claim_failed: str) -> None:
         self.name = name
         self.timeout = timeout
         self.max_concurrent = max_concurrent
         self._log = log
-        self._claim, self._claim_failed, self._key, self._send, self._crashed = (
-            claim, claim_failed, key, send, crashed)
+        self._claim_failed = claim_failed
         self._client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, trust_env=False, transport=transport,
             headers={"User-Agent": f"mailrelay/{__version__}", **headers})
@@ -92,6 +90,18 @@ class Poster(Generic[Job, Key]):
         self._stopping = False
         self.posts = 0  # 2xx answers, for tests and stats
 
+    @abc.abstractmethod
+    async def _claim(self, room: int, busy: frozenset[Key]) -> Sequence[Job]: ...
+
+    @abc.abstractmethod
+    def _key(self, job: Job) -> Key: ...
+
+    @abc.abstractmethod
+    async def _send(self, job: Job) -> None: ...
+
+    @abc.abstractmethod
+    def _crashed(self, job: Job, exc: BaseException) -> None: ...
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-dispatcher")
 
@@ -99,7 +109,8 @@ class Poster(Generic[Job, Key]):
         self._wake.set()
 
     async def stop(self, timeout: float) -> None:
-        """Stop claiming; jobs in flight get `timeout`, then are cancelled."""
+        """Stop claiming; jobs in flight get `timeout`, then are cancelled (their work is
+        claimed again after its lease: posted at least once)."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:

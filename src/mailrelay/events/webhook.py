@@ -39,36 +39,20 @@ def retry_delay(attempt: int, settings: WebhookSettings) -> float:
     return backoff(max(attempt - 1, 0), first=settings.retry_first, cap=settings.retry_max)
 
 
-class WebhookDispatcher:
-    """Start in a process that runs delivery; `stop` waits for posts in flight (bounded)."""
+class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
+    """Start in a process that runs delivery; `stop` waits for posts in flight (bounded), then
+    cancels them (their events are posted again after their lease: at least once)."""
 
     def __init__(self, settings: WebhookSettings, writer: SpoolWriter, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(name="webhook", log=log, timeout=settings.timeout,
+                         max_concurrent=settings.max_concurrent,
+                         headers={"Content-Type": "application/json"}, transport=transport,
+                         claim_failed="webhook outbox: claiming events failed: %s")
         self.settings = settings
         self.writer = writer
         self._clock = clock
-        self._poster: Poster[outbox.AccountBatch, int] = Poster(
-            name="webhook", log=log, timeout=settings.timeout, max_concurrent=settings.max_concurrent,
-            headers={"Content-Type": "application/json"}, transport=transport,
-            claim=self._claim, claim_failed="webhook outbox: claiming events failed: %s",
-            key=lambda batch: batch.account_id, send=self._post_account, crashed=self._crashed)
-
-    @property
-    def posts(self) -> int:
-        """Successful POSTs, for tests and stats."""
-        return self._poster.posts
-
-    async def start(self) -> None:
-        await self._poster.start()
-
-    def wake(self) -> None:
-        self._poster.wake()
-
-    async def stop(self, timeout: float) -> None:
-        """Stop claiming; posts in flight get `timeout`, then are cancelled (their events are
-        posted again after their lease: at least once)."""
-        await self._poster.stop(timeout)
 
     async def _claim(self, room: int, busy: frozenset[int]) -> list[outbox.AccountBatch]:
         s = self.settings
@@ -81,11 +65,13 @@ class WebhookDispatcher:
             log.warning("webhook outbox: gave up on %d events older than %gs", claimed.expired, s.max_age)
         return claimed.batches
 
-    @staticmethod
-    def _crashed(batch: outbox.AccountBatch, exc: BaseException) -> None:
+    def _key(self, batch: outbox.AccountBatch) -> int:
+        return batch.account_id
+
+    def _crashed(self, batch: outbox.AccountBatch, exc: BaseException) -> None:
         log.error("webhook of account %d: %s", batch.account_id, exc)
 
-    async def _post_account(self, batch: outbox.AccountBatch) -> None:
+    async def _send(self, batch: outbox.AccountBatch) -> None:
         """POST the account's events in order; stop at the first failure."""
         size = self.settings.batch_size
         sent: list[int] = []
@@ -122,7 +108,7 @@ class WebhookDispatcher:
         timestamp = int(self._clock())
         headers = {signing.TIMESTAMP_HEADER: str(timestamp),
                    signing.SIGNATURE_HEADER: signing.sign(secret, timestamp, body)}
-        answer = await self._poster.post(url, body, headers)
+        answer = await self.post(url, body, headers)
         if answer.timed_out:
             return f"no answer in {self.settings.timeout:g}s"
         if answer.error is not None:

@@ -34,37 +34,20 @@ from mailrelay.spool.writer import SpoolWriter
 log = logging.getLogger("mailrelay.inbound")
 
 
-class InboundDispatcher:
-    """Start in a process that runs delivery; `stop` waits for posts in flight (bounded)."""
+class InboundDispatcher(Poster[claims.InboundPost, str]):
+    """Start in a process that runs delivery; `stop` waits for posts in flight (bounded), then
+    cancels them (their recipients are due again after their lease: posted at least once)."""
 
     def __init__(self, settings: InboundSettings, writer: SpoolWriter, *, node: str,
                  transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(name="inbound", log=log, timeout=settings.timeout,
+                         max_concurrent=settings.max_concurrent, headers={}, transport=transport,
+                         claim_failed="inbound webhook: claiming messages failed: %s")
         self.settings = settings
         self.writer = writer
         self.node = f"{node}{INBOUND_SUFFIX}"
         self._clock = clock
-        self._poster: Poster[claims.InboundPost, str] = Poster(
-            name="inbound", log=log, timeout=settings.timeout, max_concurrent=settings.max_concurrent,
-            headers={}, transport=transport,
-            claim=self._claim, claim_failed="inbound webhook: claiming messages failed: %s",
-            key=lambda post: post.message_id, send=self._deliver, crashed=self._crashed)
-
-    @property
-    def posts(self) -> int:
-        """Successful POSTs, for tests and stats."""
-        return self._poster.posts
-
-    async def start(self) -> None:
-        await self._poster.start()
-
-    def wake(self) -> None:
-        self._poster.wake()
-
-    async def stop(self, timeout: float) -> None:
-        """Stop claiming; posts in flight get `timeout`, then are cancelled (their recipients
-        are due again after their lease: posted at least once)."""
-        await self._poster.stop(timeout)
 
     def _next_attempt(self, attempts_before: int) -> float:
         s = self.settings
@@ -78,11 +61,13 @@ class InboundDispatcher:
             claims.claim, node=self.node, now=self._clock(), limit=room, lease_seconds=s.timeout * 2 + 30.0,
             next_attempt=self._next_attempt))
 
-    @staticmethod
-    def _crashed(post: claims.InboundPost, exc: BaseException) -> None:
+    def _key(self, post: claims.InboundPost) -> str:
+        return post.message_id
+
+    def _crashed(self, post: claims.InboundPost, exc: BaseException) -> None:
         log.error("inbound webhook: %s", exc)
 
-    async def _deliver(self, post: claims.InboundPost) -> None:
+    async def _send(self, post: claims.InboundPost) -> None:
         """Build the form, POST it once, record what happened."""
         rcpts = [addr for _, addr in post.recipients]
         error: str | None
@@ -118,7 +103,7 @@ class InboundDispatcher:
                 yield chunk
 
         headers = {"Content-Type": body.content_type, "Content-Length": str(body.length)}
-        answer = await self._poster.post(url, chunks(), headers)
+        answer = await self.post(url, chunks(), headers)
         if answer.timed_out:
             return "timeout", f"timed out after {self.settings.timeout:g}s"
         if isinstance(answer.error, httpx.ConnectError):
