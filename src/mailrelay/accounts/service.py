@@ -26,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from mailrelay.accounts import keys
 from mailrelay.accounts.passwords import generate_password
+from mailrelay.core.text import has_control_chars
 from mailrelay.store.schema import accounts, api_keys
 
 STATUSES = ("active", "disabled")
@@ -38,7 +39,6 @@ MAX_PASSWORD = 1024  # argon2 hashes any length; refuse megabyte "passwords" bef
 MAX_LABEL = 128
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AccountError(Exception):
@@ -98,7 +98,7 @@ def validate_password(password: str) -> str:
         raise AccountError(f"password too short: use at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"password too long: use at most {MAX_PASSWORD} characters")
-    if _CONTROL.search(password):
+    if has_control_chars(password):
         raise AccountError("password must not contain control characters")
     return password
 
@@ -235,7 +235,7 @@ class AccountService:
 
     def create_key(self, name: str, label: str = "") -> tuple[ApiKey, str]:
         """Create a key for account `name`; the full key is returned here and never again."""
-        if len(label) > MAX_LABEL or _CONTROL.search(label):
+        if len(label) > MAX_LABEL or has_control_chars(label):
             raise AccountError(f"invalid label: at most {MAX_LABEL} printable characters")
         key_id, secret = keys.new_key()
         secret_hash = self._hasher.hash(secret)

@@ -15,7 +15,6 @@ Exceptions:
 from __future__ import annotations
 
 import builtins
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailrelay.accounts.service import AccountError
-from mailrelay.core.address import has_control_chars, validate_mailbox
+from mailrelay.core.address import validate_mailbox
 from mailrelay.core.status import EV_SUPPRESSION_ADDED, EV_SUPPRESSION_REMOVED
+from mailrelay.core.text import has_control_chars, one_line
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, suppressions
 
@@ -35,7 +35,6 @@ MAX_REASON = 500
 BATCH = 900
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SuppressionError(AccountError):
@@ -61,7 +60,7 @@ def normalize_address(address: str) -> str:
 
 
 def _clean_reason(reason: str) -> str:
-    reason = " ".join(_CONTROL.sub(" ", reason).split())
+    reason = one_line(reason)
     if len(reason) > MAX_REASON:
         raise SuppressionError(f"reason too long: at most {MAX_REASON} characters")
     return reason
@@ -170,7 +169,7 @@ class SuppressionService:
         select-then-insert races with a concurrent delivery of the same address.
         """
         values = {"account_id": account_id, "address": address.lower(),
-                  "reason": " ".join(_CONTROL.sub(" ", reason).split())[:MAX_REASON],
+                  "reason": one_line(reason)[:MAX_REASON],
                   "created_at": now}
         target = ["account_id", "address"]
         if conn.dialect.name == "sqlite":

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from mailrelay.core import reply as R
+from mailrelay.core.text import has_control_chars
 
 # RFC 5321 §4.5.3.1: size limits of the parts of a path.
 MAX_LOCAL_PART = 64
@@ -23,7 +24,6 @@ _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*"\Z')
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9\-\x80-\U0010ffff]{1,63}(?<!-)\Z")
 _ADDR_LITERAL = re.compile(r"\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9\-]*)(?:=([\x21-\x3c\x3e-\x7e\x80-\U0010ffff]+))?\Z")
 
 
@@ -46,10 +46,6 @@ class Path:
 def domain_of(address: str) -> str:
     """The routing domain of `address`: the text after its last @, lower case ("" for "")."""
     return address.rpartition("@")[2].lower()
-
-
-def has_control_chars(text: str) -> bool:
-    return _CONTROL.search(text) is not None
 
 
 def split_path_argument(arg: str, keyword: str) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ import re
 
 from mailrelay.core.address import domain_of
 from mailrelay.core.domains import bare_domain
+from mailrelay.core.text import CONTROL
 
 # The field and its continuation lines (RFC 5322 §2.2.3). "[^\r\n]*", not ".*": "." takes the
 # CR of CRLF, after which no continuation line can follow and a folded From: was cut short.
@@ -33,7 +34,6 @@ MAX_SUBJECT_DECODED = 16 * MAX_SUBJECT
 MAX_MESSAGE_ID = 998  # RFC 5322 §2.1.1 line limit; the column's size
 
 _CONTINUATION = re.compile(rb"\r?\n(?=[ \t])")  # a line break of RFC 5322 §2.2.3 folding
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def header_section(data: bytes) -> bytes:
@@ -75,7 +75,7 @@ def from_domains(data: bytes) -> list[str]:
 def message_id_value(raw: bytes) -> str | None:
     """A Message-ID field's value as written (unfolded, without control characters); None when
     empty or longer than MAX_MESSAGE_ID."""
-    value = _CONTROL.sub("", _unfold(raw))
+    value = CONTROL.sub("", _unfold(raw))
     return value if value and len(value) <= MAX_MESSAGE_ID else None
 
 
@@ -90,7 +90,7 @@ def subject_value(raw: bytes) -> str | None:
         # HeaderParseError (bad base64, "=?utf-8?b?a?=") is no ValueError; else keep it as written
         with contextlib.suppress(ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
             value = str(email.header.make_header(email.header.decode_header(value)))
-    value = _CONTROL.sub(" ", value)
+    value = CONTROL.sub(" ", value)
     return value[:MAX_SUBJECT] if value else None
 
 

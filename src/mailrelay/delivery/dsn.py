@@ -34,6 +34,7 @@ from typing import Literal
 
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.headers import header_section as header_block  # noqa: F401 - part of this API
+from mailrelay.core.text import has_control_chars, one_line
 from mailrelay.delivery.classify import is_remote_reply
 
 Action = Literal["failed", "delayed"]
@@ -47,10 +48,8 @@ FOLD_AT = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
 MAX_ORIGINAL_HEADERS = 64 * 1024  # octets of the original header section we return
 
 _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUEUE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _HOST = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}\Z")
-_SPACE = re.compile(r"\s+")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
@@ -171,7 +170,7 @@ def _explanation(reporting_mta: str, recipients: Sequence[FailedRecipient]) -> s
     """Part 1: what happened, for people; CRLF lines, wrapped."""
     failed = [r for r in recipients if r.action == "failed"]
     delayed = [r for r in recipients if r.action == "delayed"]
-    paragraphs = [f"This is the mail delivery system at {_one_line(reporting_mta)}."]
+    paragraphs = [f"This is the mail delivery system at {one_line(reporting_mta)}."]
     if failed:
         paragraphs.append(
             "Your message could not be delivered to the recipients below. The mail system "
@@ -192,9 +191,9 @@ def _explanation(reporting_mta: str, recipients: Sequence[FailedRecipient]) -> s
 
 
 def _reason(r: FailedRecipient) -> str:
-    diagnostic = _one_line(r.diagnostic or "")
+    diagnostic = one_line(r.diagnostic or "")
     if diagnostic and r.remote_mta and is_remote_reply(diagnostic):
-        why = f"host {_one_line(r.remote_mta)} said: {diagnostic}"
+        why = f"host {one_line(r.remote_mta)} said: {diagnostic}"
     elif diagnostic:
         why = diagnostic
     else:
@@ -218,8 +217,8 @@ def _report(reporting_mta: str, queue_id: str, arrival: float,
         ]
         if r.remote_mta:
             block.append(_field("Remote-MTA", f"dns; {_ascii(r.remote_mta)}"))
-        if r.diagnostic and _one_line(r.diagnostic):
-            text = _one_line(r.diagnostic)
+        if r.diagnostic and one_line(r.diagnostic):
+            text = one_line(r.diagnostic)
             kind = "smtp" if is_remote_reply(text) else DIAGNOSTIC_TYPE_OURS
             block.append(_field("Diagnostic-Code", f"{kind}; {_ascii(text)}"))
         if r.last_attempt is not None:
@@ -277,17 +276,13 @@ def _ascii(text: str) -> str:
     return "".join(c if c.isascii() else f"\\x{{{ord(c):02X}}}" for c in text)
 
 
-def _one_line(text: str) -> str:
-    return _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
-
-
 def _strip_brackets(address: str) -> str:
     address = address.strip()
     return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
 def _check_address(address: str) -> None:
-    if _CONTROL.search(address) or len(address.encode("utf-8", "surrogatepass")) > 998 - 40:
+    if has_control_chars(address) or len(address.encode("utf-8", "surrogatepass")) > 998 - 40:
         raise ValueError(f"not usable as an address in a DSN: {address[:80]!r}")
 
 

@@ -34,9 +34,9 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailrelay.core.text import has_control_chars
 from mailrelay.delivery.replies import ConnectionLost, ProtocolError, RemoteReply, ReplyReader, SMTPClientError
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 
 
@@ -72,7 +72,7 @@ def encode_body(data: bytes) -> bytes:
 
 def _encode_arg(value: str, encoding: str) -> bytes:
     """An address or parameter for a command line; controls would end or split the command."""
-    if _CONTROL.search(value):
+    if has_control_chars(value):
         raise ValueError(f"control character in SMTP argument {value!r}")
     return value.encode(encoding)  # UnicodeEncodeError is a ValueError
 

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Awaitable
 
 from mailrelay.core import reply as R
-from mailrelay.core.address import has_control_chars
 from mailrelay.core.reply import Refusal, Reply
+from mailrelay.core.text import has_control_chars
 from mailrelay.smtp.base import AUTH_PASS, AUTH_PLAIN, AUTH_USER, CLOSED, CMD, MAX_AUTH_LINE, SessionBase
 from mailrelay.smtp.handler import Identity
 

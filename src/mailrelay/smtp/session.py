@@ -22,8 +22,9 @@ import unicodedata
 from typing import Any
 
 from mailrelay.core import reply as R
-from mailrelay.core.address import Path, has_control_chars, parse_path
+from mailrelay.core.address import Path, parse_path
 from mailrelay.core.reply import Refusal, Reply
+from mailrelay.core.text import has_control_chars
 from mailrelay.smtp.auth import AuthPhase
 from mailrelay.smtp.base import AUTH_PASS, AUTH_PLAIN, AUTH_USER, CLOSED, CMD, HANDSHAKE, MAX_AUTH_LINE, MAX_ERRORS, TLS
 from mailrelay.smtp.data import DataPhase

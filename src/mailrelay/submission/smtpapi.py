@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailrelay.core.headers import message_id_value, subject_value
+from mailrelay.core.text import has_control_chars
 
 log = logging.getLogger("mailrelay.submission")
 
@@ -31,7 +32,6 @@ MAX_ARG_KEY = 100
 # A field we read, with its continuation lines (RFC 5322 §2.2.3 folding) and its line end.
 _FIELD = re.compile(rb"(?im)^(message-id|subject|x-smtpapi)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n)?")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ def _categories(value: Any) -> list[str]:
         raise InvalidSMTPAPI("category must be a string or a list of strings")
     if len(items) > MAX_CATEGORIES:
         raise InvalidSMTPAPI(f"more than {MAX_CATEGORIES} categories")
-    if any(len(c) > MAX_CATEGORY or _CONTROL.search(c) for c in items):
+    if any(len(c) > MAX_CATEGORY or has_control_chars(c) for c in items):
         raise InvalidSMTPAPI(f"a category is longer than {MAX_CATEGORY} characters or has control characters")
     return list(dict.fromkeys(items))
 
@@ -131,7 +131,7 @@ def _unique_args(value: Any) -> dict[str, str | int | float]:
     if not isinstance(value, dict):
         raise InvalidSMTPAPI("unique_args must be an object")
     for k, v in value.items():
-        if len(k) > MAX_ARG_KEY or _CONTROL.search(k):
+        if len(k) > MAX_ARG_KEY or has_control_chars(k):
             raise InvalidSMTPAPI(f"a unique_args key is longer than {MAX_ARG_KEY} characters or has control "
                                  "characters")
         # bool is an int in Python, but not a value SendGrid accepts
