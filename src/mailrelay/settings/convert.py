@@ -12,7 +12,7 @@ import ipaddress
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 ENV_PREFIX = "MAILRELAY_"
@@ -53,6 +53,17 @@ def build(cls: type, data: Mapping[str, Any], source: str, prefix: str, env: Map
         elif defaults and name in defaults:
             kwargs[name] = _default_value(defaults[name])
     return cls(**kwargs)
+
+
+def named_tables(defaults: Mapping[str, Any], raw: Mapping[str, Any], source: str, section: str,
+                 example: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """`[section.NAME]` tables: each built-in name, then the file's new ones in file order, with
+    the file's table for it (empty when the file has none)."""
+    for name in list(defaults) + [n for n in raw if n not in defaults]:
+        user = raw.get(name, {})
+        if not isinstance(user, dict):
+            raise ConfigError(source, f"{section}.{name}", f"expected a table, e.g. [{section}.{name}]{example}")
+        yield name, user
 
 
 def _describe(tp: Any) -> str:

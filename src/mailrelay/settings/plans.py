@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mailrelay.settings.convert import ENV_PREFIX, ConfigError, build
+from mailrelay.settings.convert import ENV_PREFIX, ConfigError, build, named_tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +37,8 @@ DEFAULT_PLANS: dict[str, dict[str, Any]] = {
 
 def build_plans(raw: Mapping[str, Any], source: str, env: Mapping[str, str]) -> tuple[PlanSettings, ...]:
     """The built-in plans, changed by `[plans.NAME]`, then the new ones in file order."""
-    names = list(DEFAULT_PLANS) + [n for n in raw if n not in DEFAULT_PLANS]
     out = []
-    for name in names:
-        user = raw.get(name, {})
-        if not isinstance(user, dict):
-            raise ConfigError(source, f"plans.{name}", "expected a table, e.g. [plans." + name + "] daily_limit = 1000")
+    for name, user in named_tables(DEFAULT_PLANS, raw, source, "plans", " daily_limit = 1000"):
         if not name or len(name) > 32 or not all(c.isalnum() or c in "-_" for c in name):
             raise ConfigError(source, f"plans.{name}", "a plan name is 1-32 letters, digits, - or _")
         plan = build(PlanSettings, user, source, f"plans.{name}", env, f"{ENV_PREFIX}PLAN_{name}",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mailrelay.settings.convert import ENV_PREFIX, ConfigError, IPNetwork, build
+from mailrelay.settings.convert import ENV_PREFIX, ConfigError, IPNetwork, build, named_tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +84,8 @@ def parse_listen(addr: str) -> tuple[str, int]:
 def build_listeners(raw: Mapping[str, Any], source: str, env: Mapping[str, str],
                     ) -> tuple[ListenerSettings, ...]:
     """The built-in listeners, changed by `[listener.NAME]`, then the new ones in file order."""
-    names = list(DEFAULT_LISTENERS) + [n for n in raw if n not in DEFAULT_LISTENERS]
     out = []
-    for name in names:
-        user = raw.get(name, {})
-        if not isinstance(user, dict):
-            raise ConfigError(source, f"listener.{name}", "expected a table, e.g. [listener." + name + "]")
+    for name, user in named_tables(DEFAULT_LISTENERS, raw, source, "listener"):
         defaults = DEFAULT_LISTENERS.get(name, {})
         env_prefix = f"{ENV_PREFIX}LISTENER_{name}"
         if "listen" not in user and "listen" not in defaults and f"{env_prefix}_LISTEN".upper() not in env:
