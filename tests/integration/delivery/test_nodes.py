@@ -134,18 +134,26 @@ def test_a_second_node_on_the_same_host_takes_no_lease_of_the_first(
     assert not duplicates, f"{len(duplicates)} of {len(ids)} messages delivered twice"
 
 
-def test_workers_of_a_killed_parent_start_nothing_new_and_the_restart_takes_over(
-        tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, slow_mx: Callable[[float], RemoteMX],
-        nodes: list[Server]) -> None:
-    mx = slow_mx(0.25)
-    port = free_port()
+def _node_delivering(tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, port: int,
+                     nodes: list[Server], mx: RemoteMX, count: int) -> tuple[Path, int, list[str]]:
+    """One node started, `count` messages sent to it, the first 4 arrived at the slow MX: its
+    config, the pid of its delivery worker 0 and the queue ids."""
     config = _config(tmp_path, db_url, port, fake_dns, mx_port)
     nodes.append(Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path)))
     nodes[0].wait_ready()
     worker = int(re.findall(r"delivery worker 0 started \(pid (\d+)\)", nodes[0].text())[0])
     _plan_unlimited(tmp_path, config)
-    ids = _send(port, 0, 60)
+    ids = _send(port, 0, count)
     mx.wait_for(4)
+    return config, worker, ids
+
+
+def test_workers_of_a_killed_parent_start_nothing_new_and_the_restart_takes_over(
+        tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, slow_mx: Callable[[float], RemoteMX],
+        nodes: list[Server]) -> None:
+    mx = slow_mx(0.25)
+    port = free_port()
+    config, worker, ids = _node_delivering(tmp_path, db_url, fake_dns, mx_port, port, nodes, mx, 60)
     nodes[0].proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     assert len(mx.messages) < len(ids) - 8, "the kill must come with work left in the worker's hands"
@@ -244,13 +252,7 @@ def test_leases_of_a_node_killed_with_its_workers_are_taken_over_by_its_restart_
     port = free_port()
     # The default dead_after (30 s) is far longer than the test: the restart knows the killed
     # processes ran on this machine and are gone, and takes their leases over at once.
-    config = _config(tmp_path, db_url, port, fake_dns, mx_port)
-    nodes.append(Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path)))
-    nodes[0].wait_ready()
-    worker = int(re.findall(r"delivery worker 0 started \(pid (\d+)\)", nodes[0].text())[0])
-    _plan_unlimited(tmp_path, config)
-    ids = _send(port, 0, 40)
-    mx.wait_for(4)
+    config, worker, ids = _node_delivering(tmp_path, db_url, fake_dns, mx_port, port, nodes, mx, 40)
     os.kill(worker, signal.SIGKILL)  # the whole node at once, as the OOM killer or a power cut
     nodes[0].proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
