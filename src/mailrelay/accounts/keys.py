@@ -1,9 +1,11 @@
-"""API key format: `MR.<id>.<secret>`, SendGrid-style (sent as AUTH user `apikey`).
+"""API key format: `SG.<id>.<secret>`, SendGrid's shape (sent as AUTH user `apikey`).
 
-The id (16 letters and digits, about 95 bits) is stored in clear for lookup; only an argon2id
-hash of the secret (43 url-safe characters, 256 bits) is stored. Neither part contains a ".".
-New ids hold no "-" or "_": an id is typed on command lines, where a leading "-" reads as an
-option. Ids made before that (url-safe) still parse.
+A new key is SendGrid's 69 characters: a 22-character id (letters and digits, about 131 bits)
+and a 43-character secret (url-safe base64 of 256 bits), so clients that check SendGrid's key
+length accept ours. The id is stored in clear for lookup; only an argon2id hash of the secret
+is stored. Neither part contains a ".". New ids hold no "-" or "_": an id is typed on command
+lines, where a leading "-" reads as an option. Keys made before are `MR.<id>.<secret>` (a
+16-character id; the oldest ids are url-safe) and keep working: both prefixes parse.
 
 Security: handles key secrets; never log a full key, only its id.
 """
@@ -14,13 +16,17 @@ import re
 import secrets
 import string
 
-KEY_PREFIX = "MR"
-KEY_ID_LENGTH = 16
+KEY_PREFIX = "SG"
+LEGACY_PREFIX = "MR"
+KEY_ID_LENGTH = 22
 _ID_ALPHABET = string.ascii_letters + string.digits
 KEY_SECRET_BYTES = 32  # 43 url-safe characters
+KEY_SECRET_LENGTH = 43
 
 _URLSAFE = r"[A-Za-z0-9_-]"
-_KEY = re.compile(rf"{KEY_PREFIX}\.({_URLSAFE}{{8,32}})\.({_URLSAFE}{{16,128}})\Z")
+_KEY = re.compile(
+    rf"{KEY_PREFIX}\.({_URLSAFE}{{{KEY_ID_LENGTH}}})\.({_URLSAFE}{{{KEY_SECRET_LENGTH}}})\Z"
+    rf"|{LEGACY_PREFIX}\.({_URLSAFE}{{8,32}})\.({_URLSAFE}{{16,128}})\Z")
 _KEY_ID = re.compile(rf"{_URLSAFE}{{8,32}}\Z")
 
 
@@ -31,13 +37,17 @@ def new_key() -> tuple[str, str]:
 
 
 def format_key(key_id: str, secret: str) -> str:
+    """The full key a new (id, secret) pair is given out as: `SG.<id>.<secret>`."""
     return f"{KEY_PREFIX}.{key_id}.{secret}"
 
 
 def parse_key(text: str) -> tuple[str, str] | None:
-    """`MR.<id>.<secret>` → (id, secret); None when `text` does not have that shape."""
+    """`SG.<id>.<secret>` (SendGrid's exact lengths) or `MR.<id>.<secret>` → (id, secret);
+    None when `text` has neither shape."""
     m = _KEY.match(text.strip())
-    return (m.group(1), m.group(2)) if m else None
+    if m is None:
+        return None
+    return (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
 
 
 def key_id_of(text: str) -> str | None:

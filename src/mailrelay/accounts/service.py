@@ -1,6 +1,10 @@
 """Accounts and API keys: create, list, enable/disable, and authenticate SMTP logins.
 
-Exceptions: `AccountError` (a user mistake: unknown account, duplicate, bad name or plan).
+An API key has SendGrid's scopes (mailrelay.accounts.scopes) or full access; a key logs in
+over SMTP only if it may send (`mail.send`).
+
+Exceptions: `AccountError` (a user mistake: unknown account, duplicate, bad name or plan,
+unknown scope); its subclass `KeyNotFound` when a key id names no key of the account.
 Database failures surface as SQLAlchemy errors; callers turn them into StorageError.
 
 Security: verifies passwords and API key secrets against argon2id hashes; plaintext is
@@ -16,7 +20,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -25,6 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from mailrelay.accounts import keys
+from mailrelay.accounts import scopes as scope_names
 from mailrelay.accounts.passwords import generate_password
 from mailrelay.core.text import has_control_chars
 from mailrelay.store.schema import accounts, api_keys
@@ -37,12 +42,17 @@ MAX_NAME = 64
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 hashes any length; refuse megabyte "passwords" before hashing
 MAX_LABEL = 128
+LAST_USED_EVERY = 60.0  # seconds: a key's last_used_at is written at most this often
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
 
 
 class AccountError(Exception):
     """A user mistake about accounts or keys; the message says what was wrong."""
+
+
+class KeyNotFound(AccountError):
+    """No such key, or it belongs to another account (the two are not told apart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,7 @@ class ApiKey:
     created_at: float
     revoked_at: float | None
     last_used_at: float | None
+    scopes: tuple[str, ...] | None = None  # sorted; None: full access
 
     @property
     def active(self) -> bool:
@@ -103,6 +114,26 @@ def validate_password(password: str) -> str:
     return password
 
 
+def validate_scopes(requested: Iterable[str] | None) -> tuple[str, ...] | None:
+    """A requested scope list, sorted and without repeats; None (or every scope) is full access.
+
+    Raises AccountError naming the first unknown scope.
+    """
+    if requested is None:
+        return None
+    if isinstance(requested, str):
+        raise AccountError("scopes must be a list of scope names, not one string")
+    names = builtins.list(requested)
+    if not all(isinstance(n, str) for n in names):
+        raise AccountError("scopes must be a list of scope names (strings)")
+    unknown = scope_names.unknown(names)
+    if unknown:
+        raise AccountError(f"unknown scope {unknown[0][:80]!r}: not one of the SendGrid "
+                           "scopes mailrelay honours")
+    chosen = tuple(sorted(set(names)))
+    return None if set(chosen) == scope_names.FULL_ACCESS else chosen
+
+
 def _account(row: Any) -> Account:
     return Account(id=row.id, name=row.name, plan=row.plan, status=row.status,
                    created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos)
@@ -111,13 +142,20 @@ def _account(row: Any) -> Account:
 def _api_key(row: Any) -> ApiKey:
     return ApiKey(id=row.id, account_name=row.account_name, label=row.label,
                   created_at=row.created_at, revoked_at=row.revoked_at,
-                  last_used_at=row.last_used_at)
+                  last_used_at=row.last_used_at, scopes=scope_names.load(row.scopes))
 
 
 _ACCOUNT_COLS = (accounts.c.id, accounts.c.name, accounts.c.plan, accounts.c.status,
                  accounts.c.created_at, accounts.c.sandbox, accounts.c.chaos)
 _KEY_COLS = (api_keys.c.id, accounts.c.name.label("account_name"), api_keys.c.label,
-             api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.last_used_at)
+             api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.last_used_at,
+             api_keys.c.scopes)
+_KEYS = sa.select(*_KEY_COLS).join(accounts, accounts.c.id == api_keys.c.account_id)
+
+
+def _check_label(label: str) -> None:
+    if len(label) > MAX_LABEL or has_control_chars(label):
+        raise AccountError(f"invalid label: at most {MAX_LABEL} printable characters")
 
 
 class VerifiedCache:
@@ -233,24 +271,27 @@ class AccountService:
 
     # -- API keys ----------------------------------------------------------------------------
 
-    def create_key(self, name: str, label: str = "") -> tuple[ApiKey, str]:
-        """Create a key for account `name`; the full key is returned here and never again."""
-        if len(label) > MAX_LABEL or has_control_chars(label):
-            raise AccountError(f"invalid label: at most {MAX_LABEL} printable characters")
+    def create_key(self, name: str, label: str = "",
+                   scopes: Iterable[str] | None = None) -> tuple[ApiKey, str]:
+        """Create a key for account `name` with `scopes` (None: full access); the full key is
+        returned here and never again."""
+        _check_label(label)
+        chosen = validate_scopes(scopes)
         key_id, secret = keys.new_key()
         secret_hash = self._hasher.hash(secret)
         now = self._clock()
         with self._engine.begin() as conn:
             row = self._require(conn, name)
             conn.execute(api_keys.insert().values(id=key_id, account_id=row.id, label=label,
-                                                  secret_hash=secret_hash, created_at=now))
+                                                  secret_hash=secret_hash, created_at=now,
+                                                  scopes=scope_names.dump(chosen)))
         key = ApiKey(id=key_id, account_name=row.name, label=label, created_at=now,
-                     revoked_at=None, last_used_at=None)
+                     revoked_at=None, last_used_at=None, scopes=chosen)
         return key, keys.format_key(key_id, secret)
 
     def list_keys(self, name: str | None = None) -> builtins.list[ApiKey]:
-        query = (sa.select(*_KEY_COLS).join(accounts, accounts.c.id == api_keys.c.account_id)
-                 .order_by(accounts.c.name, api_keys.c.created_at, api_keys.c.id))
+        """Every key (revoked ones too), or those of account `name`."""
+        query = _KEYS.order_by(accounts.c.name, api_keys.c.created_at, api_keys.c.id)
         with self._engine.connect() as conn:
             if name is not None:
                 self._require(conn, name)
@@ -258,25 +299,61 @@ class AccountService:
             rows = conn.execute(query).all()
         return [_api_key(r) for r in rows]
 
-    def revoke_key(self, key_id: str) -> ApiKey:
-        """Revoke by id (or full key); revoking a revoked key keeps its first revocation time."""
+    def _owned(self, conn: sa.Connection, account_id: int | None, key_id: str) -> ApiKey:
+        """The key `key_id` (an id or a full key), if it is account `account_id`'s (None: any
+        account's); KeyNotFound otherwise, the same whether it is missing or someone else's."""
         parsed_id = keys.key_id_of(key_id)
         if parsed_id is None:
-            raise AccountError("not an API key id: expected the id shown by `account key list`")
-        query = (sa.select(*_KEY_COLS).join(accounts, accounts.c.id == api_keys.c.account_id)
-                 .where(api_keys.c.id == parsed_id))
+            raise KeyNotFound("not an API key id: expected the id shown by `account key list`")
+        query = _KEYS.where(api_keys.c.id == parsed_id)
+        if account_id is not None:
+            query = query.where(api_keys.c.account_id == account_id)
+        row = conn.execute(query).first()
+        if row is None:
+            raise KeyNotFound(f"no API key with id {parsed_id!r}")
+        return _api_key(row)
+
+    def get_key(self, account_id: int, key_id: str) -> ApiKey:
+        """Account `account_id`'s key `key_id` (revoked ones too); KeyNotFound otherwise."""
+        with self._engine.connect() as conn:
+            return self._owned(conn, account_id, key_id)
+
+    def update_key(self, account_id: int, key_id: str, label: str | None = None,
+                   scopes: Iterable[str] | None = None) -> ApiKey:
+        """Change a key's label and/or scopes (None: leave as is; every scope, such as
+        accounts.scopes.FULL_ACCESS, makes it full access). Its next use sees the change."""
+        if label is not None:
+            _check_label(label)
+        chosen = validate_scopes(scopes)
         with self._engine.begin() as conn:
-            row = conn.execute(query).first()
-            if row is None:
-                raise AccountError(f"no API key with id {parsed_id!r}")
-            key = _api_key(row)
+            key = self._owned(conn, account_id, key_id)
+            values: dict[str, Any] = {}
+            if label is not None:
+                values["label"] = label
+            if scopes is not None:
+                values["scopes"] = scope_names.dump(chosen)
+            if values:
+                conn.execute(api_keys.update().where(api_keys.c.id == key.id).values(**values))
+        return replace(key, label=key.label if label is None else label,
+                       scopes=key.scopes if scopes is None else chosen)
+
+    def revoke_key(self, key_id: str, account_id: int | None = None) -> ApiKey:
+        """Revoke by id (or full key), of any account or only of `account_id`'s; revoking a
+        revoked key keeps its first revocation time. The row stays, for `key list`."""
+        with self._engine.begin() as conn:
+            key = self._owned(conn, account_id, key_id)
             if key.revoked_at is not None:
                 return key
             now = self._clock()
-            conn.execute(api_keys.update().where(api_keys.c.id == parsed_id)
-                         .values(revoked_at=now))
-        return ApiKey(id=key.id, account_name=key.account_name, label=key.label,
-                      created_at=key.created_at, revoked_at=now, last_used_at=key.last_used_at)
+            conn.execute(api_keys.update().where(api_keys.c.id == key.id).values(revoked_at=now))
+        return replace(key, revoked_at=now)
+
+    def delete_key(self, account_id: int, key_id: str) -> ApiKey:
+        """Remove account `account_id`'s key for good (SendGrid's delete); the key as it was."""
+        with self._engine.begin() as conn:
+            key = self._owned(conn, account_id, key_id)
+            conn.execute(api_keys.delete().where(api_keys.c.id == key.id))
+        return key
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -306,11 +383,15 @@ class AccountService:
         return False
 
     def authenticate(self, username: str, password: str) -> Account | None:
-        """The account for an SMTP AUTH login, or None; user `apikey` means password is a key."""
+        """The account for an SMTP AUTH login, or None; user `apikey` means password is a key,
+        which must allow `mail.send` (all a key can do over SMTP is send)."""
         if len(password) > MAX_PASSWORD or len(username) > 255:
             return None  # refused on length alone, which reveals nothing about who exists
         if username == API_KEY_USER:
-            return self._authenticate_key(password)
+            found = self.authenticate_key(password)
+            if found is None or not scope_names.allows(found[1], scope_names.MAIL_SEND):
+                return None
+            return found[0]
         return self._authenticate_password(username, password)
 
     def _authenticate_password(self, name: str, password: str) -> Account | None:
@@ -332,14 +413,20 @@ class AccountService:
                              .values(password_hash=self._hasher.hash(password)))
         return _account(row)
 
-    def _authenticate_key(self, full_key: str) -> Account | None:
+    def authenticate_key(self, full_key: str) -> tuple[Account, frozenset[str] | None] | None:
+        """(account, the key's scopes; None: full access) for a valid, unrevoked key of an
+        active account, else None. The key's last_used_at is written at most once every
+        LAST_USED_EVERY seconds, so a client authenticating every request costs no write."""
+        if len(full_key) > MAX_PASSWORD:
+            return None  # as in authenticate: refused on length alone
         parsed = keys.parse_key(full_key)
         row = None
         if parsed is not None:
             with self._engine.connect() as conn:
                 row = conn.execute(
                     sa.select(*_ACCOUNT_COLS, api_keys.c.secret_hash, api_keys.c.revoked_at,
-                              api_keys.c.id.label("key_id"))
+                              api_keys.c.id.label("key_id"), api_keys.c.scopes,
+                              api_keys.c.last_used_at)
                     .join(api_keys, api_keys.c.account_id == accounts.c.id)
                     .where(api_keys.c.id == parsed[0])
                 ).first()
@@ -349,7 +436,10 @@ class AccountService:
         if (not self._verify_cached(row.secret_hash, parsed[1]) or row.revoked_at is not None
                 or row.status != "active"):
             return None
-        with self._engine.begin() as conn:
-            conn.execute(api_keys.update().where(api_keys.c.id == row.key_id)
-                         .values(last_used_at=self._clock()))
-        return _account(row)
+        now = self._clock()
+        if row.last_used_at is None or abs(now - row.last_used_at) >= LAST_USED_EVERY:
+            with self._engine.begin() as conn:
+                conn.execute(api_keys.update().where(api_keys.c.id == row.key_id)
+                             .values(last_used_at=now))
+        granted = scope_names.load(row.scopes)
+        return _account(row), None if granted is None else frozenset(granted)

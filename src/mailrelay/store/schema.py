@@ -49,6 +49,9 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("last_used_at", sa.Float, nullable=True),
+    # JSON list of SendGrid scope names (mailrelay.accounts.scopes); NULL: full access, as
+    # every key made before scopes existed has.
+    sa.Column("scopes", sa.Text, nullable=True),
 )
 
 messages = sa.Table(

@@ -118,7 +118,7 @@ def test_api_key_lifecycle(svc: AccountService, clock: Clock) -> None:
     alice = svc.create("alice", PASSWORD)
     svc.create("bob", PASSWORD)
     key, full = svc.create_key("alice", label="ci")
-    assert full.startswith(f"MR.{key.id}.") and len(full.split(".")[2]) >= 32
+    assert full.startswith(f"SG.{key.id}.") and len(full.split(".")[2]) == 43  # SendGrid's shape
     assert (key.account_name, key.label, key.revoked_at, key.last_used_at) == (
         "alice", "ci", None, None)
     _, bob_full = svc.create_key("bob")

@@ -23,12 +23,12 @@ def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
     try:
         assert migrate.current_revision(engine) is None
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == migrate.head_revision() == "0005"
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0006"
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO accounts (name, password_hash, created_at, "
                                  "updated_at) VALUES ('keep', 'h', 1, 1)"))
         migrate.upgrade(engine)  # second run: nothing recreated, nothing lost
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == "0006"
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT name, plan, status FROM accounts")).all() == [
                 ("keep", "free", "active")]
@@ -41,7 +41,7 @@ def test_head_constant_matches_the_revision_files() -> None:
     # migrate.HEAD_REVISION lets a CLI command skip importing alembic; a new revision must
     # update it, or databases would stop one revision short.
     assert migrate.head_revision() == migrate.script_head()
-    assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005"}
+    assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006"}
 
 
 def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
@@ -74,7 +74,7 @@ def test_concurrent_upgrades_on_an_empty_database_both_succeed(db_url: str) -> N
         t.join(30)
     try:
         assert errors == []
-        assert migrate.current_revision(engines[0]) == "0005"
+        assert migrate.current_revision(engines[0]) == "0006"
     finally:
         for e in engines:
             e.dispose()
@@ -120,5 +120,42 @@ def test_unopenable_sqlite_file_is_a_storage_error(tmp_path: Path) -> None:
     try:
         with pytest.raises(StorageError, match=r"cannot open sqlite database .*check storage.url"):
             migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_0006_gives_existing_api_keys_full_access_and_downgrades(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from mailrelay.store.db import MIGRATIONS_DIR
+
+    engine = create_engine(db_url)
+
+    def to(revision: str, step: str = "upgrade") -> None:
+        with engine.connect() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+            cfg.attributes["connection"] = conn
+            getattr(command, step)(cfg, revision)
+            conn.commit()
+
+    try:
+        to("0005")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, "
+                                 "updated_at) VALUES (7, 'keep', 'h', 1, 1)"))
+            conn.execute(sa.text("INSERT INTO api_keys (id, account_id, label, secret_hash, "
+                                 "created_at) VALUES ('OldKeyId12345678', 7, 'ci', 'h', 1)"))
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT id, label, scopes FROM api_keys")).all() == [
+                ("OldKeyId12345678", "ci", None)]
+        to("0005", "downgrade")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}
+            assert "scopes" not in columns and "label" in columns
+            assert conn.execute(sa.text("SELECT id FROM api_keys")).scalars().all() == [
+                "OldKeyId12345678"]
     finally:
         engine.dispose()
