@@ -66,6 +66,9 @@ def add_arguments(sub: Any) -> None:
     p = keys.add_parser("create", help="create an API key and print it once")
     p.add_argument("name")
     p.add_argument("--label", default="")
+    p.add_argument("--scopes", metavar="SCOPE,...", default=None,
+                   help="SendGrid scope names, comma-separated, e.g. mail.send,stats.read "
+                        "(default: full access); SMTP logins need mail.send")
     p.set_defaults(func=cmd_key_create)
 
     p = keys.add_parser("list", help="list API keys (ids only; secrets are not stored)")
@@ -168,12 +171,29 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 def _key_json(k: ApiKey) -> dict[str, Any]:
     return {"id": k.id, "account": k.account_name, "label": k.label,
             "status": "active" if k.active else "revoked", "created_at": k.created_at,
-            "revoked_at": k.revoked_at, "last_used_at": k.last_used_at}
+            "revoked_at": k.revoked_at, "last_used_at": k.last_used_at,
+            "scopes": None if k.scopes is None else list(k.scopes)}
+
+
+def _scopes_text(k: ApiKey) -> str:
+    return "full access" if k.scopes is None else ",".join(k.scopes)
+
+
+def _parse_scopes(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise UsageError("--scopes: give one or more scope names, e.g. --scopes mail.send")
+    return names
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:
-    key, full = _service(args).create_key(args.name, label=args.label)
+    scopes = _parse_scopes(args.scopes)
+    key, full = _service(args).create_key(args.name, label=args.label, scopes=scopes)
     print(f"created API key {key.id} for account {key.account_name}")
+    if scopes is not None:
+        print(f"scopes: {_scopes_text(key)}")
     print(f"key: {full}")
     print(f'{SHOWN_ONCE} Use it as SMTP AUTH username "apikey" with the key as password.')
     return 0
@@ -187,8 +207,10 @@ def cmd_key_list(args: argparse.Namespace) -> int:
         print("no API keys")
     else:
         rows = [(k.id, k.account_name, k.label or "-", "active" if k.active else "revoked",
-                 format_time(k.created_at), format_time(k.last_used_at)) for k in keys]
-        print(format_table(("id", "account", "label", "status", "created", "last used"), rows))
+                 format_time(k.created_at), format_time(k.last_used_at), _scopes_text(k))
+                for k in keys]
+        print(format_table(("id", "account", "label", "status", "created", "last used", "scopes"),
+                           rows))
     return 0
 
 

@@ -69,7 +69,9 @@ def test_api_keys(cli: CLI, service: AccountService) -> None:
     assert r.code == 0, r.err
     key = next(line.split(": ", 1)[1] for line in r.out.splitlines() if line.startswith("key: "))
     key_id = key.split(".")[1]
+    assert key == f"SG.{key_id}.{key.split('.')[2]}" and len(key) == 69  # SendGrid's format
     assert f"created API key {key_id} for account alice" in r.out
+    assert "scopes:" not in r.out  # a full-access key's output is as before
     assert "cannot be shown again" in r.out
 
     assert service.authenticate("apikey", key) is not None
@@ -77,8 +79,10 @@ def test_api_keys(cli: CLI, service: AccountService) -> None:
     r = cli("account", "key", "list")
     assert r.code == 0 and key not in r.out and key.split(".")[2] not in r.out
     lines = r.out.splitlines()
-    assert lines[0].split() == ["ID", "ACCOUNT", "LABEL", "STATUS", "CREATED", "LAST", "USED"]
+    assert lines[0].split() == ["ID", "ACCOUNT", "LABEL", "STATUS", "CREATED", "LAST", "USED",
+                                "SCOPES"]
     assert lines[1].startswith(f"{key_id}  alice    deploy bot  active")
+    assert lines[1].endswith("  full access")
     assert json.loads(cli("account", "list", "--json").out)[0]["keys"] == 1
 
     r = cli("account", "key", "revoke", key_id)
@@ -87,7 +91,45 @@ def test_api_keys(cli: CLI, service: AccountService) -> None:
     assert [(k["id"], k["status"], k["label"]) for k in keys] == [
         (key_id, "revoked", "deploy bot")]
     assert isinstance(keys[0]["revoked_at"], float) and keys[0]["last_used_at"] is not None
+    assert keys[0]["scopes"] is None  # full access
     assert service.authenticate("apikey", key) is None
+
+
+def test_api_key_with_scopes(cli: CLI, service: AccountService) -> None:
+    assert cli("account", "create", "alice").code == 0
+    r = cli("account", "key", "create", "alice", "--label", "reader",
+            "--scopes", "stats.read, suppression.read,stats.read")
+    assert r.code == 0, r.err
+    key = next(line.split(": ", 1)[1] for line in r.out.splitlines() if line.startswith("key: "))
+    key_id = key.split(".")[1]
+    assert "scopes: stats.read,suppression.read\n" in r.out
+    alice = service.get("alice")
+    assert service.authenticate_key(key) == (alice, frozenset({"stats.read", "suppression.read"}))
+    assert service.authenticate("apikey", key) is None  # no mail.send: no SMTP login
+
+    r = cli("account", "key", "create", "alice", "--scopes", "mail.send")
+    assert r.code == 0, r.err
+    sender = next(line.split(": ", 1)[1] for line in r.out.splitlines() if line.startswith("key: "))
+    assert service.authenticate("apikey", sender) == alice
+
+    lines = cli("account", "key", "list", "alice").out.splitlines()
+    assert lines[0].split()[-1] == "SCOPES"
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows[key_id].endswith("  stats.read,suppression.read")
+    assert rows[sender.split(".")[1]].endswith("  mail.send")
+    listed = json.loads(cli("account", "key", "list", "alice", "--json").out)
+    assert {k["id"]: k["scopes"] for k in listed} == {
+        key_id: ["stats.read", "suppression.read"], sender.split(".")[1]: ["mail.send"]}
+
+
+def test_api_key_scope_mistakes_exit_2_and_create_nothing(cli: CLI, inproc: InProcess,
+                                                          service: AccountService) -> None:
+    assert cli("account", "create", "alice").code == 0
+    r = cli("account", "key", "create", "alice", "--scopes", "mail.send,mail.snd")
+    assert r.code == 2 and "unknown scope 'mail.snd'" in r.error_line
+    r = inproc("account", "key", "create", "alice", "--scopes", " , ")
+    assert r.code == 2 and "--scopes" in r.error_line
+    assert service.list_keys("alice") == []
 
 
 def test_mistakes_about_stored_things_exit_2_with_one_line(cli: CLI, inproc: InProcess) -> None:
