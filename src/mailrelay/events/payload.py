@@ -84,12 +84,17 @@ def _tags(raw: str | None) -> dict[str, Any]:
 
 def to_payload(ev: EventRow) -> dict[str, Any]:
     """The posted object for one event (whose type is in core.status.POSTED_EVENTS)."""
+    tags = _tags(ev.tags)
+    x_message_id = tags.get("x_message_id")
     out: dict[str, Any] = {
         "email": ev.recipient,
         "timestamp": int(ev.at),
         "event": EVENT_NAMES.get(ev.type, ev.type),
         "sg_event_id": f"mr-{ev.id}",
-        "sg_message_id": ev.message_id,
+        # SendGrid's sg_message_id starts with the X-Message-Id its API answered (mail sent
+        # through our API has one); then comes the message's own id.
+        "sg_message_id": f"{x_message_id}.{ev.message_id}" if isinstance(x_message_id, str) and x_message_id
+        else ev.message_id,
         "mailrelay_message_id": ev.message_id,
         "mailrelay_event": ev.type,
     }
@@ -110,7 +115,6 @@ def to_payload(ev: EventRow) -> dict[str, Any]:
     elif ev.type == "dropped":
         out["reason"] = ev.detail
         out["status"] = "5.0.0"
-    tags = _tags(ev.tags)
     categories = tags.get("category")
     if isinstance(categories, list) and categories:
         out["category"] = categories

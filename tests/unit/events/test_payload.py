@@ -71,3 +71,12 @@ def test_signature_backoff_and_redaction() -> None:
     s = WebhookSettings(retry_first=10, retry_max=600)
     assert [retry_delay(n, s) for n in (1, 2, 3, 7, 20)] == [10, 20, 40, 600, 600]
     assert redact("https://user:pw@hooks.example:8443/p/x?token=secret#f") == "https://hooks.example:8443/p/x"
+
+
+def test_sg_message_id_starts_with_the_x_message_id_of_api_mail() -> None:
+    api = json.dumps({"category": ["a"], "x_message_id": "XMid22lettersAndDigits"})
+    p = to_payload(row("delivered", tags=api))
+    assert p["sg_message_id"] == "XMid22lettersAndDigits.Q1" and p["mailrelay_message_id"] == "Q1"
+    assert "x_message_id" not in p and p["category"] == ["a"]
+    for tags in (None, TAGS, json.dumps({"x_message_id": ""}), json.dumps({"x_message_id": 5}), "not json"):
+        assert to_payload(row("processed", tags=tags))["sg_message_id"] == "Q1", tags
