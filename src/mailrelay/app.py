@@ -22,6 +22,9 @@ from mailrelay.accounts.service import AccountService
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
 from mailrelay.events.webhook import WebhookDispatcher
+from mailrelay.http.app import build_api
+from mailrelay.http.server import HTTPServer
+from mailrelay.http.services import Services
 from mailrelay.inbound.directory import InboundDirectory
 from mailrelay.inbound.dispatch import InboundDispatcher
 from mailrelay.inbound.receive import InboundReceiver
@@ -36,6 +39,7 @@ from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_contex
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.open import open_storage
 from mailrelay.store.space import for_url as disk_space_for
+from mailrelay.submission.api import APISubmission
 from mailrelay.submission.policy import SubmissionPolicy
 
 log = logging.getLogger("mailrelay")
@@ -78,15 +82,16 @@ class App:
 
     def __init__(self, settings: Settings, *, hasher: PasswordHasher | None = None,
                  engine: Engine | None = None, deliver: bool | None = None, node: str | None = None,
-                 serve_smtp: bool = True) -> None:
+                 serve_smtp: bool = True, inline_writer: bool | None = None) -> None:
         """`deliver`: run delivery workers in this process (default: `delivery.enabled` and
-        `delivery.processes == 0`); `node`: the lease owner name of those workers."""
+        `delivery.processes == 0`); `node`: the lease owner name of those workers;
+        `inline_writer`: see SpoolWriter (default: a process that serves no SMTP)."""
         self.settings = settings
         self.ssl_context = tls_context(settings)  # before storage: a bad file should fail fast
         self.engine = engine if engine is not None else open_storage(settings)
         self.accounts = AccountService(self.engine, hasher or make_hasher())
         self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max,
-                                  inline=not serve_smtp)
+                                  inline=not serve_smtp if inline_writer is None else inline_writer)
         self.domains = DomainService(self.engine)
         # Short cache: a domain just added with `mailrelay domain add` works within seconds.
         self.signer = DomainSigner(self.domains, cache_seconds=5.0)
@@ -118,7 +123,7 @@ class App:
     def _build_smtp(self) -> SMTPServer:
         s = self.settings
         self.receiver = self._build_inbound()
-        submission = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
+        self.submission = submission = SubmissionPolicy(hostname=s.server.hostname, accounts=self.accounts,
                                       writer=self.writer, trusted_account=s.submission.trusted_account,
                                       executor=self.auth_executor,
                                       sender_domains=self.signer if s.submission.require_own_domain else None,
@@ -155,6 +160,15 @@ class App:
                                      lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
         return SMTPServer(hostname=s.server.hostname, banner=s.smtp.banner, limits=limits,
                           auth_limiter=limiter, listeners=listeners)
+
+    def build_http(self) -> HTTPServer:
+        """The HTTP API over this node's services (served by the `serve` process's HTTP child)."""
+        s = self.settings
+        limiter = AuthFailureLimiter(slowdown_after=s.auth.slowdown_after, lockout_after=s.auth.lockout_after,
+                                     lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
+        services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
+                            auth_limiter=limiter, executor=self.auth_executor)
+        return HTTPServer(build_api(services), s, self.ssl_context if s.http.tls else None)
 
     def _build_inbound(self) -> InboundReceiver | None:
         """Receiving for our inbound domains on every listener (unauthenticated clients)."""

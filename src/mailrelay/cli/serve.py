@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mailrelay.app import App, raise_file_limit
+from mailrelay.cli.httpd import HTTPChild, signal_http, start_http, stop_http
 from mailrelay.cli.workers import Worker, start_workers, stop_workers, wake
 from mailrelay.logs import setup_logging
 from mailrelay.settings import ConfigError, load_settings, write_default_config
@@ -65,10 +66,16 @@ async def _serve(app: App) -> int:
     if app.settings.delivery.enabled and app.settings.delivery.processes > 0:
         workers = start_workers(app.settings)
         app.writer.on_enqueued = functools.partial(wake, workers)
+    http: HTTPChild | None = None
+    if app.settings.http.enabled:
+        # Mail the API commits wakes delivery as SMTP mail does.
+        http = start_http(app.settings, lambda: app.writer.on_enqueued() if app.writer.on_enqueued else None)
     log.info("mailrelay ready as %s: %s", app.settings.server.hostname, bound)
     await stop.wait()
     log.info("stopping: finishing sessions in flight (at most %.0fs)", app.settings.server.shutdown_timeout)
+    signal_http(http)  # SMTP and HTTP drain together
     await app.stop()
+    await stop_http(http, app.settings.server.shutdown_timeout)
     await stop_workers(workers, app.settings.server.shutdown_timeout)
     log.info("stopped")
     return 0

@@ -13,6 +13,7 @@ this package imports from here.
 
 from mailrelay.settings.convert import ConfigError, IPNetwork
 from mailrelay.settings.delivery import DeliverySettings, Route, TLSPolicy
+from mailrelay.settings.http import HTTPSettings
 from mailrelay.settings.load import SECTIONS, Settings, load_settings
 from mailrelay.settings.plans import DEFAULT_PLANS, AccountSettings, PlanSettings
 from mailrelay.settings.server import DNSSettings, ServerSettings, TLSSettings
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "DNSSettings",
     "DeliverySettings",
+    "HTTPSettings",
     "IPNetwork",
     "InboundSettings",
     "ListenerSettings",

@@ -16,6 +16,7 @@ from typing import Any
 from mailrelay.settings.convert import ENV_PREFIX, ConfigError, build
 from mailrelay.settings.delivery import TABLE_KEYS as DELIVERY_TABLE_KEYS
 from mailrelay.settings.delivery import DeliverySettings, build_delivery_tables
+from mailrelay.settings.http import HTTPSettings
 from mailrelay.settings.plans import DEFAULT_PLANS, AccountSettings, PlanSettings, build_plans
 from mailrelay.settings.server import DNSSettings, ServerSettings, TLSSettings
 from mailrelay.settings.smtp import (
@@ -24,6 +25,7 @@ from mailrelay.settings.smtp import (
     SMTPSettings,
     SubmissionSettings,
     build_listeners,
+    parse_listen,
 )
 from mailrelay.settings.storage import StorageSettings, check_storage
 from mailrelay.settings.webhooks import InboundSettings, WebhookSettings
@@ -45,6 +47,7 @@ class Settings:
     accounts: AccountSettings = AccountSettings()  # noqa: RUF009
     webhooks: WebhookSettings = WebhookSettings()  # noqa: RUF009
     inbound: InboundSettings = InboundSettings()  # noqa: RUF009
+    http: HTTPSettings = HTTPSettings()  # noqa: RUF009
     plans: tuple[PlanSettings, ...] = tuple(PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items())
 
     def plan(self, name: str) -> PlanSettings | None:
@@ -83,6 +86,7 @@ SECTIONS: dict[str, type] = {
     "accounts": AccountSettings,
     "webhooks": WebhookSettings,
     "inbound": InboundSettings,
+    "http": HTTPSettings,
 }
 
 
@@ -166,5 +170,13 @@ def _check(s: Settings) -> None:
     if any(not (c.isascii() and c.isprintable()) or c in ' @"\\' for c in s.inbound.recipient_delimiter):
         raise ConfigError(src, "inbound.recipient_delimiter",
                           'expected characters such as "+" or "+-" (no space, "@" or quotes), or "" for none')
+    try:
+        parse_listen(s.http.listen)
+    except ValueError as exc:
+        raise ConfigError(src, "http.listen", str(exc)) from None
+    if s.http.max_body < 1024:
+        raise ConfigError(src, "http.max_body", "expected at least 1024 bytes")
+    if s.http.max_concurrent < 1:
+        raise ConfigError(src, "http.max_concurrent", "expected at least 1")
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")

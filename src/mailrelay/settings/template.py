@@ -30,6 +30,10 @@ require_own_domain = false
 # enabled = false to only accept and queue (e.g. to try mailrelay without sending anything).
 enabled = true
 
+[http]
+# The HTTP API (SendGrid v3-compatible: POST /v3/mail/send with an API key as Bearer token).
+listen = "127.0.0.1:8025"    # loopback: put a TLS proxy in front, or set tls = true
+
 # Listeners (as Postfix's master.cf): 25 and 2525 offer STARTTLS; 587 and 465 require AUTH.
 [listener.smtp]
 listen = ["0.0.0.0:25"]

@@ -16,7 +16,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,6 +59,7 @@ class SpoolRecord:
     direction: str = "out"  # "in": received for an inbound domain, handed to its webhook
     auth: dict[str, Any] | None = None  # inbound: SPF/DKIM/DMARC/iprev results (JSON)
     initial_status: str = status.QUEUED  # inbound mail: INBOUND (to post) or KEPT (inbox only)
+    not_before: float | None = None  # first attempt no earlier (the API's send_at); None: now
 
     def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         msg = {
@@ -75,13 +76,13 @@ class SpoolRecord:
         rcpts = [
             {"message_id": self.queue_id, "address": addr, "domain": domain_of(addr),
              "params": json.dumps(params), "status": self.initial_status, "attempts": 0,
-             "next_attempt_at": self.created_at, "updated_at": self.created_at}
+             "next_attempt_at": self.not_before or self.created_at, "updated_at": self.created_at}
             for addr, params in self.recipients
         ]
         return msg, rcpts
 
 
-_Item = tuple[Any, "asyncio.Future[Any]", Any]  # (SpoolRecord or op, future, result)
+_Item = tuple[Any, "asyncio.Future[Any]", Any]  # (SpoolRecord, tuple of them, or op; future; result)
 _Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
 _STOP = object()
 _FROM_OP = object()  # marks an op's item: its future gets what the op returned
@@ -121,6 +122,13 @@ class SpoolWriter:
         assert self._loop is not None, "SpoolWriter.start() first"
         fut: asyncio.Future[T] = self._loop.create_future()
         self._put((record, fut, result))
+        return fut
+
+    def submit_many(self, records: Sequence[SpoolRecord], result: T) -> asyncio.Future[T]:
+        """Queue `records` to be committed together, in one transaction: all or none."""
+        assert self._loop is not None, "SpoolWriter.start() first"
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._put((tuple(records), fut, result))
         return fut
 
     def run(self, op: Callable[[Connection], T]) -> asyncio.Future[T]:
@@ -180,13 +188,13 @@ class SpoolWriter:
         except Exception as exc:
             if is_unavailable(exc):
                 # The database, not this batch: one by one would only fail again, slower.
-                self.health.failed(exc, messages=sum(1 for work, _, _ in batch if isinstance(work, SpoolRecord)))
+                self.health.failed(exc, messages=sum(len(_records(work)) for work, _, _ in batch))
                 unavailable = StorageUnavailable(describe(exc))
                 self._resolve([(fut, None, unavailable) for _, fut, _ in batch])
                 return
             if len(batch) == 1:
                 work = batch[0][0]
-                what = work.queue_id if isinstance(work, SpoolRecord) else getattr(work, "__name__", "op")
+                what = (",".join(r.queue_id for r in _records(work)) or getattr(work, "__name__", "op"))
                 log.error("database write (%s) failed: %s", what, exc)
                 self._resolve([(batch[0][1], None, exc)])
                 return
@@ -196,7 +204,7 @@ class SpoolWriter:
             return
         self.health.succeeded()
         self.batches += 1
-        enqueued = sum(1 for work, _, _ in batch if isinstance(work, SpoolRecord))
+        enqueued = sum(len(_records(work)) for work, _, _ in batch)
         self.written += enqueued
         results: list[_Result] = []
         for (_, fut, result), op_result in zip(batch, op_results, strict=True):
@@ -210,16 +218,16 @@ class SpoolWriter:
         event_rows: list[dict[str, Any]] = []
         usage: dict[int, int] = {}
         for work, _, _ in batch:
-            if isinstance(work, SpoolRecord):
-                m, r = work.rows()
+            for record in _records(work):
+                m, r = record.rows()
                 msg_rows.append(m)
                 rcpt_rows.extend(r)
-                if work.processed_event:
+                if record.processed_event:
                     event_rows.extend(
-                        {"account_id": work.account_id, "message_id": work.queue_id, "recipient": addr,
-                         "type": status.EV_PROCESSED, "at": work.created_at} for addr, _ in work.recipients)
-                if work.count_usage:
-                    usage[work.account_id] = usage.get(work.account_id, 0) + work.count_usage
+                        {"account_id": record.account_id, "message_id": record.queue_id, "recipient": addr,
+                         "type": status.EV_PROCESSED, "at": record.created_at} for addr, _ in record.recipients)
+                if record.count_usage:
+                    usage[record.account_id] = usage.get(record.account_id, 0) + record.count_usage
         out: list[Any] = []
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -232,7 +240,7 @@ class SpoolWriter:
                     if usage:
                         add_usage(conn, usage, msg_rows[0]["created_at"])
                 for work, _, _ in batch:
-                    out.append(None if isinstance(work, SpoolRecord) else work(conn))
+                    out.append(None if isinstance(work, (SpoolRecord, tuple)) else work(conn))
         finally:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -243,6 +251,13 @@ class SpoolWriter:
         # A closed loop raises RuntimeError: nobody waits for these replies any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_set_results, results, self.on_enqueued if wake else None)
+
+
+def _records(work: Any) -> tuple[SpoolRecord, ...]:
+    """The messages of a queued item: one (`submit`), several (`submit_many`) or none (an op)."""
+    if isinstance(work, SpoolRecord):
+        return (work,)
+    return work if isinstance(work, tuple) else ()
 
 
 def _writer_lock(engine: Engine) -> int | None:

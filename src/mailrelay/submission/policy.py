@@ -161,7 +161,7 @@ class SubmissionPolicy:
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
         account = self.sender_account(session)
         if account is not None and txn.declared_size is not None:
-            self._check_size(self.plans.get(account.plan), txn.declared_size)
+            self.check_size(self.plans.get(account.plan), txn.declared_size)
 
     def check_recipient(self, session: Session, txn: Transaction, rcpt: Path) -> Awaitable[None] | None:
         if session.identity is None and not session.trusted:
@@ -212,7 +212,7 @@ class SubmissionPolicy:
             raise Refusal(R.STORAGE_ERROR) from None
         if refused is not None:
             self.rate.give_back(account.id)
-            raise Refusal(_exceeded(plan, refused, now))
+            raise Refusal(exceeded(plan, refused, now))
         held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
         held.add(now)
         txn.hold = held
@@ -225,13 +225,13 @@ class SubmissionPolicy:
             self.writer.run(held.release).add_done_callback(
                 functools.partial(_log_release, held))
 
-    def _check_size(self, plan: PlanSettings, size: int) -> None:
+    def check_size(self, plan: PlanSettings, size: int) -> None:
         if plan.max_message_size and size > plan.max_message_size:
             raise Refusal(R.MESSAGE_TOO_BIG.with_text(
                 f"Message size exceeds fixed maximum message size: plan {plan.name} allows "
                 f"{plan.max_message_size} bytes"))
 
-    def _check_from_domain(self, account: Account, body: bytes) -> None:
+    def check_from_domain(self, account: Account, body: bytes) -> None:
         """submission.require_own_domain: From: must be the account's own (SendGrid's sender
         authentication); otherwise anyone could send as anyone's domain through us."""
         assert self.sender_domains is not None
@@ -254,11 +254,11 @@ class SubmissionPolicy:
             failure = chaos_reply(account, "data")
             if failure is not None:
                 raise Refusal(failure)
-        self._check_size(self.plans.get(account.plan), len(body))
+        self.check_size(self.plans.get(account.plan), len(body))
         inspected = smtpapi.inspect(body)
         body = inspected.body
         if self.sender_domains is not None:
-            self._check_from_domain(account, body)
+            self.check_from_domain(account, body)
         queue_id = new_queue_id()
         now = self.clock()
         # Recipients reserved at RCPT are counted already; the others now, with the message
@@ -296,7 +296,7 @@ class SenderDomains(Protocol):
     def signing_domain(self, account_id: int, data: bytes) -> str | None: ...
 
 
-def _exceeded(plan: PlanSettings, period: Period, now: float) -> Reply:
+def exceeded(plan: PlanSettings, period: Period, now: float) -> Reply:
     limit, per, reset = ((plan.daily_limit, "day", day_reset(now)) if period == "day"
                          else (plan.monthly_limit, "month", month_reset(now)))
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset))

@@ -89,6 +89,8 @@ enabled = false
 enabled = false
 [delivery]
 enabled = false
+[http]
+enabled = false
 """, extra))
     return config
 

@@ -1,0 +1,24 @@
+"""The ASGI application: SendGrid's v3 routes over mailrelay's services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from mailrelay import __version__
+from mailrelay.http import errors, mail
+from mailrelay.http.limits import BodyLimit
+from mailrelay.http.services import Services
+
+OPENAPI_PATH = "/v3/openapi.json"
+
+
+def build_api(services: Services) -> FastAPI:
+    api = FastAPI(title="mailrelay API", version=__version__, openapi_url=OPENAPI_PATH,
+                  docs_url=None, redoc_url=None,
+                  description="SendGrid v3-compatible API of a mailrelay server. Authenticate with "
+                              "`Authorization: Bearer <API key>`.")
+    api.state.services = services
+    errors.install(api)
+    api.include_router(mail.router)
+    api.add_middleware(BodyLimit, max_body=services.settings.http.max_body)
+    return api

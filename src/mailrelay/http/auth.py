@@ -1,0 +1,74 @@
+"""Who is calling: `Authorization: Bearer <API key>`, checked as an SMTP `apikey` login is.
+
+Security: a missing, malformed, unknown or revoked key gets SendGrid's 401 body and nothing
+else (which of those it was is not said). Failed keys count per client address with the same
+slow-down and lock-out as failed SMTP logins (auth.*): after `slowdown_after` failures each
+answer is delayed, after `lockout_after` the address gets 429 until the lock-out ends. Keys are
+never logged: only a key's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from mailrelay.accounts.scopes import allows
+from mailrelay.accounts.service import Account
+from mailrelay.http.errors import BAD_KEY, FORBIDDEN, APIError
+from mailrelay.http.services import Services
+from mailrelay.smtp.limits import client_key
+
+MAX_AUTHORIZATION = 1024  # characters of the header: a key is about 70
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    account: Account
+    scopes: frozenset[str] | None  # None: full access
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def caller(request: Request) -> Caller:
+    """The account behind the request's key (a FastAPI dependency)."""
+    svc = services(request)
+    where = client_key(client_ip(request))
+    limiter = svc.auth_limiter
+    if limiter.locked(where):
+        raise APIError(429, "too many failed authentication attempts from your address; try again later",
+                       headers={"Retry-After": str(int(svc.settings.auth.lockout_seconds))})
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if not header:
+        raise APIError(401, "authorization required")
+    found = None
+    if scheme.lower() == "bearer" and key and len(header) <= MAX_AUTHORIZATION:
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(svc.executor, svc.accounts.authenticate_key, key)
+    if found is None:
+        delay = limiter.record_failure(where)
+        if delay:
+            await asyncio.sleep(delay)
+        raise APIError(401, BAD_KEY)
+    return Caller(*found)
+
+
+def needs(scope: str) -> Callable[[Request], Awaitable[Caller]]:
+    """A dependency: the caller, if its key has `scope` (else 403, as SendGrid answers)."""
+    async def check(request: Request) -> Caller:
+        who = await caller(request)
+        if not allows(who.scopes, scope):
+            raise APIError(403, FORBIDDEN)
+        return who
+    return check

@@ -1,0 +1,128 @@
+"""`POST /v3/mail/send`: SendGrid's mail send, onto the same queue as SMTP mail.
+
+The document is validated whole (mailrelay.submission.v3mail) and answered 400 with every
+problem found; then each personalization becomes one message, and the request is queued through
+mailrelay.submission.api with the same plan, quota and sender-domain rules as SMTP. 202 comes
+only after the commit, with `X-Message-Id`, the prefix of `sg_message_id` in the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import string
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from mailrelay.core.reply import Refusal
+from mailrelay.http.auth import Caller, client_ip, needs, services
+from mailrelay.http.errors import APIError, Problem
+from mailrelay.submission.api import APIMessage, RateRefusal
+from mailrelay.submission.v3errors import MailSendError
+from mailrelay.submission.v3mail import parse_mail_send
+from mailrelay.submission.v3mime import build_messages
+
+router = APIRouter()
+
+_ALPHABET = string.ascii_letters + string.digits
+# SendGrid's own text when a From: address is not one of the account's verified senders.
+NOT_VERIFIED_SENDER = ("The from address does not match a verified Sender Identity. Mail cannot be sent "
+                       "until this error is resolved.")
+MAX_DEPTH = 32  # nesting of the JSON document; SendGrid's shape needs 5
+
+
+def new_message_id() -> str:
+    """An X-Message-Id: 22 letters and digits, as long as SendGrid's."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(22))
+
+
+def _depth_ok(text: str) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _refusal(reply_code: int, enhanced: str, text: str) -> APIError:
+    """An SMTP refusal of the shared policy, as SendGrid's API answers the same case."""
+    if text.startswith("Maximum credits exceeded"):
+        return APIError(401, [Problem("Maximum credits exceeded", None, text)])
+    if reply_code == 552:
+        return APIError(413, [Problem(text)])
+    if reply_code == 550 and enhanced == "5.7.1" and "sender domain" in text:
+        return APIError(403, [Problem(NOT_VERIFIED_SENDER, "from", text)])
+    if reply_code == 452:
+        return APIError(400, [Problem(text, "personalizations")])
+    if reply_code >= 500:
+        return APIError(400, [Problem(text)])
+    return APIError(503, [Problem(text)], headers={"Retry-After": "5"})
+
+
+def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str) -> list[APIMessage] | None:
+    """The request's messages, or None for sandbox_mode; APIError for a bad document."""
+    try:
+        text = raw.decode("utf-8")
+        if not _depth_ok(text):
+            raise ValueError("nested too deeply")
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise APIError(400, [Problem("Bad Request", None, "the body must be a JSON object")]) from None
+    try:
+        mail = parse_mail_send(data, now=now)
+        if mail.sandbox_mode:
+            return None
+        built = build_messages(mail, hostname=hostname, x_message_id=x_message_id, now=now)
+    except MailSendError as exc:
+        raise APIError(400, [Problem(e.message, e.field, e.help) for e in exc.errors]) from None
+    return [APIMessage(mail_from=o.mail_from, recipients=o.recipients, body=o.body, message_id=o.message_id,
+                       subject=o.subject, tags=o.tags, send_at=o.send_at) for o in built]
+
+
+@router.post("/v3/mail/send", status_code=202, summary="Send mail (SendGrid v3 mail send)",
+             responses={202: {"description": "Queued; X-Message-Id names it in events"},
+                        200: {"description": "mail_settings.sandbox_mode: validated, nothing sent"},
+                        400: {"description": "invalid document"}, 401: {"description": "bad key"},
+                        403: {"description": "key lacks mail.send, or From: not the account's"},
+                        413: {"description": "too large"}, 429: {"description": "plan rate limit"}})
+async def mail_send(request: Request, who: Annotated[Caller, Depends(needs("mail.send"))]) -> Response:
+    svc = services(request)
+    raw = await request.body()
+    now = time.time()
+    x_message_id = new_message_id()
+    # Parsing a 40 MB document or building 1,000 messages is CPU work: off the event loop, so
+    # other requests (and their 202s) are not held up behind it.
+    messages = await asyncio.to_thread(_prepare, raw, now, svc.settings.server.hostname, x_message_id)
+    if messages is None:
+        return Response(status_code=200)  # sandbox_mode: validated, not sent, no credits used
+    tls = "TLS" if svc.settings.http.tls else None
+    try:
+        await svc.submission.submit(who.account, messages, client_ip=client_ip(request), auth_user="apikey",
+                                    tls_version=tls)
+    except RateRefusal as exc:
+        raise APIError(429, [Problem("too many requests", None,
+                                     f"plan rate limit: {exc.limit} emails a minute")],
+                       headers={"X-RateLimit-Limit": str(exc.limit), "X-RateLimit-Remaining": "0",
+                                "X-RateLimit-Reset": str(int(now + exc.retry_after) + 1),
+                                "Retry-After": str(int(exc.retry_after) + 1)}) from None
+    except Refusal as exc:
+        r = exc.reply
+        raise _refusal(r.code, r.status, r.text) from None
+    return Response(status_code=202, headers={"X-Message-Id": x_message_id})

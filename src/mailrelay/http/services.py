@@ -1,0 +1,20 @@
+"""What the HTTP handlers are given: the node's services, built once by mailrelay.app."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from mailrelay.accounts.service import AccountService
+from mailrelay.settings import Settings
+from mailrelay.smtp.limits import AuthFailureLimiter
+from mailrelay.submission.api import APISubmission
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    accounts: AccountService
+    submission: APISubmission
+    auth_limiter: AuthFailureLimiter  # failed keys per client address, as failed SMTP logins
+    executor: Executor  # argon2 checks, off the event loop

@@ -1,0 +1,19 @@
+"""`[http]`: the HTTP API (SendGrid v3-compatible), served by `mailrelay serve` in a process of
+its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPSettings:
+    enabled: bool = True
+    # host:port; loopback by default: put it behind a TLS proxy, or set tls = true and listen on
+    # 0.0.0.0 to serve it with the server's certificate ([tls]).
+    listen: str = "127.0.0.1:8025"
+    tls: bool = False
+    # Bytes of one request body: SendGrid's 30 MB message limit, plus JSON and base64 overhead
+    # (base64 grows attachments by a third).
+    max_body: int = 42 * 1024 * 1024
+    max_concurrent: int = 256  # requests in flight at once; more wait in the accept queue

@@ -1,0 +1,70 @@
+"""`mailrelay serve` runs the HTTP API in a process of its own: it answers, it wakes delivery,
+it stops with the server, and it does not outlive a killed parent."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.integration.serve.test_serve_process import Server, base_env, free_port, run_cli, servers, write_config
+
+__all__ = ["servers"]  # the fixture
+
+MAIL = {"personalizations": [{"to": [{"email": "bob@example.net"}]}], "from": {"email": "demo@example.com"},
+        "subject": "Hi", "content": [{"type": "text/plain", "value": "Hello"}]}
+
+
+def _start(tmp_path: Path, db_url: str, servers: list[Server]) -> tuple[Server, str, str, int]:
+    http_port = free_port()
+    config = write_config(tmp_path, db_url, free_port(), f'[http]\nenabled = true\nlisten = "127.0.0.1:{http_port}"\n')
+    server = Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path))
+    servers.append(server)
+    server.wait_ready()  # it made the demo account
+    key = run_cli(tmp_path, config, "account", "key", "create", "demo").stdout
+    full = re.search(r"key: (\S+)", key)
+    assert full, key
+    deadline = time.monotonic() + 30
+    while "HTTP API listening" not in server.text():
+        assert time.monotonic() < deadline, server.text()
+        time.sleep(0.05)
+    child = int(re.findall(r"HTTP API process started \(pid (\d+)\)", server.text())[0])
+    return server, f"http://127.0.0.1:{http_port}", full.group(1), child
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie awaiting its parent's wait is gone too
+            if fh.read().split(") ", 1)[1].startswith("Z"):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_api_answers_from_its_own_process_and_stops_with_sigterm(
+        tmp_path: Path, db_url: str, servers: list[Server]) -> None:
+    server, url, key, child = _start(tmp_path, db_url, servers)
+    assert child != server.proc.pid
+    r = httpx.post(f"{url}/v3/mail/send", json=MAIL, headers={"Authorization": f"Bearer {key}"}, trust_env=False)
+    assert r.status_code == 202, r.text
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 0
+    assert _gone(child, 10)
+    assert "queued from=<demo@example.com>" in server.text()
+
+
+def test_the_api_process_stops_when_its_parent_is_killed(
+        tmp_path: Path, db_url: str, servers: list[Server]) -> None:
+    server, _, _, child = _start(tmp_path, db_url, servers)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    assert _gone(child, 15), "the HTTP process outlived its parent"
