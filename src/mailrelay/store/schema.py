@@ -26,6 +26,11 @@ accounts = sa.Table(
     # Event webhook: events are POSTed here, signed with HMAC-SHA256 under the secret.
     sa.Column("webhook_url", sa.Text, nullable=True),
     sa.Column("webhook_secret", sa.String(128), nullable=True),
+    # SendGrid's event webhook settings: on/off, which events (JSON list; NULL: all), and the
+    # ECDSA P-256 key (PEM) its POSTs are signed with when signing is on (NULL: off).
+    sa.Column("webhook_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("webhook_events", sa.Text, nullable=True),
+    sa.Column("webhook_signing_key", sa.Text, nullable=True),
 )
 
 # Emails counted against plan limits: one row per account and period ("D2026-11-27" for a
@@ -76,6 +81,7 @@ messages = sa.Table(
     sa.Column("subject", sa.Text, nullable=True),
     # X-SMTPAPI fields copied onto every event: {"category": [...], "unique_args": {...}}.
     sa.Column("tags", sa.Text, nullable=True),
+    sa.Column("batch_id", sa.String(64), nullable=True, index=True),  # the API's batch_id (scheduled sends)
     # A sandbox account's message: captured by the delivery agent instead of delivered, until
     # `inbox release` clears this flag. `signature` holds the DKIM-Signature fields made then.
     sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -177,7 +183,70 @@ suppressions = sa.Table(
     sa.Column("address", sa.String(320), nullable=False),  # lower-cased
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
+    # SendGrid's list: bounces, blocks, invalid_emails, spam_reports, unsubscribes (global).
+    sa.Column("kind", sa.String(32), nullable=False, server_default="bounces"),
     sa.UniqueConstraint("account_id", "address", name="uq_suppressions_account_address"),
+)
+
+# Unsubscribe groups (SendGrid's ASM) and the addresses that left each.
+asm_groups = sa.Table(
+    "asm_groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(30), nullable=False),
+    sa.Column("description", sa.String(100), nullable=False, server_default=""),
+    sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+asm_suppressions = sa.Table(
+    "asm_suppressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("group_id", sa.Integer, sa.ForeignKey("asm_groups.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("address", sa.String(320), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("group_id", "address", name="uq_asm_suppressions_group_address"),
+)
+
+# Dynamic templates (Handlebars) and their versions; one version is active.
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("generation", sa.String(16), nullable=False, server_default="dynamic"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+template_versions = sa.Table(
+    "template_versions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("template_id", sa.String(64), sa.ForeignKey("templates.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("html_content", sa.Text, nullable=False, server_default=""),
+    sa.Column("plain_content", sa.Text, nullable=False, server_default=""),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("editor", sa.String(16), nullable=False, server_default="code"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Batches of scheduled sends (SendGrid's batch_id): paused or cancelled before their send_at.
+mail_batches = sa.Table(
+    "mail_batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=True),  # NULL, "pause" or "cancel"
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 # Sender domains of an account, with their DKIM keys (PEM, PKCS#8).
@@ -200,6 +269,9 @@ domains = sa.Table(
     sa.Column("inbound_webhook", sa.Text, nullable=True),
     sa.Column("inbound_raw", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("dmarc_policy", sa.String(16), nullable=False, server_default="monitor"),  # monitor | enforce
+    # When its DNS records were checked and found right (or an operator forced it): only a
+    # verified domain is usable for sending (require_own_domain, DKIM signing).
+    sa.Column("verified_at", sa.Float, nullable=True),
 )
 
 # Known recipient addresses of inbound domains (`mailrelay address add user@example.com`).

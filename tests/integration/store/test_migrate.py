@@ -15,7 +15,8 @@ from mailrelay.store.db import StorageError, create_engine
 from mailrelay.store.schema import metadata
 
 TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events", "suppressions", "domains",
-          "usage", "addresses", "nodes", "alembic_version"}
+          "usage", "addresses", "nodes", "asm_groups", "asm_suppressions", "templates", "template_versions",
+          "mail_batches", "alembic_version"}
 
 
 def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
@@ -23,12 +24,12 @@ def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
     try:
         assert migrate.current_revision(engine) is None
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == migrate.head_revision() == "0006"
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0007"
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO accounts (name, password_hash, created_at, "
                                  "updated_at) VALUES ('keep', 'h', 1, 1)"))
         migrate.upgrade(engine)  # second run: nothing recreated, nothing lost
-        assert migrate.current_revision(engine) == "0006"
+        assert migrate.current_revision(engine) == "0007"
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT name, plan, status FROM accounts")).all() == [
                 ("keep", "free", "active")]
@@ -41,7 +42,7 @@ def test_head_constant_matches_the_revision_files() -> None:
     # migrate.HEAD_REVISION lets a CLI command skip importing alembic; a new revision must
     # update it, or databases would stop one revision short.
     assert migrate.head_revision() == migrate.script_head()
-    assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006"}
+    assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007"}
 
 
 def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
@@ -74,7 +75,7 @@ def test_concurrent_upgrades_on_an_empty_database_both_succeed(db_url: str) -> N
         t.join(30)
     try:
         assert errors == []
-        assert migrate.current_revision(engines[0]) == "0006"
+        assert migrate.current_revision(engines[0]) == "0007"
     finally:
         for e in engines:
             e.dispose()
@@ -157,5 +158,35 @@ def test_0006_gives_existing_api_keys_full_access_and_downgrades(db_url: str) ->
             assert "scopes" not in columns and "label" in columns
             assert conn.execute(sa.text("SELECT id FROM api_keys")).scalars().all() == [
                 "OldKeyId12345678"]
+    finally:
+        engine.dispose()
+
+
+def test_0007_keeps_every_row_and_counts_existing_sender_domains_as_verified(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from mailrelay.store.db import MIGRATIONS_DIR
+
+    engine = create_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    try:
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0006")
+            conn.commit()
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, updated_at) "
+                                 "VALUES (7, 'keep', 'h', 1, 1)"))
+            conn.execute(sa.text("INSERT INTO api_keys (id, account_id, label, secret_hash, created_at) "
+                                 "VALUES ('Kept', 7, 'ci', 'h', 1)"))
+            conn.execute(sa.text("INSERT INTO domains (account_id, name, selector, created_at) "
+                                 "VALUES (7, 'shop.example', 's1', 5)"))
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT id FROM api_keys")).scalars().all() == ["Kept"]
+            assert conn.execute(sa.text("SELECT name, verified_at FROM domains")).all() == [("shop.example", 5.0)]
+            assert conn.execute(sa.text("SELECT webhook_enabled FROM accounts")).scalar() in (True, 1)
     finally:
         engine.dispose()
