@@ -17,6 +17,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# SendGrid's Node.js client for the HTTP API tests (npm registry; lock file pinned).
+NODE_TEST := tests/integration/http/node
+$(NODE_TEST)/node_modules/.installed: $(NODE_TEST)/package-lock.json
+	cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.installed
 
 serve: $(VENV)/.installed
@@ -26,8 +32,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-test lint
+test: $(VENV)/.installed-test $(NODE_TEST)/node_modules/.installed lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(NODE_TEST)/node_modules
