@@ -96,12 +96,53 @@ def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str) -> list[A
                        subject=o.subject, tags=o.tags, send_at=o.send_at) for o in built]
 
 
+_ADDRESS = {"type": "object", "required": ["email"],
+            "properties": {"email": {"type": "string", "format": "email"}, "name": {"type": "string"}}}
+_ADDRESSES = {"type": "array", "items": _ADDRESS}
+# The document's shape for the OpenAPI description (the handler reads the raw body and checks
+# every rule, with SendGrid's texts and field paths, in mailrelay.submission.v3mail).
+MAIL_SEND_SCHEMA = {
+    "type": "object", "required": ["personalizations", "from"],
+    "properties": {
+        "personalizations": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
+            "type": "object", "required": ["to"],
+            "properties": {"to": {**_ADDRESSES, "minItems": 1}, "cc": _ADDRESSES, "bcc": _ADDRESSES,
+                           "subject": {"type": "string"}, "headers": {"type": "object"},
+                           "substitutions": {"type": "object"}, "dynamic_template_data": {"type": "object"},
+                           "custom_args": {"type": "object"}, "send_at": {"type": "integer"}}}},
+        "from": _ADDRESS, "reply_to": _ADDRESS, "reply_to_list": _ADDRESSES, "subject": {"type": "string"},
+        "content": {"type": "array", "items": {"type": "object", "required": ["type", "value"], "properties": {
+            "type": {"type": "string"}, "value": {"type": "string"}}}},
+        "attachments": {"type": "array", "items": {"type": "object", "required": ["content", "filename"],
+                                                   "properties": {"content": {"type": "string"},
+                                                                  "filename": {"type": "string"},
+                                                                  "type": {"type": "string"},
+                                                                  "disposition": {"type": "string"},
+                                                                  "content_id": {"type": "string"}}}},
+        "template_id": {"type": "string"}, "headers": {"type": "object"},
+        "categories": {"type": "array", "maxItems": 10, "items": {"type": "string"}},
+        "custom_args": {"type": "object"}, "send_at": {"type": "integer"}, "batch_id": {"type": "string"},
+        "asm": {"type": "object"}, "ip_pool_name": {"type": "string"}, "mail_settings": {"type": "object"},
+        "tracking_settings": {"type": "object"},
+    },
+}
+_ERRORS = {"application/json": {"schema": {"type": "object", "required": ["errors"], "properties": {
+    "errors": {"type": "array", "items": {"type": "object", "properties": {
+        "message": {"type": "string"}, "field": {"type": ["string", "null"]},
+        "help": {"type": ["string", "null"]}}}}}}}}
+
+
 @router.post("/v3/mail/send", status_code=202, summary="Send mail (SendGrid v3 mail send)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": MAIL_SEND_SCHEMA}}}},
              responses={202: {"description": "Queued; X-Message-Id names it in events"},
                         200: {"description": "mail_settings.sandbox_mode: validated, nothing sent"},
-                        400: {"description": "invalid document"}, 401: {"description": "bad key"},
-                        403: {"description": "key lacks mail.send, or From: not the account's"},
-                        413: {"description": "too large"}, 429: {"description": "plan rate limit"}})
+                        400: {"description": "invalid document", "content": _ERRORS},
+                        401: {"description": "bad key, or the plan's credits are used up", "content": _ERRORS},
+                        403: {"description": "key lacks mail.send, or From: not the account's", "content": _ERRORS},
+                        413: {"description": "too large", "content": _ERRORS},
+                        429: {"description": "plan rate limit, or too many failed keys", "content": _ERRORS},
+                        503: {"description": "storage unavailable; try again", "content": _ERRORS}})
 async def mail_send(request: Request, who: Annotated[Caller, Depends(needs("mail.send"))]) -> Response:
     svc = services(request)
     raw = await request.body()
