@@ -8,7 +8,9 @@ domain's parse webhook, then `posted` or `expired`; with no webhook it is `kept`
 
 Event types: each row of the event log has one. Those in `POSTED_EVENTS` change a recipient's
 state and go to the account's event webhook; the rest (suppression-added, bounce-queued,
-delay-warning, operator retries and deletes) are bookkeeping and stay in the log.
+delay-warning, operator retries and deletes) are bookkeeping and stay in the log. `EVENT_NAMES`
+gives each posted type its name on the webhook, `SENDGRID_EVENTS` the names an account can
+switch off (as SendGrid's event webhook settings).
 """
 
 from __future__ import annotations
@@ -57,3 +59,27 @@ POSTED_EVENTS: Final = frozenset({
     # received mail and the domain's parse webhook
     EV_INBOUND_POSTED, EV_INBOUND_DEFERRED, EV_INBOUND_EXPIRED, EV_INBOUND_KEPT, EV_INBOUND_RECEIVED,
 })
+
+# Each posted type's `event` name on the webhook: SendGrid's where one fits (bounced, expired and
+# bounced-by-operator are all `bounce`, told apart by the payload's `type`); captured, released
+# (sandbox) and received mail's keep our own names.
+EVENT_NAMES: Final = {
+    EV_PROCESSED: "processed",
+    DEFERRED: "deferred",
+    DELIVERED: "delivered",
+    BOUNCED: "bounce",
+    EXPIRED: "bounce",
+    EV_BOUNCED_BY_OPERATOR: "bounce",
+    DROPPED: "dropped",
+    CAPTURED: "captured",
+    EV_RELEASED: "released",
+    EV_INBOUND_POSTED: EV_INBOUND_POSTED, EV_INBOUND_DEFERRED: EV_INBOUND_DEFERRED,
+    EV_INBOUND_EXPIRED: EV_INBOUND_EXPIRED, EV_INBOUND_KEPT: EV_INBOUND_KEPT,
+    EV_INBOUND_RECEIVED: EV_INBOUND_RECEIVED,
+}
+
+# SendGrid's event webhook switches, one per event name it posts (its settings' booleans): an
+# account's `webhook_events` lists the ones on. Names of ours (captured, inbound-*) have no
+# switch: they are posted whenever the webhook is.
+SENDGRID_EVENTS: Final = ("processed", "dropped", "deferred", "delivered", "bounce", "open", "click",
+                          "spam_report", "unsubscribe", "group_unsubscribe", "group_resubscribe")

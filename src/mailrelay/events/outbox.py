@@ -39,6 +39,7 @@ class AccountBatch:
     secret: str
     rows: list[EventRow]
     attempts: int  # failed posts so far of the oldest event
+    signing_key: str | None = None  # ECDSA P-256 PEM: also signed as SendGrid signs (events.signing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +104,24 @@ def claim(conn: Connection, *, now: float, lease_until: float, max_events: int, 
         if ready and len(chosen) < max_accounts:
             chosen[account_id] = ready[:per_account]
     _hold_back(conn, held_back)
+    # Only accounts whose webhook is on now: one turned off (or disabled) since these events
+    # were recorded gets none of them.
     hooks = {r.id: r for r in conn.execute(
-        sa.select(accounts.c.id, accounts.c.webhook_url, accounts.c.webhook_secret)
-        .where(accounts.c.id.in_(list(chosen))))} if chosen else {}
-    unhooked = [i for a, ids in chosen.items() if a not in hooks or not hooks[a].webhook_url
-                or not hooks[a].webhook_secret for i in ids]
+        sa.select(accounts.c.id, accounts.c.webhook_url, accounts.c.webhook_secret,
+                  accounts.c.webhook_signing_key)
+        .where(accounts.c.id.in_(list(chosen)), accounts.c.webhook_url.is_not(None),
+               accounts.c.webhook_secret.is_not(None), accounts.c.webhook_enabled == sa.true()))} if chosen else {}
+    unhooked = [i for a, ids in chosen.items() if a not in hooks for i in ids]
     _clear(conn, orphans + unhooked)  # the webhook was turned off: nothing to post these to
     batches = []
     claimed: list[int] = []
     for account_id, ids in chosen.items():
         hook = hooks.get(account_id)
-        if hook is None or not hook.webhook_url or not hook.webhook_secret:
+        if hook is None:
             continue
         rows, attempts = _load(conn, ids)
-        batches.append(AccountBatch(account_id, hook.webhook_url, hook.webhook_secret, rows, attempts))
+        batches.append(AccountBatch(account_id, hook.webhook_url, hook.webhook_secret, rows, attempts,
+                                    hook.webhook_signing_key))
         claimed.extend(ids)
     if claimed:
         conn.execute(events.update().where(events.c.id.in_(claimed)).values(

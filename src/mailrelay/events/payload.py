@@ -2,8 +2,9 @@
 
 Only events that change a recipient's state are posted (`core.status.POSTED_EVENTS`); bookkeeping events
 (suppression-added, bounce-queued, delay-warning, operator retries and deletes) stay in the log.
-Internal names map to SendGrid's where one fits: bounced, expired and bounced-by-operator are
-all `bounce` (told apart by `type`); captured and released (sandbox) keep our own names.
+Internal names map to SendGrid's where one fits (`core.status.EVENT_NAMES`): bounced, expired and
+bounced-by-operator are all `bounce` (told apart by `type`); captured and released (sandbox) keep
+our own names.
 """
 
 from __future__ import annotations
@@ -13,22 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# internal type (one for each of core.status.POSTED_EVENTS) -> the `event` field posted
-EVENT_NAMES = {
-    "processed": "processed",
-    "deferred": "deferred",
-    "delivered": "delivered",
-    "bounced": "bounce",
-    "expired": "bounce",
-    "bounced-by-operator": "bounce",
-    "dropped": "dropped",
-    "captured": "captured",
-    "released": "released",
-    # Received mail and the domain's parse webhook (no SendGrid counterpart: our own names).
-    "inbound-posted": "inbound-posted", "inbound-deferred": "inbound-deferred",
-    "inbound-expired": "inbound-expired", "inbound-kept": "inbound-kept",
-    "inbound-received": "inbound-received",
-}
+from mailrelay.core.status import EVENT_NAMES
 
 # `type` of a bounce, as SendGrid's "bounce" / "blocked", plus ours for a message that expired.
 _BOUNCE_TYPES = {"bounced": "bounce", "expired": "expired", "bounced-by-operator": "bounce"}

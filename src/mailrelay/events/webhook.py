@@ -2,8 +2,9 @@
 
 Per delivery process, a poster (events.poster) claims due events and runs one posting task per
 account (at most `max_concurrent` at once). An account's task POSTs its events as signed JSON
-arrays, oldest first, and stops at the first failure; the failed events are retried with
-backoff (spool.schedule: retry_first doubling to retry_max) until they are `max_age` old.
+arrays (events.signing: ours always, SendGrid's too when the account turned it on), oldest
+first, and stops at the first failure; the failed events are retried with backoff
+(spool.schedule: retry_first doubling to retry_max) until they are `max_age` old.
 Nothing the SMTP sessions or delivery wait for is ever awaited on a receiver: a slow or dead
 webhook only holds its own task.
 
@@ -14,6 +15,7 @@ lines name the URL without its query string or user info, and never the secret.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -21,8 +23,10 @@ from collections.abc import Callable
 
 import httpx
 
+from mailrelay import __version__
+from mailrelay.core.status import EV_PROCESSED
 from mailrelay.events import outbox, signing
-from mailrelay.events.payload import encode_batch
+from mailrelay.events.payload import EventRow, encode_batch
 from mailrelay.events.poster import Poster, redact
 from mailrelay.settings import WebhookSettings
 from mailrelay.spool.schedule import backoff
@@ -81,7 +85,7 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
             if failed:
                 failed.extend(r.id for r in rows)  # never past a failed one: order per account
                 continue
-            error = await self._post(batch.url, batch.secret, encode_batch(rows))
+            error = await self._post(batch.url, batch.secret, encode_batch(rows), batch.signing_key)
             if error is None:
                 sent.extend(r.id for r in rows)
                 continue
@@ -103,11 +107,9 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
             retry_at = None if too_old else now + retry_delay(batch.attempts + 1, self.settings)
         await self.writer.run(functools.partial(outbox.settle, sent=sent, failed=failed, retry_at=retry_at))
 
-    async def _post(self, url: str, secret: str, body: bytes) -> str | None:
+    async def _post(self, url: str, secret: str, body: bytes, signing_key: str | None = None) -> str | None:
         """One signed POST; None on a 2xx answer, else why it failed (for the log)."""
-        timestamp = int(self._clock())
-        headers = {signing.TIMESTAMP_HEADER: str(timestamp),
-                   signing.SIGNATURE_HEADER: signing.sign(secret, timestamp, body)}
+        headers = signing.headers(int(self._clock()), body, secret=secret, signing_key=signing_key)
         answer = await self.post(url, body, headers)
         if answer.timed_out:
             return f"no answer in {self.settings.timeout:g}s"
@@ -117,3 +119,32 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
         if answer.ok:
             return None
         return f"answered HTTP {answer.status}"
+
+
+def sample_body(now: float) -> bytes:
+    """A test POST's body: one `processed` event of no real message, as `encode_batch` makes."""
+    row = EventRow(id=0, account_id=None, message_id="test", recipient="example@test.com", type=EV_PROCESSED,
+                   detail="", at=now, smtp_id="<test@mailrelay.invalid>", tags='{"category": ["test"]}')
+    return encode_batch([row])
+
+
+async def post_sample(url: str, *, secret: str | None, signing_key: str | None, timeout: float,
+                      now: float | None = None) -> str | None:
+    """POST `sample_body` once, signed as the account's events are (the settings' test button);
+    None on a 2xx answer, else why not (the URL redacted). Same rules as the dispatcher: no
+    redirects, no proxies from the environment, the answer's body unread."""
+    stamp = time.time() if now is None else now
+    body = sample_body(stamp)
+    headers = {"Content-Type": "application/json", "User-Agent": f"mailrelay/{__version__}",
+               **signing.headers(int(stamp), body, secret=secret, signing_key=signing_key)}
+    try:
+        async with (asyncio.timeout(timeout),
+                    httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+                    client.stream("POST", url, content=body, headers=headers) as response):
+            status = response.status_code
+    except (httpx.TimeoutException, TimeoutError):
+        return f"no answer in {timeout:g}s"
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        text = str(exc).replace(url, redact(url))[:200] or "connection failed"
+        return f"{type(exc).__name__}: {text}"
+    return None if 200 <= status < 300 else f"answered HTTP {status}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from mailrelay.core.status import EVENT_NAMES
 from mailrelay.core.status import POSTED_EVENTS as POSTED
 from mailrelay.events import signing
-from mailrelay.events.payload import EVENT_NAMES, EventRow, encode_batch, status_of, to_payload
+from mailrelay.events.payload import EventRow, encode_batch, status_of, to_payload
 from mailrelay.events.poster import redact
 from mailrelay.events.webhook import retry_delay
 from mailrelay.settings import WebhookSettings
