@@ -854,6 +854,14 @@ class Sink:
 # ---------------------------------------------------------------- load
 
 
+def unlimited(srv: Mailrelay, python: str) -> None:
+    """Put demo on the unlimited plan: a run sends more than the free plan's 200 a day. Before
+    the first message, which is when the server reads the trusted account (and its plan)."""
+    p = srv.cli(python, "account", "plan", "demo", "unlimited")
+    if p.returncode:
+        raise BenchError(f"mailrelay account plan demo unlimited failed: {(p.stdout + p.stderr).strip()[-800:]}")
+
+
 def smtp_source_cmd(port: int, *, n: int, conc: int, size: int, reuse: bool,
                     sender: str = "sender@example.com") -> list[str]:
     """smtp-source sending N messages of SIZE body bytes at concurrency C, with a -c counter."""

@@ -34,7 +34,7 @@ class HTTPServer:
         host, port = parse_listen(settings.http.listen)
         config = uvicorn.Config(
             app, host=host, port=port, loop="none", lifespan="off", log_config=None,
-            access_log=False, server_header=False, proxy_headers=False,
+            access_log=False, server_header=False, proxy_headers=False, log_level="warning", http="httptools",
             limit_concurrency=settings.http.max_concurrent,
             timeout_graceful_shutdown=int(settings.server.shutdown_timeout) or 1,
             ssl_certfile=str(settings.cert_path) if settings.http.tls else None,
