@@ -167,7 +167,8 @@ class App:
         limiter = AuthFailureLimiter(slowdown_after=s.auth.slowdown_after, lockout_after=s.auth.lockout_after,
                                      lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
         services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
-                            auth_limiter=limiter, executor=self.auth_executor)
+                            auth_limiter=limiter, executor=self.auth_executor,
+                            engine=self.engine)
         return HTTPServer(build_api(services), s, self.ssl_context if s.http.tls else None)
 
     def _build_inbound(self) -> InboundReceiver | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mailrelay import __version__
-from mailrelay.http import errors, keys, mail
+from mailrelay.http import activity, errors, mail
 from mailrelay.http.limits import BodyLimit
 from mailrelay.http.services import Services
 
@@ -20,6 +20,6 @@ def build_api(services: Services) -> FastAPI:
     api.state.services = services
     errors.install(api)
     api.include_router(mail.router)
-    api.include_router(keys.router)
+    api.include_router(activity.router)
     api.add_middleware(BodyLimit, max_body=services.settings.http.max_body)
     return api

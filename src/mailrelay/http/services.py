@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from mailrelay.accounts.service import AccountService
 from mailrelay.settings import Settings
 from mailrelay.smtp.limits import AuthFailureLimiter
@@ -18,3 +20,4 @@ class Services:
     submission: APISubmission
     auth_limiter: AuthFailureLimiter  # failed keys per client address, as failed SMTP logins
     executor: Executor  # argon2 checks, off the event loop
+    engine: sa.Engine  # read-only queries (stats, email activity) from sync handlers

@@ -1,0 +1,216 @@
+"""Email activity: an account's sent messages per recipient, searched with SendGrid's query
+syntax, and one message with its events.
+
+The query language is a strict subset of SendGrid's: `field="value"` for to_email, from_email,
+subject, status and msg_id, and `last_event_time BETWEEN TIMESTAMP "..." AND TIMESTAMP "..."`,
+joined by AND. Anything else is refused with what was not understood, never silently ignored.
+A `msg_id` is SendGrid's sg_message_id: "<X-Message-Id>.<queue id>" for mail sent through the
+API, else the queue id. Every query starts from the caller's account and is bounded by a limit;
+newest first is the queue id's order (queue ids sort by time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailrelay.core import status
+from mailrelay.events.payload import status_of
+from mailrelay.store.schema import events, messages, recipients
+
+MAX_LIMIT = 1000
+MAX_QUERY = 2000  # characters
+MAX_EVENTS = 500  # of one message
+FIELDS = ("to_email", "from_email", "subject", "status", "msg_id")
+STATUSES = {
+    "delivered": (status.DELIVERED,),
+    "not_delivered": (status.BOUNCED, status.EXPIRED, status.DROPPED),
+    "processing": (status.QUEUED, status.DEFERRED, status.CAPTURED),
+}
+_OUTBOUND_EVENTS = (status.EV_PROCESSED, status.DEFERRED, status.DELIVERED, status.BOUNCED, status.EXPIRED,
+                    status.EV_BOUNCED_BY_OPERATOR, status.DROPPED, status.CAPTURED, status.EV_RELEASED)
+
+_STRING = r'"((?:[^"\\]|\\.)*)"'
+_EQUALS = re.compile(r"\s*([A-Za-z_]+)\s*=\s*" + _STRING + r"\s*")
+_BETWEEN = re.compile(r"\s*last_event_time\s+BETWEEN\s+TIMESTAMP\s+" + _STRING
+                      + r"\s+AND\s+TIMESTAMP\s+" + _STRING + r"\s*", re.IGNORECASE)
+_AND = re.compile(r"AND\b", re.IGNORECASE)
+
+
+class QueryError(ValueError):
+    """A query this server does not support or cannot read (the message says which part)."""
+
+
+@dataclass(slots=True)
+class Search:
+    equals: dict[str, str] = field(default_factory=dict)
+    after: float | None = None  # last_event_time, inclusive, epoch seconds
+    before: float | None = None
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _timestamp(text: str) -> float:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise QueryError(f"not a timestamp: {text!r} (use 2024-01-31T12:00:00Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def parse_query(text: str) -> Search:
+    """A Search from SendGrid's query syntax; QueryError names what is not supported."""
+    if len(text) > MAX_QUERY:
+        raise QueryError(f"the query is longer than {MAX_QUERY} characters")
+    search = Search()
+    pos = 0
+    while True:
+        between = _BETWEEN.match(text, pos)
+        if between:
+            if search.after is not None:
+                raise QueryError("last_event_time is given twice")
+            search.after = _timestamp(_unescape(between.group(1)))
+            search.before = _timestamp(_unescape(between.group(2)))
+            pos = between.end()
+        else:
+            equals = _EQUALS.match(text, pos)
+            if not equals:
+                rest = text[pos:].strip()[:60]
+                raise QueryError(f"unsupported query at {rest!r}: only field=\"value\" for "
+                                 f"{', '.join(FIELDS)} and last_event_time BETWEEN TIMESTAMP \"...\" AND "
+                                 f"TIMESTAMP \"...\", joined by AND, are supported")
+            name, value = equals.group(1), _unescape(equals.group(2))
+            if name not in FIELDS:
+                raise QueryError(f"unsupported query field {name!r} (supported: {', '.join(FIELDS)}, "
+                                 f"last_event_time)")
+            if name in search.equals:
+                raise QueryError(f"{name} is given twice")
+            if name == "status" and value not in STATUSES:
+                raise QueryError(f"unsupported status {value!r} (supported: {', '.join(STATUSES)})")
+            search.equals[name] = value
+            pos = equals.end()
+        if pos >= len(text):
+            return search
+        joined = _AND.match(text, pos)
+        if not joined:
+            raise QueryError(f"unsupported query at {text[pos:].strip()[:60]!r}: conditions are joined by AND")
+        pos = joined.end()
+
+
+def _tags(raw: str | None) -> dict[str, Any]:
+    try:
+        tags = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return tags if isinstance(tags, dict) else {}
+
+
+def msg_id(queue_id: str, tags: dict[str, Any]) -> str:
+    """SendGrid's sg_message_id of one of our messages (as events.payload writes it)."""
+    xid = tags.get("x_message_id")
+    return f"{xid}.{queue_id}" if isinstance(xid, str) and xid else queue_id
+
+
+def split_msg_id(value: str) -> tuple[str | None, str]:
+    """(X-Message-Id or None, queue id) of a msg_id."""
+    xid, dot, queue_id = value.rpartition(".")
+    return (xid, queue_id) if dot else (None, value)
+
+
+def _status(recipient_status: str) -> str:
+    for name, statuses in STATUSES.items():
+        if recipient_status in statuses:
+            return name
+    return "processing"
+
+
+def iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {"from_email": row.mail_from, "msg_id": msg_id(row.id, _tags(row.tags)), "subject": row.subject or "",
+            "to_email": row.address, "status": _status(row.status), "opens_count": 0, "clicks_count": 0,
+            "last_event_time": iso(row.updated_at)}
+
+
+_COLUMNS = (messages.c.id, messages.c.mail_from, messages.c.subject, messages.c.tags, messages.c.client_ip,
+            recipients.c.address, recipients.c.status, recipients.c.updated_at)
+
+
+def _base(account_id: int) -> sa.Select[Any]:
+    return (sa.select(*_COLUMNS)
+            .select_from(messages.join(recipients, recipients.c.message_id == messages.c.id))
+            .where(messages.c.account_id == account_id, messages.c.direction == "out"))
+
+
+def search_messages(engine: sa.Engine, account_id: int, search: Search, limit: int) -> list[dict[str, Any]]:
+    """The account's sent messages matching `search`, one entry per recipient, newest first."""
+    query = _base(account_id)
+    eq = search.equals
+    if "msg_id" in eq:
+        query = query.where(messages.c.id == split_msg_id(eq["msg_id"])[1])  # the primary key
+    if "to_email" in eq:
+        query = query.where(sa.func.lower(recipients.c.address) == eq["to_email"].lower())
+    if "from_email" in eq:
+        query = query.where(sa.func.lower(messages.c.mail_from) == eq["from_email"].lower())
+    if "subject" in eq:
+        query = query.where(messages.c.subject == eq["subject"])
+    if "status" in eq:
+        query = query.where(recipients.c.status.in_(STATUSES[eq["status"]]))
+    if search.after is not None and search.before is not None:
+        query = query.where(recipients.c.updated_at >= search.after, recipients.c.updated_at <= search.before,
+                            messages.c.created_at <= search.before)
+    query = query.order_by(messages.c.id.desc(), recipients.c.id).limit(max(1, min(limit, MAX_LIMIT)))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    found = [_summary(r) for r in rows]
+    if "msg_id" in eq:  # the X-Message-Id part must match too
+        found = [f for f in found if f["msg_id"] == eq["msg_id"]]
+    return found
+
+
+def _event(row: Any) -> dict[str, Any]:
+    name = status.EVENT_NAMES.get(row.type, row.type)
+    out: dict[str, Any] = {"event_name": "bounced" if name == "bounce" else name, "processed": iso(row.at),
+                           "reason": None, "attempt_num": row.attempt or 0, "mx_server": row.mx_host,
+                           "email": row.recipient}
+    reply = row.reply or row.detail or None
+    if row.type in (status.BOUNCED, status.EXPIRED, status.EV_BOUNCED_BY_OPERATOR):
+        out["reason"] = reply
+        out["bounce_type"] = "blocked" if status_of(reply or "").startswith("5.7.") else "bounce"
+    elif row.type in (status.DROPPED, status.DEFERRED, status.DELIVERED):
+        out["reason"] = reply
+    return out
+
+
+def get_message(engine: sa.Engine, account_id: int, wanted: str) -> dict[str, Any] | None:
+    """One sent message of the account, with its events (None: no such message of this account)."""
+    xid, queue_id = split_msg_id(wanted)
+    with engine.connect() as conn:
+        rows = conn.execute(_base(account_id).where(messages.c.id == queue_id).order_by(recipients.c.id)).all()
+        if not rows or (xid is not None and msg_id(queue_id, _tags(rows[0].tags)) != wanted):
+            return None
+        found = conn.execute(
+            sa.select(events).where(events.c.message_id == queue_id, events.c.account_id == account_id,
+                                    events.c.type.in_(_OUTBOUND_EVENTS))
+            .order_by(events.c.id).limit(MAX_EVENTS)).all()
+    first = rows[0]
+    tags = _tags(first.tags)
+    categories = tags.get("category")
+    return {**_summary(first), "msg_id": msg_id(queue_id, tags),
+            "recipients": [{"to_email": r.address, "status": _status(r.status)} for r in rows],
+            "categories": categories if isinstance(categories, list) else [],
+            "unique_args": json.dumps(tags["unique_args"]) if isinstance(tags.get("unique_args"), dict) else "",
+            "originating_ip": first.client_ip, "template_id": None, "asm_group_id": None, "teammate": "",
+            "api_key_id": None, "outbound_ip": None, "outbound_ip_type": None,
+            "events": [_event(r) for r in found]}
