@@ -1,8 +1,14 @@
 """Suppression lists: per-account addresses that mail is no longer sent to.
 
 Addresses get here from hard bounces (`add_from_bounce`, inside the delivery results
-transaction) or by hand (`add`, `remove`: the CLI, which also writes an event). The
-delivery scheduler asks `suppressed_among` once per batch of recipients and drops those.
+transaction), by hand (`add`, `remove`: the CLI, which also writes an event) or through the
+API (`unsubscribe`, `entries`, `remove_kind`). The delivery scheduler asks `suppressed_among`
+once per batch of recipients and drops those, whatever list (`kind`) an address is on.
+
+Each entry is on one of SendGrid's lists (KINDS). An address has one entry per account, so it
+is on one list at a time: a global unsubscribe moves an address onto "unsubscribes" (a
+recipient's own request outranks a bounce, and must survive clearing the bounce list), and a
+later bounce leaves it there.
 Addresses are stored lower-cased: local parts are case-sensitive in theory (RFC 5321 §2.4),
 but no mailbox provider treats them so, and a list that `Bob@` slips past is no list.
 
@@ -34,8 +40,11 @@ MAX_REASON = 500
 # Addresses per IN (...) query: under SQLite's oldest bound-parameter limit (999).
 BATCH = 900
 
-
-
+# SendGrid's suppression lists. Hard bounces and the CLI's `add` go to "bounces": SendGrid
+# itself lists "550 5.1.1 ... does not exist" replies as bounces, and the CLI predates kinds.
+BOUNCES = "bounces"
+UNSUBSCRIBES = "unsubscribes"
+KINDS = (BOUNCES, "blocks", "invalid_emails", "spam_reports", UNSUBSCRIBES)
 
 class SuppressionError(AccountError):
     """A user mistake about suppressions; the message says what was wrong."""
@@ -47,6 +56,7 @@ class Suppression:
     address: str  # lower-cased
     reason: str
     created_at: float
+    kind: str = BOUNCES
 
 
 def normalize_address(address: str) -> str:
@@ -67,12 +77,12 @@ def _clean_reason(reason: str) -> str:
 
 
 _COLS = (accounts.c.name.label("account"), suppressions.c.address, suppressions.c.reason,
-         suppressions.c.created_at)
+         suppressions.c.created_at, suppressions.c.kind)
 
 
 def _suppression(row: Any) -> Suppression:
     return Suppression(account=row.account, address=row.address, reason=row.reason,
-                       created_at=row.created_at)
+                       created_at=row.created_at, kind=row.kind)
 
 
 class SuppressionService:
@@ -84,15 +94,16 @@ class SuppressionService:
 
     # -- by hand (CLI) -----------------------------------------------------------------------
 
-    def add(self, account_name: str, address: str, reason: str = "") -> Suppression:
+    def add(self, account_name: str, address: str, reason: str = "", kind: str = BOUNCES) -> Suppression:
         """Suppress `address` for the account; if it already is, the existing entry is returned
         unchanged (first reason and time kept) and no event is written."""
         address = normalize_address(address)
         reason = _clean_reason(reason)
+        kind = _check_kind(kind)
         now = self._clock()
         with self._engine.begin() as conn:
             account_id = _account_id(conn, account_name)
-            if self.add_from_bounce(conn, account_id, address, reason, now):
+            if self.add_from_bounce(conn, account_id, address, reason, now, kind=kind):
                 add_events(conn, [{"account_id": account_id, "recipient": address, "type": EV_SUPPRESSION_ADDED,
                                    "detail": reason, "at": now}])
             row = _entry(conn, account_id, address).one()
@@ -133,6 +144,67 @@ class SuppressionService:
             rows = conn.execute(query).all()
         return [_suppression(r) for r in rows]
 
+    # -- by account id, one list at a time (the HTTP API) ----------------------------------
+
+    def entries(self, account_id: int, kind: str, *, start: float | None = None, end: float | None = None,
+                limit: int = 500, offset: int = 0, address: str | None = None,
+                containing: str | None = None) -> builtins.list[Suppression]:
+        """The account's entries on list `kind`, newest first: created in [start, end] (whole
+        seconds, both inclusive), `address` exactly or addresses `containing` a text."""
+        query = (sa.select(*_COLS).join(accounts, accounts.c.id == suppressions.c.account_id)
+                 .where(suppressions.c.account_id == account_id, suppressions.c.kind == _check_kind(kind)))
+        if start is not None:
+            query = query.where(suppressions.c.created_at >= start)
+        if end is not None:
+            query = query.where(suppressions.c.created_at < end + 1)
+        if address is not None:
+            query = query.where(suppressions.c.address == normalize_address(address))
+        if containing:
+            pattern = "%" + containing.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(suppressions.c.address.like(pattern, escape="\\"))
+        query = (query.order_by(suppressions.c.created_at.desc(), suppressions.c.address)
+                 .limit(limit).offset(offset))
+        with self._engine.connect() as conn:
+            return [_suppression(r) for r in conn.execute(query)]
+
+    def remove_kind(self, account_id: int, kind: str,
+                    addresses: Iterable[str] | None) -> builtins.list[str]:
+        """Take `addresses` (None: every address) off the account's list `kind`, each with a
+        removal event; returns the addresses that were on it. SuppressionError for a bad one."""
+        kind = _check_kind(kind)
+        wanted = None if addresses is None else sorted({normalize_address(a) for a in addresses})
+        where = [suppressions.c.account_id == account_id, suppressions.c.kind == kind]
+        removed: builtins.list[str] = []
+        now = self._clock()
+        with self._engine.begin() as conn:
+            chunks = [None] if wanted is None else [wanted[i:i + BATCH] for i in range(0, len(wanted), BATCH)]
+            for chunk in chunks:
+                cond = where if chunk is None else [*where, suppressions.c.address.in_(chunk)]
+                rows = conn.execute(sa.delete(suppressions).where(*cond)
+                                    .returning(suppressions.c.address, suppressions.c.reason)).all()
+                add_events(conn, [{"account_id": account_id, "recipient": r.address,
+                                   "type": EV_SUPPRESSION_REMOVED, "detail": r.reason, "at": now} for r in rows])
+                removed.extend(r.address for r in rows)
+        return sorted(removed)
+
+    def unsubscribe(self, account_id: int, addresses: Iterable[str],
+                    reason: str = "global unsubscribe") -> builtins.list[str]:
+        """Put `addresses` on the account's global unsubscribe list (moving them there from
+        another list); returns them normalized. All or nothing: SuppressionError for a bad one."""
+        wanted = sorted({normalize_address(a) for a in addresses})
+        now = self._clock()
+        with self._engine.begin() as conn:
+            for i in range(0, len(wanted), BATCH):
+                chunk = wanted[i:i + BATCH]
+                conn.execute(suppressions.update().where(
+                    suppressions.c.account_id == account_id, suppressions.c.address.in_(chunk),
+                    suppressions.c.kind != UNSUBSCRIBES).values(kind=UNSUBSCRIBES))
+            added = [a for a in wanted
+                     if self.add_from_bounce(conn, account_id, a, reason, now, kind=UNSUBSCRIBES)]
+            add_events(conn, [{"account_id": account_id, "recipient": a, "type": EV_SUPPRESSION_ADDED,
+                               "detail": reason, "at": now} for a in added])
+        return wanted
+
     # -- for delivery ------------------------------------------------------------------------
 
     def is_suppressed(self, account_id: int, address: str) -> bool:
@@ -161,7 +233,7 @@ class SuppressionService:
 
     @staticmethod
     def add_from_bounce(conn: sa.Connection, account_id: int, address: str, reason: str,
-                        now: float) -> bool:
+                        now: float, *, kind: str = BOUNCES) -> bool:
         """Suppress `address` within the caller's transaction; True if it was not already.
 
         Insert-if-absent in one statement (SQLite and PostgreSQL `ON CONFLICT DO NOTHING`):
@@ -170,7 +242,7 @@ class SuppressionService:
         """
         values = {"account_id": account_id, "address": address.lower(),
                   "reason": one_line(reason)[:MAX_REASON],
-                  "created_at": now}
+                  "created_at": now, "kind": kind}
         target = ["account_id", "address"]
         if conn.dialect.name == "sqlite":
             stmt: sqlite.Insert | postgresql.Insert = (sqlite.insert(suppressions).values(**values)
@@ -182,6 +254,12 @@ class SuppressionService:
             raise NotImplementedError(f"no insert-if-absent for {conn.dialect.name}")
         # RETURNING, not rowcount: under SQLAlchemy the psycopg driver reports -1 for INSERTs.
         return conn.execute(stmt.returning(suppressions.c.id)).first() is not None
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise SuppressionError(f"no suppression list {kind[:40]!r} (one of {', '.join(KINDS)})")
+    return kind
 
 
 def _account_id(conn: sa.Connection, name: str) -> int:
