@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from mailrelay import __version__
 from mailrelay.http import activity, errors, mail
+from mailrelay.http import suppressions as suppression_routes
 from mailrelay.http.limits import BodyLimit
 from mailrelay.http.services import Services
 
@@ -21,5 +22,6 @@ def build_api(services: Services) -> FastAPI:
     errors.install(api)
     api.include_router(mail.router)
     api.include_router(activity.router)
+    api.include_router(suppression_routes.router)
     api.add_middleware(BodyLimit, max_body=services.settings.http.max_body)
     return api
