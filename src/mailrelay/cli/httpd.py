@@ -1,4 +1,4 @@
-"""The HTTP API process started by `mailrelay serve` beside the SMTP process.
+"""The HTTP API processes started by `mailrelay serve` beside the SMTP process.
 
 The API runs in a process of its own, as the delivery workers do: JSON parsing, MIME building
 and argon2 key checks of a busy API then never take the SMTP event loop's time, and an idle
@@ -6,7 +6,8 @@ API costs the SMTP process nothing but a pipe. It shares the queue through the d
 each commit it writes a byte to the parent, which wakes the delivery workers as for SMTP mail.
 SIGTERM (sent by the parent when it stops, at the same moment it stops its listeners) lets
 requests in flight finish, at most `server.shutdown_timeout`; when the parent dies, even by
-SIGKILL, the pipe from it reaches end-of-file and the child stops the same way.
+SIGKILL, the pipe from it reaches end-of-file and the child stops the same way. With
+`[http] processes` above 1, that many children share the port (SO_REUSEPORT).
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ class HTTPChild:
     wake_fd: int  # where the child says "new mail committed"
 
 
-def start_http(settings: Settings, on_enqueued: Callable[[], None] | None) -> HTTPChild:
+def start_http(settings: Settings, on_enqueued: Callable[[], None] | None) -> list[HTTPChild]:
+    return [_start_one(settings, index, on_enqueued) for index in range(settings.http.processes)]
+
+
+def _start_one(settings: Settings, index: int, on_enqueued: Callable[[], None] | None) -> HTTPChild:
     ctx = multiprocessing.get_context("spawn")
     alive_r, alive_w = ctx.Pipe(duplex=False)
     wake_r, wake_w = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(settings, alive_r, wake_w), name="http", daemon=False)
+    process = ctx.Process(target=_child_main, args=(settings, alive_r, wake_w), name=f"http-{index}", daemon=False)
     process.start()
     alive_r.close()
     wake_w.close()
@@ -67,26 +72,26 @@ def start_http(settings: Settings, on_enqueued: Callable[[], None] | None) -> HT
     return HTTPChild(process, alive_fd, wake_fd)
 
 
-def signal_http(child: HTTPChild | None) -> None:
-    """Ask the child to stop (it finishes the requests in flight)."""
-    if child is not None and child.process.is_alive() and child.process.pid is not None:
-        os.kill(child.process.pid, signal.SIGTERM)
+def signal_http(children: list[HTTPChild]) -> None:
+    """Ask the children to stop (each finishes the requests in flight)."""
+    for child in children:
+        if child.process.is_alive() and child.process.pid is not None:
+            os.kill(child.process.pid, signal.SIGTERM)
 
 
-async def stop_http(child: HTTPChild | None, timeout: float) -> None:
-    if child is None:
-        return
-    signal_http(child)
+async def stop_http(children: list[HTTPChild], timeout: float) -> None:
+    signal_http(children)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, child.process.join, timeout + 5)
-    if child.process.is_alive():
-        log.warning("HTTP API process %s did not stop in time; killing it", child.process.pid)
-        child.process.kill()
-        await loop.run_in_executor(None, child.process.join, 5)
-    with contextlib.suppress(Exception):
-        loop.remove_reader(child.wake_fd)
-    os.close(child.wake_fd)
-    os.close(child.alive_fd)
+    for child in children:
+        await loop.run_in_executor(None, child.process.join, timeout + 5)
+        if child.process.is_alive():
+            log.warning("HTTP API process %s did not stop in time; killing it", child.process.pid)
+            child.process.kill()
+            await loop.run_in_executor(None, child.process.join, 5)
+        with contextlib.suppress(Exception):
+            loop.remove_reader(child.wake_fd)
+        os.close(child.wake_fd)
+        os.close(child.alive_fd)
 
 
 def _child_main(settings: Settings, alive: multiprocessing.connection.Connection,

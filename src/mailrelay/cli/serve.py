@@ -66,7 +66,7 @@ async def _serve(app: App) -> int:
     if app.settings.delivery.enabled and app.settings.delivery.processes > 0:
         workers = start_workers(app.settings)
         app.writer.on_enqueued = functools.partial(wake, workers)
-    http: HTTPChild | None = None
+    http: list[HTTPChild] = []
     if app.settings.http.enabled:
         # Mail the API commits wakes delivery as SMTP mail does.
         http = start_http(app.settings, lambda: app.writer.on_enqueued() if app.writer.on_enqueued else None)

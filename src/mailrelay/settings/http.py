@@ -16,4 +16,7 @@ class HTTPSettings:
     # Bytes of one request body: SendGrid's 30 MB message limit, plus JSON and base64 overhead
     # (base64 grows attachments by a third).
     max_body: int = 42 * 1024 * 1024
-    max_concurrent: int = 256  # requests in flight at once; more wait in the accept queue
+    max_concurrent: int = 256  # requests in flight at once, per process; more wait in the accept queue
+    # API processes sharing the port (SO_REUSEPORT, the kernel spreads connections): one Python
+    # process uses one core; raise it when the API is busy and cores are free.
+    processes: int = 1

@@ -178,5 +178,7 @@ def _check(s: Settings) -> None:
         raise ConfigError(src, "http.max_body", "expected at least 1024 bytes")
     if s.http.max_concurrent < 1:
         raise ConfigError(src, "http.max_concurrent", "expected at least 1")
+    if not 1 <= s.http.processes <= 64:
+        raise ConfigError(src, "http.processes", "expected 1 to 64")
     if not s.server.hostname or any(c in s.server.hostname for c in " \r\n\t\0"):
         raise ConfigError(src, "server.hostname", "expected a host name such as mail.example.com")
