@@ -1,5 +1,10 @@
 """Sender domains of accounts: storage, their DKIM keys, and their receiving settings.
 
+Verification: a domain is added unverified and is used for sending (require_own_domain, DKIM
+signing: `verified_domains_of`) only once its DNS records were checked and found in place, or an
+operator marked it verified by hand (`mark_verified`). Adding a domain proves nothing: anyone
+may add gmail.com, nobody but Google can publish its records. Receiving is not gated by it.
+
 Ownership: an account owns the domains it added and every subdomain of them (mail from
 news.example.com is covered by example.com, and a d=example.com signature is aligned with it
 under DMARC's relaxed mode). So a domain cannot be added when it, a parent or a subdomain of
@@ -73,6 +78,11 @@ class Domain:
     inbound_webhook: str | None = None
     inbound_raw: bool = False
     dmarc_policy: str = "monitor"  # "monitor": only record; "enforce": apply p=reject/quarantine
+    verified_at: float | None = None  # None: not usable for sending yet
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
 
 
 def ed25519_selector(selector: str, *, dual: bool) -> str:
@@ -84,7 +94,7 @@ def ed25519_selector(selector: str, *, dual: bool) -> str:
 _COLS = (domains.c.id, domains.c.name, accounts.c.name.label("account_name"), domains.c.selector,
          domains.c.rsa_private_key, domains.c.ed25519_private_key, domains.c.created_at,
          domains.c.inbound, domains.c.catch_all, domains.c.inbound_webhook, domains.c.inbound_raw,
-         domains.c.dmarc_policy)
+         domains.c.dmarc_policy, domains.c.verified_at)
 
 
 def _domain(row: Any) -> Domain:
@@ -102,7 +112,7 @@ def _domain(row: Any) -> Domain:
                   algorithms=tuple(k.kind for k in keys), created_at=row.created_at,
                   dkim=tuple(keys), inbound=bool(row.inbound), catch_all=bool(row.catch_all),
                   inbound_webhook=row.inbound_webhook, inbound_raw=bool(row.inbound_raw),
-                  dmarc_policy=row.dmarc_policy)
+                  dmarc_policy=row.dmarc_policy, verified_at=row.verified_at)
 
 
 class DomainService:
@@ -196,6 +206,15 @@ class DomainService:
             raise DomainError(f"no domain named {name[:80]!r}; see `mailrelay domain list`")
         return found
 
+    def account_domains(self, account_id: int, domain_id: int | None = None) -> builtins.list[Domain]:
+        """The account's domains (only the one with `domain_id`, if given and the account's)."""
+        query = (sa.select(*_COLS).join(accounts, accounts.c.id == domains.c.account_id)
+                 .where(domains.c.account_id == account_id).order_by(domains.c.id))
+        if domain_id is not None:
+            query = query.where(domains.c.id == domain_id)
+        with self._engine.connect() as conn:
+            return [_domain(r) for r in conn.execute(query)]
+
     def list(self, account: str | None = None) -> builtins.list[Domain]:
         query = (sa.select(*_COLS).join(accounts, accounts.c.id == domains.c.account_id)
                  .order_by(domains.c.name))
@@ -208,6 +227,16 @@ class DomainService:
         with self._engine.begin() as conn:
             conn.execute(domains.delete().where(domains.c.id == found.id))
         return found
+
+    def mark_verified(self, name: str) -> Domain:
+        """Record that `name` is verified (its records were found, or an operator says so);
+        the first time is kept."""
+        found = self.require(name)
+        if found.verified_at is None:
+            with self._engine.begin() as conn:
+                conn.execute(domains.update().where(domains.c.id == found.id)
+                             .where(domains.c.verified_at.is_(None)).values(verified_at=self._clock()))
+        return self.require(found.name)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -257,6 +286,13 @@ class DomainService:
         with self._engine.connect() as conn:
             return set(conn.execute(sa.select(domains.c.name)
                                     .where(domains.c.account_id == account_id)).scalars())
+
+    def verified_domains_of(self, account_id: int) -> set[str]:
+        """The account's domains usable for sending: the verified ones."""
+        with self._engine.connect() as conn:
+            return set(conn.execute(sa.select(domains.c.name)
+                                    .where(domains.c.account_id == account_id)
+                                    .where(domains.c.verified_at.is_not(None))).scalars())
 
     def owns(self, account_id: int, domain: str) -> bool:
         """Whether `domain` is one of the account's domains or a subdomain of one."""

@@ -1,6 +1,9 @@
 """`mailrelay domain ...`: add sender domains with DKIM keys, list, show, verify DNS, remove;
 `domain add --inbound` / `domain inbound` make a domain receive mail on port 25.
 
+A domain is added unverified and sends (require_own_domain, DKIM signing) only once `domain
+verify` found all its records, or an operator used `domain verify --force` (closed networks).
+
 Security: `--private-key` reads a private key from a file (never from argv); keys are stored
 in the database and never printed, only their public DNS records.
 """
@@ -90,8 +93,11 @@ def add_arguments(sub: Any) -> None:
     _json(p)
     p.set_defaults(func=cmd_show)
 
-    p = dom.add_parser("verify", help="check the domain's DNS records (exit 1 unless all are ok)")
+    p = dom.add_parser("verify", help="check the domain's DNS records and, when all are in place, mark it "
+                                      "verified (usable for sending); exit 1 unless all are ok")
     p.add_argument("domain")
+    p.add_argument("--force", action="store_true",
+                   help="mark the domain verified WITHOUT checking DNS (operators, closed networks)")
     _json(p)
     p.set_defaults(func=cmd_verify)
 
@@ -172,7 +178,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     print(_records_table(records))
     print()
     print(TXT_NOTE)
-    print(f"Then run `mailrelay domain verify {domain.name}` to check them.")
+    print(f"Then run `mailrelay domain verify {domain.name}` to check them: the domain is unverified "
+          "and cannot be used for sending until they are in place.")
     return 0
 
 
@@ -223,6 +230,7 @@ def _domain_json(d: Domain, records: list[DNSRecord] | None = None) -> dict[str,
     out: dict[str, Any] = {
         "name": d.name, "account": d.account_name, "selector": d.selector,
         "algorithms": list(d.algorithms), "created_at": d.created_at,
+        "verified": d.verified, "verified_at": d.verified_at,
         "dkim": [{"algorithm": k.kind, "selector": k.selector, "record": k.record} for k in d.dkim],
         "inbound": {"enabled": d.inbound, "catch_all": d.catch_all, "webhook": d.inbound_webhook,
                     "raw": d.inbound_raw, "dmarc": d.dmarc_policy},
@@ -240,9 +248,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif not found:
         print("no domains; add one with `mailrelay domain add DOMAIN --account NAME`")
     else:
-        rows = [(d.name, d.account_name, ", ".join(_describe_keys(d)), format_time(d.created_at))
-                for d in found]
-        print(format_table(("domain", "account", "dkim", "created"), rows))
+        rows = [(d.name, d.account_name, "yes" if d.verified else "no", ", ".join(_describe_keys(d)),
+                 format_time(d.created_at)) for d in found]
+        print(format_table(("domain", "account", "verified", "dkim", "created"), rows))
     return 0
 
 
@@ -257,6 +265,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"account:  {domain.account_name}")
     print(f"dkim:     {', '.join(_describe_keys(domain))}")
     print(f"created:  {format_time(domain.created_at)}")
+    print(f"verified: {_describe_verified(domain)}")
     print(f"inbound:  {_describe_inbound(domain)}")
     print()
     print("DNS records:")
@@ -268,8 +277,28 @@ def _check_json(c: RecordCheck) -> dict[str, Any]:
     return {**_record_json(c.record), "status": c.status, "found": list(c.found), "note": c.note}
 
 
+def _describe_verified(d: Domain) -> str:
+    if d.verified_at is None:
+        return f"no (not used for sending until `mailrelay domain verify {d.name}` finds its records)"
+    return f"yes, since {format_time(d.verified_at)}"
+
+
+def _force_verify(svc: DomainService, name: str, as_json: bool) -> int:
+    domain = svc.mark_verified(name)
+    if as_json:
+        print(to_json({"domain": domain.name, "ok": None, "forced": True, "verified": True,
+                       "verified_at": domain.verified_at, "checks": []}))
+    else:
+        print(f"domain {domain.name} is marked verified WITHOUT checking its DNS records (--force): it is "
+              "used for sending now; receivers outside this network will fail its DKIM and SPF checks "
+              "unless the records are published")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     settings, svc = _service(args)
+    if args.force:
+        return _force_verify(svc, args.domain, args.json)
     domain = svc.require(args.domain)
     records = _records(settings, domain)
     # Imported here: dnspython is only needed by this command.
@@ -281,8 +310,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ConfigError(settings.source, exc.key, str(exc)) from None
     checks = asyncio.run(check_records(domain, records, resolver))
     ok = all(c.status == "ok" for c in checks)
+    was_verified = domain.verified
+    if ok:
+        domain = svc.mark_verified(domain.name)
     if args.json:
-        print(to_json({"domain": domain.name, "ok": ok, "checks": [_check_json(c) for c in checks]}))
+        print(to_json({"domain": domain.name, "ok": ok, "forced": False, "verified": domain.verified,
+                       "verified_at": domain.verified_at, "checks": [_check_json(c) for c in checks]}))
         return 0 if ok else 1
     rows = [(c.record.purpose.upper(), c.record.type, c.record.name, c.status) for c in checks]
     print(format_table(("record", "type", "name", "status"), rows))
@@ -297,10 +330,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  found:    {value}")
     print()
     if ok:
+        print(f"domain {domain.name} is verified" + (" (it was already)" if was_verified else "")
+              + ": it is used for sending (From: accepted, DKIM-signed)")
         print(f"all DNS records of {domain.name} are in place")
     else:
+        missing = ", ".join(f"{c.record.purpose.upper()} {c.record.type} {c.record.name}"
+                            for c in checks if c.status != "ok")
         print(f"{sum(c.status != 'ok' for c in checks)} of {len(checks)} records are not in place "
-              "yet; DNS changes can take a while to appear")
+              f"yet ({missing}); DNS changes can take a while to appear")
+        if was_verified:
+            print(f"domain {domain.name} stays verified (since {format_time(domain.verified_at or 0)}): "
+                  "a failed check does not take that back")
+        else:
+            print(f"domain {domain.name} stays unverified: it is not used for sending (From: refused under "
+                  "require_own_domain, never DKIM-signed) until every record is in place")
     return 0 if ok else 1
 
 

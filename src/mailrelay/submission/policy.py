@@ -232,8 +232,8 @@ class SubmissionPolicy:
                 f"{plan.max_message_size} bytes"))
 
     def check_from_domain(self, account: Account, body: bytes) -> None:
-        """submission.require_own_domain: From: must be the account's own (SendGrid's sender
-        authentication); otherwise anyone could send as anyone's domain through us."""
+        """submission.require_own_domain: From: must be the account's own, verified domain
+        (SendGrid's sender authentication); otherwise anyone could send as anyone's domain."""
         assert self.sender_domains is not None
         if self.sender_domains.signing_domain(account.id, body) is None:
             value = from_field(body)
@@ -243,8 +243,9 @@ class SubmissionPolicy:
                                     f"{MAX_FROM}); its sender domain cannot be checked"))
             found = from_domains(body)
             what = f"From: domain {found[0]}" if found else "a message without a From: address we can read"
-            raise Refusal(Reply(550, "5.7.1", f"{what} is not a sender domain of account {account.name}; "
-                                "add it with `mailrelay domain add`"))
+            raise Refusal(Reply(550, "5.7.1", f"{what} is not a verified sender domain of account "
+                                f"{account.name}; add it with `mailrelay domain add` and verify it with "
+                                "`mailrelay domain verify`"))
 
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
         account = self.sender_account(session)

@@ -42,6 +42,7 @@ def test_delivered_message_carries_a_verifiable_dkim_signature(
     fake_dns.a("mx.dest.test", "127.0.0.2")
     node = node_factory(delivery_toml(fake_dns.address, mx_port, "[submission]\nrequire_own_domain = true"))
     domain = node.app.domains.add("sender.test", "alice", algorithm=algorithm)
+    node.app.domains.mark_verified("sender.test")
     for record in dns_records(domain, hostname="mx.mailrelay.test"):
         if record.type == "TXT":
             fake_dns.txt(record.name, record.value)
@@ -67,6 +68,7 @@ def test_unowned_from_domain_is_refused_when_required(node_factory: Any, fake_dn
     assert b"sender.test" in text and b"mailrelay domain add" in text
     client.quit()
     node.app.domains.add("sender.test", "bob")  # someone else's domain does not help alice
+    node.app.domains.mark_verified("sender.test")
     client = node.submission()
     client.ehlo()
     client.mail("alice@sender.test")
@@ -79,6 +81,7 @@ def test_owned_domain_and_its_subdomains_are_accepted(node_factory: Any, fake_dn
     node = node_factory(delivery_toml(fake_dns.address, mx_port,
                                       "[submission]\nrequire_own_domain = true\n[delivery]\nenabled = false"))
     node.app.domains.add("sender.test", "alice")
+    node.app.domains.mark_verified("sender.test")
     submit(node, ["bob@dest.test"])
     submit(node, ["bob@dest.test"], msg=MSG.replace(b"From: alice@sender.test", b"From: News <n@news.sender.test>"))
     assert len(node.stored()) == 2

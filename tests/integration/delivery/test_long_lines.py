@@ -35,6 +35,7 @@ def test_long_line_is_re_encoded_signed_and_delivered(node_factory: Any, fake_dn
     fake_dns.a("mx.dest.test", "127.0.0.2")
     node = node_factory(delivery_toml(fake_dns.address, mx_port, "[submission]\nrequire_own_domain = true"))
     domain = node.app.domains.add("sender.test", "alice")
+    node.app.domains.mark_verified("sender.test")
     for record in dns_records(domain, hostname="mx.mailrelay.test"):
         if record.type == "TXT":
             fake_dns.txt(record.name, record.value)

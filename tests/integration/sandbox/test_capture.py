@@ -40,6 +40,7 @@ def test_captured_signed_never_sent_isolated_then_released_once(
     fake_dns.a("mx.dest.test", "127.0.0.2")
     node = sandbox_node(node_factory, fake_dns, mx_port)
     domain = node.app.domains.add("sender.test", "sandy")
+    node.app.domains.mark_verified("sender.test")
     for record in dns_records(domain, hostname="mx.mailrelay.test"):
         if record.type == "TXT":
             fake_dns.txt(record.name, record.value)

@@ -24,6 +24,7 @@ def test_captured_long_line_shows_what_would_be_sent(node_factory: Callable[...,
                                                     mx_port: int) -> None:
     node = sandbox_node(node_factory, fake_dns, mx_port)
     domain = node.app.domains.add("sender.test", "sandy")
+    node.app.domains.mark_verified("sender.test")
     for record in dns_records(domain, hostname="mx.mailrelay.test"):
         if record.type == "TXT":
             fake_dns.txt(record.name, record.value)
