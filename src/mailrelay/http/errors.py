@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +23,17 @@ log = logging.getLogger("mailrelay.http")
 # SendGrid's exact body for a bad, revoked or missing key.
 BAD_KEY = "The provided authorization grant is invalid, expired, or revoked"
 FORBIDDEN = "access forbidden"
+
+
+# The error body in the OpenAPI document: what every route may answer besides its own.
+ERROR_BODY: dict[str, Any] = {"type": "object", "required": ["errors"], "properties": {"errors": {
+    "type": "array", "items": {"type": "object", "required": ["message"], "properties": {
+        "message": {"type": "string"}, "field": {"type": ["string", "null"]},
+        "help": {"type": ["string", "null"]}}}}}}
+ERRORS_CONTENT: dict[str, Any] = {"application/json": {"schema": ERROR_BODY}}
+_EVERY_ROUTE = {"400": "invalid request", "401": "missing, bad or revoked key",
+                "403": "the key lacks the route's scope", "413": "request body too large",
+                "429": "too many failed keys from this address, or the plan's rate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,25 @@ def _field(loc: Sequence[int | str]) -> str | None:
     return ".".join(parts) or None
 
 
+def _document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document with our errors: its 422 (we answer 400) gone, and the answers every
+    route can give (auth, body limit) listed, each in SendGrid's error shape."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for code, text in _EVERY_ROUTE.items():
+                responses.setdefault(code, {"description": text, "content": ERRORS_CONTENT})
+    schemas = doc.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    app.openapi_schema = doc
+    return doc
+
+
 def install(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, APIError)
@@ -76,3 +108,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, crashed)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]

@@ -15,11 +15,14 @@ import string
 import time
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 
 from mailrelay.core.reply import Refusal
 from mailrelay.http.auth import Caller, client_ip, needs, services
-from mailrelay.http.errors import APIError, Problem
+from mailrelay.http.batches import check_batch
+from mailrelay.http.errors import ERRORS_CONTENT, APIError, Problem
+from mailrelay.http.templates import template_renderer
 from mailrelay.submission.api import APIMessage, RateRefusal
 from mailrelay.submission.v3errors import MailSendError
 from mailrelay.submission.v3mail import parse_mail_send
@@ -76,8 +79,10 @@ def _refusal(reply_code: int, enhanced: str, text: str) -> APIError:
     return APIError(503, [Problem(text)], headers={"Retry-After": "5"})
 
 
-def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str) -> list[APIMessage] | None:
-    """The request's messages, or None for sandbox_mode; APIError for a bad document."""
+def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str, engine: sa.Engine,
+             account_id: int) -> list[APIMessage] | None:
+    """The request's messages, or None for sandbox_mode; APIError for a bad document (and for a
+    template_id or batch_id that is not the account's)."""
     try:
         text = raw.decode("utf-8")
         if not _depth_ok(text):
@@ -89,11 +94,14 @@ def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str) -> list[A
         mail = parse_mail_send(data, now=now)
         if mail.sandbox_mode:
             return None
-        built = build_messages(mail, hostname=hostname, x_message_id=x_message_id, now=now)
+        if mail.batch_id is not None:
+            check_batch(engine, account_id, mail.batch_id)
+        render = None if mail.template_id is None else template_renderer(engine, account_id, mail.template_id)
+        built = build_messages(mail, hostname=hostname, x_message_id=x_message_id, now=now, render=render)
     except MailSendError as exc:
         raise APIError(400, [Problem(e.message, e.field, e.help) for e in exc.errors]) from None
     return [APIMessage(mail_from=o.mail_from, recipients=o.recipients, body=o.body, message_id=o.message_id,
-                       subject=o.subject, tags=o.tags, send_at=o.send_at) for o in built]
+                       subject=o.subject, tags=o.tags, send_at=o.send_at, batch_id=mail.batch_id) for o in built]
 
 
 _ADDRESS = {"type": "object", "required": ["email"],
@@ -126,10 +134,7 @@ MAIL_SEND_SCHEMA = {
         "tracking_settings": {"type": "object"},
     },
 }
-_ERRORS = {"application/json": {"schema": {"type": "object", "required": ["errors"], "properties": {
-    "errors": {"type": "array", "items": {"type": "object", "properties": {
-        "message": {"type": "string"}, "field": {"type": ["string", "null"]},
-        "help": {"type": ["string", "null"]}}}}}}}}
+_ERRORS = ERRORS_CONTENT
 
 
 @router.post("/v3/mail/send", status_code=202, summary="Send mail (SendGrid v3 mail send)",
@@ -150,7 +155,8 @@ async def mail_send(request: Request, who: Annotated[Caller, Depends(needs("mail
     x_message_id = new_message_id()
     # Parsing a 40 MB document or building 1,000 messages is CPU work: off the event loop, so
     # other requests (and their 202s) are not held up behind it.
-    messages = await asyncio.to_thread(_prepare, raw, now, svc.settings.server.hostname, x_message_id)
+    messages = await asyncio.to_thread(_prepare, raw, now, svc.settings.server.hostname, x_message_id,
+                                       svc.engine, who.account.id)
     if messages is None:
         return Response(status_code=200)  # sandbox_mode: validated, not sent, no credits used
     tls = "TLS" if svc.settings.http.tls else None
