@@ -1,8 +1,11 @@
-"""An account's event webhook: its URL and signing secret (`mailrelay account webhook`).
+"""An account's event webhook: its URL and signing secret (`mailrelay account webhook`), and
+SendGrid's settings of it (on/off, which events, the signing key pair), by account id for the
+HTTP API.
 
 Security: the secret is generated here (secrets.token_urlsafe) and shown only on request
-(`--show-secret`). A changed URL applies to every event recorded after the change commits
-(store/eventlog.py reads it in the event's INSERT).
+(`--show-secret`); of the ECDSA signing key only the public half ever leaves. A changed URL or
+setting applies to every event recorded after the change commits (store/eventlog.py reads them
+in the event's INSERT).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 
 from mailrelay.accounts.service import AccountError
 from mailrelay.events import outbox, signing
+from mailrelay.store.eventlog import dump_event_filter, load_event_filter
 from mailrelay.store.schema import accounts
 
 MAX_URL = 2000
@@ -45,6 +49,17 @@ def validate_url(url: str) -> str:
     if parts.fragment:
         raise AccountError("webhook URL must not have a #fragment")
     return url
+
+
+@dataclass(frozen=True, slots=True)
+class EventSettings:
+    """SendGrid's event webhook settings of one account."""
+
+    url: str | None
+    enabled: bool
+    events: frozenset[str]  # SendGrid event names switched on (core.status.SENDGRID_EVENTS)
+    secret: str | None  # our HMAC secret
+    signing_key: str | None  # ECDSA P-256 PEM; None: SendGrid signing off
 
 
 class WebhookService:
@@ -84,6 +99,61 @@ class WebhookService:
             conn.execute(accounts.update().where(accounts.c.id == row.id).values(
                 webhook_secret=secret, updated_at=time.time()))
         return Webhook(name, row.webhook_url, secret)
+
+    # -- by account id (the HTTP API: the caller's own account) ---------------------------------
+
+    def settings(self, account_id: int) -> EventSettings:
+        with self._engine.connect() as conn:
+            return self._settings(conn, account_id)
+
+    def update(self, account_id: int, *, url: str | None = None, clear_url: bool = False,
+               enabled: bool | None = None, events: dict[str, bool] | None = None) -> EventSettings:
+        """Change what is given: the URL (validated; a secret is made if there is none), on/off,
+        and switches of single events (the others keep theirs). Turning it off drops the pending
+        events from the outbox, as `turn_off` does."""
+        values: dict[str, Any] = {}
+        if clear_url:
+            values["webhook_url"] = None
+        elif url is not None:
+            values["webhook_url"] = validate_url(url)
+        if enabled is not None:
+            values["webhook_enabled"] = enabled
+        with self._engine.begin() as conn:
+            now = self._settings(conn, account_id)
+            if events:
+                chosen = {n for n in now.events if events.get(n, True)} | {n for n, on in events.items() if on}
+                values["webhook_events"] = dump_event_filter(chosen)
+            if values.get("webhook_url") and not now.secret:
+                values["webhook_secret"] = signing.new_secret()
+            if values:
+                conn.execute(accounts.update().where(accounts.c.id == account_id).values(
+                    updated_at=time.time(), **values))
+            if enabled is False or clear_url:
+                outbox.stop_account(conn, account_id)
+            return self._settings(conn, account_id)
+
+    def set_signed(self, account_id: int, on: bool) -> str | None:
+        """SendGrid's signing on (a new key pair unless one exists) or off (the key is dropped);
+        the public key (base64 DER) or None."""
+        with self._engine.begin() as conn:
+            key = self._settings(conn, account_id).signing_key
+            if on and key is None:
+                key = signing.new_signing_key()
+            elif not on:
+                key = None
+            conn.execute(accounts.update().where(accounts.c.id == account_id).values(
+                webhook_signing_key=key, updated_at=time.time()))
+        return signing.public_key(key) if key else None
+
+    @staticmethod
+    def _settings(conn: sa.Connection, account_id: int) -> EventSettings:
+        row = conn.execute(sa.select(accounts.c.webhook_url, accounts.c.webhook_enabled, accounts.c.webhook_events,
+                                     accounts.c.webhook_secret, accounts.c.webhook_signing_key)
+                           .where(accounts.c.id == account_id)).first()
+        if row is None:
+            raise AccountError(f"no account with id {account_id}")
+        return EventSettings(row.webhook_url, bool(row.webhook_enabled), load_event_filter(row.webhook_events),
+                             row.webhook_secret, row.webhook_signing_key)
 
     @staticmethod
     def _row(conn: sa.Connection, name: str) -> Any:
