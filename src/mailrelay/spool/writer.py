@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailrelay.core import status
 from mailrelay.core.address import domain_of
 from mailrelay.quota.usage import add_usage
+from mailrelay.spool import batches
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
 from mailrelay.store.schema import messages, recipients
@@ -60,6 +61,7 @@ class SpoolRecord:
     auth: dict[str, Any] | None = None  # inbound: SPF/DKIM/DMARC/iprev results (JSON)
     initial_status: str = status.QUEUED  # inbound mail: INBOUND (to post) or KEPT (inbox only)
     not_before: float | None = None  # first attempt no earlier (the API's send_at); None: now
+    batch_id: str | None = None  # the API's batch_id: paused or cancelled with it (spool.batches)
 
     def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         msg = {
@@ -72,6 +74,7 @@ class SpoolRecord:
             "message_id_header": self.message_id_header, "subject": self.subject,
             "tags": json.dumps(self.tags) if self.tags else None, "sandbox": self.sandbox,
             "direction": self.direction, "auth": json.dumps(self.auth) if self.auth is not None else None,
+            "batch_id": self.batch_id,
         }
         rcpts = [
             {"message_id": self.queue_id, "address": addr, "domain": domain_of(addr),
@@ -217,6 +220,7 @@ class SpoolWriter:
         rcpt_rows: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
         usage: dict[int, int] = {}
+        batch_ids: list[str] = []
         for work, _, _ in batch:
             for record in _records(work):
                 m, r = record.rows()
@@ -226,6 +230,8 @@ class SpoolWriter:
                     event_rows.extend(
                         {"account_id": record.account_id, "message_id": record.queue_id, "recipient": addr,
                          "type": status.EV_PROCESSED, "at": record.created_at} for addr, _ in record.recipients)
+                if record.batch_id is not None:
+                    batch_ids.append(record.batch_id)
                 if record.count_usage:
                     usage[record.account_id] = usage.get(record.account_id, 0) + record.count_usage
         out: list[Any] = []
@@ -239,6 +245,8 @@ class SpoolWriter:
                     add_events(conn, event_rows)
                     if usage:
                         add_usage(conn, usage, msg_rows[0]["created_at"])
+                    if batch_ids:  # held or dropped before anyone can claim them, if paused or cancelled
+                        batches.apply(conn, batch_ids, msg_rows[0]["created_at"])
                 for work, _, _ in batch:
                     out.append(None if isinstance(work, (SpoolRecord, tuple)) else work(conn))
         finally:

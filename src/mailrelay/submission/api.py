@@ -43,6 +43,7 @@ class APIMessage:
     subject: str | None = None
     tags: dict[str, Any] | None = None  # category / unique_args / x_message_id, onto events
     send_at: float | None = None  # not delivered before this time
+    batch_id: str | None = None  # the account's batch (scheduled sends: pause, cancel)
 
 
 class RateRefusal(Exception):
@@ -137,4 +138,4 @@ class APISubmission:
             trace_headers=received, body=msg.body, created_at=now, message_id_header=msg.message_id,
             subject=msg.subject, tags=msg.tags, sandbox=account.sandbox,
             count_usage=len(msg.recipients) if count_usage else 0,
-            not_before=msg.send_at if msg.send_at and msg.send_at > now else None)
+            not_before=msg.send_at if msg.send_at and msg.send_at > now else None, batch_id=msg.batch_id)
