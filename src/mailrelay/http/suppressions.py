@@ -21,6 +21,7 @@ from mailrelay.accounts.asm import Group, GroupError, GroupService
 from mailrelay.accounts.scopes import SUPPRESSION_LISTS
 from mailrelay.accounts.service import AccountError
 from mailrelay.accounts.suppressions import Suppression, SuppressionService
+from mailrelay.core.text import has_control_chars
 from mailrelay.http.auth import Caller, needs, services
 from mailrelay.http.errors import APIError, Problem
 
@@ -28,6 +29,7 @@ router = APIRouter()
 
 MAX_EMAILS = 1000  # addresses per request body
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such group in the caller's account"}}
 GroupIdValue = Annotated[int, Field(ge=1, le=2**31 - 1)]
 GroupId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Email = Annotated[str, Path(max_length=320)]
@@ -107,6 +109,8 @@ def _list_routes(kind: str) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 500, offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
         email: Annotated[str | None, Query(max_length=320)] = None,
     ) -> list[dict[str, Any]]:
+        if email is not None and has_control_chars(email):
+            raise APIError(400, [Problem("email must not contain control characters", "email")])
         found = _suppressions(request).entries(who.account.id, kind, start=start_time, end=end_time,
                                                limit=limit, offset=offset, containing=email)
         return [entry(kind, s) for s in found]
@@ -149,7 +153,7 @@ def _list_routes(kind: str) -> None:
                          tags=["suppressions"], summary=f"Look up one address in {label}", name=f"get_{kind}")
     router.add_api_route(f"{base}/{{email}}", delete_entry, methods=["DELETE"], status_code=204, tags=["suppressions"],
                          summary=f"Take one address off {label}", name=f"delete_{kind}_email",
-                         response_class=Response, responses={404: {"description": "not on the list"}})
+                         response_class=Response, responses={404: {"description": "the address is not on the list"}})
 
 
 for _kind in SUPPRESSION_LISTS:
@@ -253,14 +257,16 @@ def list_groups(request: Request, who: Annotated[Caller, Depends(needs("asm.grou
     return [group_out(g) for g in _groups(request).groups(who.account.id, ids or ())]
 
 
-@router.get("/v3/asm/groups/{group_id}", response_model=GroupOut, tags=["unsubscribe groups"],
+@router.get("/v3/asm/groups/{group_id}",
+            responses=_NOT_FOUND, response_model=GroupOut, tags=["unsubscribe groups"],
             summary="One unsubscribe group")
 def get_group(request: Request, who: Annotated[Caller, Depends(needs("asm.groups.read"))],
               group_id: GroupId) -> dict[str, Any]:
     return group_out(_found(_groups(request).group(who.account.id, group_id)))
 
 
-@router.patch("/v3/asm/groups/{group_id}", status_code=201, response_model=GroupOut,
+@router.patch("/v3/asm/groups/{group_id}",
+              responses=_NOT_FOUND, status_code=201, response_model=GroupOut,
               tags=["unsubscribe groups"], summary="Change an unsubscribe group (201, as SendGrid answers)")
 def update_group(request: Request, who: Annotated[Caller, Depends(needs("asm.groups.update"))],
                  group_id: GroupId, body: GroupIn) -> dict[str, Any]:
@@ -269,7 +275,8 @@ def update_group(request: Request, who: Annotated[Caller, Depends(needs("asm.gro
     return group_out(_found(g))
 
 
-@router.delete("/v3/asm/groups/{group_id}", status_code=204, response_class=Response,
+@router.delete("/v3/asm/groups/{group_id}",
+               responses=_NOT_FOUND, status_code=204, response_class=Response,
                tags=["unsubscribe groups"], summary="Delete an unsubscribe group and its suppressions")
 def delete_group(request: Request, who: Annotated[Caller, Depends(needs("asm.groups.delete"))],
                  group_id: GroupId) -> Response:
@@ -277,7 +284,8 @@ def delete_group(request: Request, who: Annotated[Caller, Depends(needs("asm.gro
     return Response(status_code=204)
 
 
-@router.get("/v3/asm/groups/{group_id}/suppressions", response_model=list[str], tags=["unsubscribe groups"],
+@router.get("/v3/asm/groups/{group_id}/suppressions",
+            responses=_NOT_FOUND, response_model=list[str], tags=["unsubscribe groups"],
             summary="The addresses that left a group")
 def list_group_suppressions(request: Request, who: Annotated[Caller, Depends(needs("asm.groups.suppressions.read"))],
                             group_id: GroupId) -> list[str]:
@@ -285,7 +293,8 @@ def list_group_suppressions(request: Request, who: Annotated[Caller, Depends(nee
     return found
 
 
-@router.post("/v3/asm/groups/{group_id}/suppressions", status_code=201, response_model=RecipientEmails,
+@router.post("/v3/asm/groups/{group_id}/suppressions",
+             responses=_NOT_FOUND, status_code=201, response_model=RecipientEmails,
              tags=["unsubscribe groups"], summary="Add addresses to a group's suppressions")
 def add_group_suppressions(request: Request,
                            who: Annotated[Caller, Depends(needs("asm.groups.suppressions.create"))],
@@ -294,7 +303,8 @@ def add_group_suppressions(request: Request,
     return {"recipient_emails": added}
 
 
-@router.delete("/v3/asm/groups/{group_id}/suppressions/{email}", status_code=204, response_class=Response,
+@router.delete("/v3/asm/groups/{group_id}/suppressions/{email}",
+               responses=_NOT_FOUND, status_code=204, response_class=Response,
                tags=["unsubscribe groups"], summary="Take an address out of a group's suppressions")
 def delete_group_suppression(request: Request,
                              who: Annotated[Caller, Depends(needs("asm.groups.suppressions.delete"))],

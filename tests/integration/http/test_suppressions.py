@@ -76,6 +76,12 @@ def test_each_list_in_sendgrids_shape_with_time_range_and_paging(api: APINode) -
         assert [e["email"] for e in c.get("/v3/suppression/bounces", params={"email": "OLD@"}).json()] == [
             "old@example.net"]
         assert c.get("/v3/suppression/bounces", params={"email": "%"}).json() == []  # LIKE escaped
+        bad = c.get("/v3/suppression/bounces", params={"email": "a\x00b"})  # PostgreSQL refuses NUL
+        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "email"
+        bad = c.get("/v3/suppression/bounces/a%00b@example.net")
+        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "email"
+        bad = c.post("/v3/asm/groups", json={"name": "a\x00b"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "name"
         bad = c.get("/v3/suppression/bounces", params={"limit": 501})
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "limit"
         # one address: a list of one, or empty; looked up case-insensitively
