@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
 
 from mailrelay.accounts.domains import DomainService
+from mailrelay.accounts.operators import OperatorKeys, key_path
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
 from mailrelay.delivery.agent import DeliveryAgent
@@ -89,7 +90,8 @@ class App:
         self.settings = settings
         self.ssl_context = tls_context(settings)  # before storage: a bad file should fail fast
         self.engine = engine if engine is not None else open_storage(settings)
-        self.accounts = AccountService(self.engine, hasher or make_hasher())
+        self.hasher = hasher or make_hasher()
+        self.accounts = AccountService(self.engine, self.hasher)
         self.writer = SpoolWriter(self.engine, max_batch=settings.storage.group_commit_max,
                                   inline=not serve_smtp if inline_writer is None else inline_writer)
         self.domains = DomainService(self.engine)
@@ -168,7 +170,7 @@ class App:
                                      lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
         services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
                             auth_limiter=limiter, executor=self.auth_executor,
-                            engine=self.engine)
+                            engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher))
         return HTTPServer(build_api(services), s, self.ssl_context if s.http.tls else None)
 
     def _build_inbound(self) -> InboundReceiver | None:

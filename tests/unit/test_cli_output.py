@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailrelay.cli.output import format_age, format_size, format_table, format_time, printable
+from mailrelay.cli.output import format_size, format_table, format_time, printable
+from mailrelay.core.dates import format_age
 
 
 def test_table_columns_are_aligned_with_uppercase_headers() -> None:

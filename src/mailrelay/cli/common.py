@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from mailrelay.settings import Settings, load_settings
+from mailrelay.store.db import check_row_limit
 from mailrelay.store.open import open_storage
 
 CONFIG_ENV = "MAILRELAY_CONFIG"
@@ -25,11 +26,10 @@ def row_limit(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    if value > 2**31 - 1:  # past that the drivers raise OverflowError
-        raise argparse.ArgumentTypeError(f"expected at most {2**31 - 1}, got {text[:20]}")
-    return value
+    try:
+        return check_row_limit(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def resolve_config(args: argparse.Namespace) -> None:

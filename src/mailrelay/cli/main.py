@@ -25,6 +25,7 @@ from mailrelay.cli import (
     events_cmd,
     inbox_cmd,
     node_cmd,
+    operator_cmd,
     queue_cmd,
     suppression_cmd,
 )
@@ -79,6 +80,7 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     events_cmd.add_arguments(sub)
     inbox_cmd.add_arguments(sub)
     node_cmd.add_arguments(sub)
+    operator_cmd.add_arguments(sub)
     return parser
 
 

@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from mailrelay.cli.common import open_from_args
-from mailrelay.cli.output import format_age, format_table, format_time, to_json
-from mailrelay.spool.nodes import NodeInfo, listing
+from mailrelay.cli.output import format_table, format_time, to_json
+from mailrelay.core.dates import format_age
+from mailrelay.spool.nodes import listing, node_json, node_state
 
 
 def add_arguments(sub: Any) -> None:
@@ -30,24 +31,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     now = time.time()
     dead_after = settings.delivery.dead_after
     if args.json:
-        print(to_json([_as_json(n, now, dead_after) for n in found]))
+        print(to_json([node_json(n, now, dead_after) for n in found]))
         return 0
     if not found:
         print("no delivery process is running (none has a heartbeat in this database)")
         return 0
     rows = [(n.name, n.host, n.pid, format_time(n.started_at), f"{format_age(now - n.heartbeat_at)} ago",
-             _state(now - n.heartbeat_at, dead_after), n.leased) for n in found]
+             node_state(now - n.heartbeat_at, dead_after), n.leased) for n in found]
     print(format_table(("name", "host", "pid", "started (UTC)", "heartbeat", "state", "leased"), rows,
                        align="<<><<<>"))
     return 0
 
-
-def _state(silent: float, dead_after: float) -> str:
-    # An operator's hint from the wall clocks of two machines. The nodes themselves never
-    # compare clocks: they bury a node whose heartbeat stops changing (spool.nodes).
-    return "silent" if silent >= dead_after else "alive"
-
-
-def _as_json(n: NodeInfo, now: float, dead_after: float) -> dict[str, Any]:
-    return {"name": n.name, "host": n.host, "pid": n.pid, "started_at": n.started_at,
-            "heartbeat_at": n.heartbeat_at, "state": _state(now - n.heartbeat_at, dead_after), "leased": n.leased}

@@ -43,18 +43,6 @@ def _cell(value: object) -> str:
     return printable(str(value).replace("\n", " ").replace("\t", " "))
 
 
-def format_age(seconds: float) -> str:
-    """45 → "45s", 190 → "3m", 7300 → "2h", 200000 → "2d"."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
-
-
 def format_size(n: int) -> str:
     """Bytes in the units `ls -h` uses: 512 → "512", 1536 → "1.5K", 3145728 → "3.0M"."""
     value = float(n)

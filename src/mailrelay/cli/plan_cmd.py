@@ -9,7 +9,7 @@ from typing import Any
 from mailrelay.accounts.service import AccountError, validate_plan
 from mailrelay.cli.common import open_from_args
 from mailrelay.cli.output import format_size, format_table, format_time, to_json
-from mailrelay.quota.plans import PeriodUsage, Plans, UsageReport, set_plan, usage_report
+from mailrelay.quota.plans import Plans, set_plan, usage_json, usage_report
 from mailrelay.settings import Settings
 
 
@@ -30,19 +30,6 @@ def _plans(settings: Settings) -> Plans:
     return Plans(settings.plans, settings.accounts.default_plan)
 
 
-def _period_json(u: PeriodUsage) -> dict[str, Any]:
-    return {"period": u.period, "sent": u.sent, "limit": u.limit or None, "remaining": u.remaining,
-            "resets_at": u.resets_at}
-
-
-def _usage_json(r: UsageReport, settings: Settings) -> dict[str, Any]:
-    return {"account": r.account, "plan": r.plan, "limits_of": r.limits.name,
-            "today": _period_json(r.today), "month": _period_json(r.month),
-            "max_recipients_per_message": r.limits.max_recipients_per_message or settings.smtp.max_recipients,
-            "max_message_size": r.limits.max_message_size or settings.smtp.max_message_size,
-            "rate_per_minute": r.limits.rate_per_minute or None}
-
-
 def cmd_usage(args: argparse.Namespace) -> int:
     settings, engine = open_from_args(args)
     try:
@@ -52,7 +39,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     if report is None:
         raise AccountError(f"no account named {args.name!r}")
     if args.json:
-        print(to_json(_usage_json(report, settings)))
+        print(to_json(usage_json(report, settings.smtp)))
         return 0
     plan = report.plan
     if report.limits.name != plan:

@@ -13,16 +13,16 @@ from typing import Any
 
 from mailrelay.cli.common import UsageError, open_from_args, row_limit
 from mailrelay.cli.output import (
-    format_age,
     format_size,
     format_table,
     format_time,
     printable,
     to_json,
 )
-from mailrelay.core.status import EV_BOUNCE_QUEUED, OUTBOUND, PENDING
+from mailrelay.core.dates import format_age
+from mailrelay.core.status import OUTBOUND, PENDING
 from mailrelay.delivery import operator
-from mailrelay.spool.reader import MessageDetail, QueueEntry, QueueReader, RecipientDetail
+from mailrelay.spool.reader import MessageDetail, QueueEntry, QueueReader, why_waiting
 
 
 def add_arguments(sub: Any) -> None:
@@ -96,18 +96,6 @@ def _params(params: dict[str, Any]) -> str:
     return " ".join(k if v is None else f"{k}={v}" for k, v in params.items())
 
 
-def _waiting(r: RecipientDetail, now: float) -> str:
-    """Why a pending recipient has not gone yet, e.g. "next attempt in 4m (451 4.7.1 greylisted)"."""
-    if r.lease_until is not None and r.lease_until >= now:
-        when = "being delivered now"
-    elif r.next_attempt_at is None or r.next_attempt_at <= now:
-        when = "due now"
-    else:
-        when = f"next attempt in {format_age(r.next_attempt_at - now)}"
-    tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
-    return f"{when}; {tries}" + (f"; last reply: {r.last_reply}" if r.last_reply else "")
-
-
 def _show_text(m: MessageDetail) -> str:
     now = time.time()
     age = format_age(now - m.created_at)
@@ -135,7 +123,7 @@ def _show_text(m: MessageDetail) -> str:
     pending = [r for r in m.recipients if r.status in PENDING]
     if pending:
         lines += ["", "waiting:"]
-        lines += [f"  {printable(r.address)}: {printable(_waiting(r, now))}" for r in pending]
+        lines += [f"  {printable(r.address)}: {printable(why_waiting(r, now))}" for r in pending]
     lines += ["", "headers:"]
     lines += ["  " + printable(line) for line in m.headers.splitlines()]
     lines += ["", "attempts:"]
@@ -202,21 +190,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_bounce(args: argparse.Namespace) -> int:
     settings, engine = open_from_args(args)
-    now = time.time()
     try:
-        with engine.begin() as conn:
-            n = operator.bounce(conn, args.queue_id, now=now, hostname=settings.server.hostname)
+        done = operator.bounce_message(engine, args.queue_id, now=time.time(), hostname=settings.server.hostname)
     except operator.NoSuchMessage as exc:
         raise UsageError(str(exc)) from None
-    detail = QueueReader(engine).show(args.queue_id)
-    dsn = busy = None
-    if detail is not None:
-        dsn = next((e.detail.split()[1] for e in reversed(detail.events)
-                    if e.type == EV_BOUNCE_QUEUED and e.at == now and len(e.detail.split()) > 1), None)
-        busy = sum(1 for r in detail.recipients
-                   if r.status in PENDING and r.lease_until is not None and r.lease_until >= now)
+    n, dsn, busy = done.recipients, done.dsn, done.in_delivery
     if args.json:
-        print(to_json({"id": args.queue_id, "recipients": n, "dsn": dsn, "in_delivery": busy or 0}))
+        print(to_json(dataclasses.asdict(done)))
         return 0
     line = f"{args.queue_id}: {_plural(n, 'recipient')} bounced"
     if n:

@@ -2,7 +2,8 @@
 
 Each function runs inside the caller's transaction (`with engine.begin() as conn: ...`), so the
 CLI can act while a server delivers from the same database: the change commits at once or not at
-all, and the scheduler sees it at its next claim.
+all, and the scheduler sees it at its next claim. `bounce_message` is `bounce` in a transaction of
+its own, with what came of it (the DSN, recipients left alone), for the CLI and the operator API.
 
 Hazard: a recipient with a live lease is being delivered right now, and the delivery agent will
 write its outcome when the attempt ends. So `retry` leaves live leases alone (the recipient is
@@ -21,12 +22,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailrelay.core.status import (
     BOUNCED,
+    EV_BOUNCE_QUEUED,
     EV_BOUNCED_BY_OPERATOR,
     EV_DELETED_BY_OPERATOR,
     EV_RETRIED_BY_OPERATOR,
@@ -36,6 +39,7 @@ from mailrelay.delivery.dsn import FailedRecipient, notify_wants
 from mailrelay.delivery.outcomes import queue_bounce
 from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
+from mailrelay.spool.reader import QueueReader
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, messages, recipients
 
@@ -136,6 +140,30 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
         claim = Claim(message, "", tuple(claimed))
         queue_bounce(conn, claim, failed, now=now, hostname=hostname, action_note=" (bounced by the operator)")
     return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounced:
+    """What `bounce_message` did: for `queue bounce` and the operator API alike."""
+
+    id: str
+    recipients: int  # bounced now
+    dsn: str | None  # queue id of the DSN to the sender; None: null sender, or NOTIFY asked for none
+    in_delivery: int  # pending recipients left alone because an attempt is in progress
+
+
+def bounce_message(engine: sa.Engine, queue_id: str, *, now: float, hostname: str) -> Bounced:
+    """`bounce` in a transaction of its own, then what came of it (read back from the queue)."""
+    with engine.begin() as conn:
+        n = bounce(conn, queue_id, now=now, hostname=hostname)
+    detail = QueueReader(engine).show(queue_id)
+    dsn, busy = None, 0
+    if detail is not None:
+        dsn = next((e.detail.split()[1] for e in reversed(detail.events)
+                    if e.type == EV_BOUNCE_QUEUED and e.at == now and len(e.detail.split()) > 1), None)
+        busy = sum(1 for r in detail.recipients
+                   if r.status in PENDING and r.lease_until is not None and r.lease_until >= now)
+    return Bounced(queue_id, n, dsn, busy)
 
 
 def _account_id(conn: Connection, queue_id: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -22,6 +23,7 @@ from mailrelay.http.services import Services
 from mailrelay.smtp.limits import client_key
 
 MAX_AUTHORIZATION = 1024  # characters of the header: a key is about 70
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,12 @@ def client_ip(request: Request) -> str:
 
 async def caller(request: Request) -> Caller:
     """The account behind the request's key (a FastAPI dependency)."""
+    return Caller(*await bearer(request, services(request).accounts.authenticate_key))
+
+
+async def bearer(request: Request, check: Callable[[str], T | None]) -> T:
+    """What `check` (run in the executor) finds for the request's Bearer key; else 401 with
+    SendGrid's body, counted and slowed down per client address like a failed SMTP login."""
     svc = services(request)
     where = client_key(client_ip(request))
     limiter = svc.auth_limiter
@@ -55,13 +63,13 @@ async def caller(request: Request) -> Caller:
     found = None
     if scheme.lower() == "bearer" and key and len(header) <= MAX_AUTHORIZATION:
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(svc.executor, svc.accounts.authenticate_key, key)
+        found = await loop.run_in_executor(svc.executor, check, key)
     if found is None:
         delay = limiter.record_failure(where)
         if delay:
             await asyncio.sleep(delay)
         raise APIError(401, BAD_KEY)
-    return Caller(*found)
+    return found
 
 
 def needs(scope: str) -> Callable[[Request], Awaitable[Caller]]:

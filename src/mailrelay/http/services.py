@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from mailrelay.accounts.operators import OperatorKeys
 from mailrelay.accounts.service import AccountService
 from mailrelay.settings import Settings
 from mailrelay.smtp.limits import AuthFailureLimiter
@@ -21,3 +22,4 @@ class Services:
     auth_limiter: AuthFailureLimiter  # failed keys per client address, as failed SMTP logins
     executor: Executor  # argon2 checks, off the event loop
     engine: sa.Engine  # read-only queries (stats, email activity) from sync handlers
+    operator_keys: OperatorKeys  # the keys of /admin/v1, in this node's data_dir

@@ -1,15 +1,16 @@
-"""Which plan an account is on, changing it, and the usage report of `account usage`."""
+"""Which plan an account is on, changing it, and the usage report (`account usage`, the operator API)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from mailrelay.quota.usage import counts, day_period, day_reset, month_period, month_reset
-from mailrelay.settings import PlanSettings
+from mailrelay.settings import PlanSettings, SMTPSettings
 from mailrelay.store.schema import accounts
 
 log = logging.getLogger("mailrelay.quota")
@@ -83,3 +84,18 @@ def set_plan(engine: sa.Engine, name: str, plan: str, now: float) -> str | None:
         conn.execute(accounts.update().where(accounts.c.name == name)
                      .values(plan=plan, updated_at=now))
     return str(old)
+
+
+def period_json(u: PeriodUsage) -> dict[str, Any]:
+    return {"period": u.period, "sent": u.sent, "limit": u.limit or None, "remaining": u.remaining,
+            "resets_at": u.resets_at}
+
+
+def usage_json(r: UsageReport, smtp: SMTPSettings) -> dict[str, Any]:
+    """The report as `account usage --json` and the operator API show it; 0 limits of the plan
+    are smtp's."""
+    return {"account": r.account, "plan": r.plan, "limits_of": r.limits.name,
+            "today": period_json(r.today), "month": period_json(r.month),
+            "max_recipients_per_message": r.limits.max_recipients_per_message or smtp.max_recipients,
+            "max_message_size": r.limits.max_message_size or smtp.max_message_size,
+            "rate_per_minute": r.limits.rate_per_minute or None}

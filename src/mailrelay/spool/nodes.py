@@ -31,6 +31,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -206,3 +207,15 @@ def listing(conn: Connection) -> list[NodeInfo]:
             .where(recipients.c.lease_owner.in_(owners)).group_by(recipients.c.lease_owner))}
     return [NodeInfo(r.name, r.host, r.pid, r.started_at, r.heartbeat_at,
                      sum(counts.get(o, 0) for o in owned_by([r.name]))) for r in rows]
+
+
+def node_state(silent: float, dead_after: float) -> str:
+    """"alive" or "silent": an operator's hint from the wall clocks of two machines. The nodes
+    themselves never compare clocks: they bury a node whose heartbeat stops changing."""
+    return "silent" if silent >= dead_after else "alive"
+
+
+def node_json(n: NodeInfo, now: float, dead_after: float) -> dict[str, Any]:
+    """One node as `node list --json` and the operator API show it."""
+    return {"name": n.name, "host": n.host, "pid": n.pid, "started_at": n.started_at,
+            "heartbeat_at": n.heartbeat_at, "state": node_state(now - n.heartbeat_at, dead_after), "leased": n.leased}

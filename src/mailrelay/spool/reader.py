@@ -1,4 +1,5 @@
-"""Read side of the queue for the CLI: list queued messages, show one in detail.
+"""Read side of the queue for the operator (CLI and API): list messages, show one in detail, and
+count what waits per destination domain.
 
 `show` includes the attempts and events of a message, so that it says why a message waits.
 Read-only: it never changes a message or a recipient status.
@@ -14,8 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailrelay.core.dates import format_age
 from mailrelay.core.headers import header_section
-from mailrelay.core.status import OUTBOUND
+from mailrelay.core.status import DEFERRED, OUTBOUND, PENDING, QUEUED
 from mailrelay.store.schema import accounts, attempts, events, messages, recipients
 
 
@@ -29,6 +31,17 @@ class QueueEntry:
     size: int
     status: str  # "queued", or a summary such as "2 queued, 1 delivered"
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSummary:
+    """The recipients waiting for one destination domain."""
+
+    domain: str
+    queued: int
+    deferred: int
+    oldest_at: float  # when the oldest of their messages was accepted
+    next_attempt_at: float | None  # the soonest one is due (None: due now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,19 @@ def summarize_statuses(statuses: list[str]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in ranked)
 
 
+def why_waiting(r: RecipientDetail, now: float) -> str:
+    """Why a pending recipient has not gone yet, e.g. "next attempt in 4m; 2 attempts; last reply: 451 ..."
+    (`queue show` and the operator API both say it this way)."""
+    if r.lease_until is not None and r.lease_until >= now:
+        when = "being delivered now"
+    elif r.next_attempt_at is None or r.next_attempt_at <= now:
+        when = "due now"
+    else:
+        when = f"next attempt in {format_age(r.next_attempt_at - now)}"
+    tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
+    return f"{when}; {tries}" + (f"; last reply: {r.last_reply}" if r.last_reply else "")
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -152,6 +178,25 @@ class QueueReader:
             )
             for r in rows
         ]
+
+    def by_domain(self, limit: int = 100) -> builtins.list[DomainSummary]:
+        """Pending (queued and deferred) recipients per destination domain, most first."""
+        r = recipients
+        pending = sa.func.count().label("pending")
+        query = (
+            sa.select(r.c.domain,
+                      sa.func.sum(sa.case((r.c.status == QUEUED, 1), else_=0)).label("queued"),
+                      sa.func.sum(sa.case((r.c.status == DEFERRED, 1), else_=0)).label("deferred"),
+                      sa.func.min(messages.c.created_at).label("oldest_at"),
+                      sa.func.min(r.c.next_attempt_at).label("next_at"), pending)
+            .join(messages, messages.c.id == r.c.message_id)
+            .where(r.c.status.in_(PENDING))
+            .group_by(r.c.domain).order_by(pending.desc(), r.c.domain).limit(max(0, limit))
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [DomainSummary(domain=row.domain, queued=int(row.queued), deferred=int(row.deferred),
+                              oldest_at=float(row.oldest_at), next_attempt_at=row.next_at) for row in rows]
 
     def show(self, queue_id: str) -> MessageDetail | None:
         with self._engine.connect() as conn:

@@ -16,6 +16,16 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Seconds to reach PostgreSQL, storage.connect_timeout's default (defined there, once): without
 # one, psycopg waits 130 s for a server that accepts the connection and never answers.
 DEFAULT_CONNECT_TIMEOUT = StorageSettings().connect_timeout
+MAX_ROW_LIMIT = 2**31 - 1  # the largest LIMIT every driver takes (past it: OverflowError)
+
+
+def check_row_limit(value: int) -> int:
+    """A LIMIT a user asked for (`--limit`, `?limit=`): 1 to MAX_ROW_LIMIT, else ValueError saying so."""
+    if value < 1:
+        raise ValueError(f"expected at least 1, got {value}")
+    if value > MAX_ROW_LIMIT:
+        raise ValueError(f"expected at most {MAX_ROW_LIMIT}, got {str(value)[:20]}")
+    return value
 
 
 class StorageError(Exception):
