@@ -176,6 +176,26 @@ class GroupService:
                 .returning(asm_suppressions.c.id)).first()
         return gone is not None
 
+    def all_suppressions(self, account_id: int, limit: int = 10_000) -> list[tuple[str, float, Group]]:
+        """Every (address, when it left, group) of the account's groups, by address then group id."""
+        member = asm_suppressions.alias("member")  # not the table _COUNT counts, so it correlates to the group
+        query = (sa.select(member.c.address, member.c.created_at.label("left_at"), *_COLS)
+                 .join(asm_groups, asm_groups.c.id == member.c.group_id)
+                 .where(asm_groups.c.account_id == account_id)
+                 .order_by(member.c.address, asm_groups.c.id).limit(limit))
+        with self._engine.connect() as conn:
+            return [(r.address, r.left_at, _group(r)) for r in conn.execute(query)]
+
+    def memberships(self, account_id: int, address: str) -> list[tuple[Group, bool]]:
+        """Each of the account's groups, and whether `address` left it."""
+        address = normalize_address(address)
+        left = (sa.select(asm_suppressions.c.id).where(asm_suppressions.c.group_id == asm_groups.c.id,
+                                                       asm_suppressions.c.address == address).exists())
+        query = (sa.select(*_COLS, left.label("left")).where(asm_groups.c.account_id == account_id)
+                 .order_by(asm_groups.c.id))
+        with self._engine.connect() as conn:
+            return [(_group(r), bool(r.left)) for r in conn.execute(query)]
+
     def suppressed_in_group(self, account_id: int, group_id: int, addresses: Iterable[str]) -> set[str]:
         """Those of `addresses` (as given, any case) that left the account's group `group_id`."""
         by_lower: dict[str, list[str]] = {}

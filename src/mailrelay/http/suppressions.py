@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from mailrelay.accounts.asm import Group, GroupError, GroupService
 from mailrelay.accounts.scopes import SUPPRESSION_LISTS
 from mailrelay.accounts.service import AccountError
-from mailrelay.accounts.suppressions import Suppression, SuppressionService
+from mailrelay.accounts.suppressions import Suppression, SuppressionService, normalize_address
 from mailrelay.core.text import has_control_chars
 from mailrelay.http.auth import Caller, needs, services
 from mailrelay.http.errors import APIError, Problem
@@ -311,3 +311,55 @@ def delete_group_suppression(request: Request,
                              group_id: GroupId, email: Email) -> Response:
     _found(_guard(lambda: _groups(request).remove(who.account.id, group_id, email)))
     return Response(status_code=204)
+
+
+@router.post("/v3/asm/groups/{group_id}/suppressions/search", response_model=list[str],
+             responses=_NOT_FOUND, tags=["unsubscribe groups"],
+             summary="Which of the given addresses left a group")
+def search_group_suppressions(request: Request,
+                              who: Annotated[Caller, Depends(needs("asm.groups.suppressions.read"))],
+                              group_id: GroupId, body: RecipientEmails) -> list[str]:
+    groups = _groups(request)
+    _found(groups.group(who.account.id, group_id))
+    wanted = _guard(lambda: [normalize_address(a) for a in body.recipient_emails])
+    return sorted(groups.suppressed_in_group(who.account.id, group_id, wanted))
+
+
+class GroupSuppression(BaseModel):
+    email: str
+    group_id: int
+    group_name: str
+    created_at: int
+
+
+@router.get("/v3/asm/suppressions", response_model=list[GroupSuppression], tags=["unsubscribe groups"],
+            summary="Every address that left one of the account's groups")
+def list_all_group_suppressions(request: Request,
+                                who: Annotated[Caller, Depends(needs("asm.groups.suppressions.read"))],
+                                ) -> list[dict[str, Any]]:
+    return [{"email": address, "group_id": g.id, "group_name": g.name, "created_at": int(left_at)}
+            for address, left_at, g in _groups(request).all_suppressions(who.account.id)]
+
+
+class Membership(BaseModel):
+    id: int
+    name: str
+    description: str
+    is_default: bool
+    suppressed: bool
+
+
+class Memberships(BaseModel):
+    suppressions: list[Membership]
+
+
+@router.get("/v3/asm/suppressions/{email}", response_model=Memberships, tags=["unsubscribe groups"],
+            summary="Each group of the account, and whether an address left it")
+def address_groups(request: Request, who: Annotated[Caller, Depends(needs("asm.groups.suppressions.read"))],
+                   email: Email) -> dict[str, Any]:
+    try:
+        found = _groups(request).memberships(who.account.id, email)
+    except AccountError as exc:
+        raise _bad(exc, "email") from None
+    return {"suppressions": [{"id": g.id, "name": g.name, "description": g.description,
+                              "is_default": g.is_default, "suppressed": left} for g, left in found]}

@@ -184,6 +184,15 @@ def test_groups_crud_and_their_suppressions(api: APINode) -> None:
         assert c.get(path).json() == ["b@example.net"]
         assert [g["name"] for g in c.get("/v3/asm/groups").json()] == ["News", "Offers"]
         assert [g["name"] for g in c.get("/v3/asm/groups", params={"id": offers["id"]}).json()] == ["Offers"]
+        search = c.post(f"{path}/search", json={"recipient_emails": ["B@example.net", "z@example.net"]})
+        assert search.status_code == 200 and search.json() == ["b@example.net"]
+        [left] = c.get("/v3/asm/suppressions").json()
+        assert (left["email"], left["group_id"], left["group_name"]) == ("b@example.net", news["id"], "News")
+        assert abs(left["created_at"] - time.time()) < 60
+        assert c.get("/v3/asm/suppressions/b@example.net").json() == {"suppressions": [
+            {"id": news["id"], "name": "News", "description": "Monthly", "is_default": False, "suppressed": True},
+            {"id": offers["id"], "name": "Offers", "description": "", "is_default": True, "suppressed": False}]}
+        assert c.get("/v3/asm/suppressions/nope").status_code == 400
         # group suppressions are not global ones
         assert c.get("/v3/asm/suppressions/global/b@example.net").json() == {}
 
@@ -207,10 +216,13 @@ def test_another_accounts_group_is_404_and_untouched(api: APINode) -> None:
                 ("GET", base, None), ("PATCH", base, {"name": "mine"}), ("DELETE", base, None),
                 ("GET", f"{base}/suppressions", None),
                 ("POST", f"{base}/suppressions", {"recipient_emails": ["x@example.net"]}),
-                ("DELETE", f"{base}/suppressions/reader@example.net", None)):
+                ("DELETE", f"{base}/suppressions/reader@example.net", None),
+                ("POST", f"{base}/suppressions/search", {"recipient_emails": ["reader@example.net"]})):
             r = c.request(method, url, json=body)
             assert r.status_code == 404 and "reader" not in r.text, (method, url)
         assert c.get("/v3/asm/groups").json() == []
+        assert c.get("/v3/asm/suppressions").json() == []
+        assert c.get("/v3/asm/suppressions/reader@example.net").json() == {"suppressions": []}
     assert groups.group(account_id(api, "bob"), bobs.id) == bobs
     assert groups.members(account_id(api, "bob"), bobs.id) == ["reader@example.net"]
 
