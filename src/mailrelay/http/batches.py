@@ -34,7 +34,8 @@ router = APIRouter(tags=["scheduled sends"])
 BATCH_UNKNOWN = "The batch_id is not a valid batch ID for your account."  # ours: SendGrid's text is not documented
 MAX_BATCHES = 10_000  # per account: a batch row is small, but not free
 _ALPHABET = string.ascii_letters + string.digits
-BatchId = Annotated[str, Path(max_length=64)]
+_ID = r"^[A-Za-z0-9_-]+$"  # ours are letters and digits
+BatchId = Annotated[str, Path(max_length=64, pattern=_ID)]
 State = Literal["pause", "cancel"]
 T = TypeVar("T")
 
@@ -81,7 +82,7 @@ class ScheduledSend(BaseModel):
 
 
 class NewScheduledSend(BaseModel):
-    batch_id: str = Field(min_length=1, max_length=64)
+    batch_id: str = Field(min_length=1, max_length=64, pattern=_ID)
     status: State
 
 

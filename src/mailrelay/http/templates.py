@@ -8,12 +8,13 @@ are plain `def`: FastAPI runs their database work (and compiling) in its thread 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from mailrelay.accounts.templates import MAX_NAME, MAX_SUBJECT, Template, TemplateError, TemplateService, Version
 from mailrelay.http.auth import Caller, needs, services
@@ -25,9 +26,21 @@ from mailrelay.submission.v3mime import Renderer
 
 router = APIRouter(tags=["templates"])
 
-TemplateId = Annotated[str, Path(max_length=64)]
-VersionId = Annotated[str, Path(max_length=64)]
-Text = Annotated[str, Field(max_length=handlebars.MAX_SOURCE)]
+_ID = r"^[A-Za-z0-9-]+$"  # our ids: "d-" and hex, UUIDs
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # no database stores these in text
+
+
+def _storable(value: str) -> str:
+    if _BAD_TEXT.search(value):
+        raise ValueError("must not contain NUL or unpaired surrogates")
+    return value
+
+
+TemplateId = Annotated[str, Path(max_length=64, pattern=_ID)]
+VersionId = Annotated[str, Path(max_length=64, pattern=_ID)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_storable)]
+Subject = Annotated[str, Field(max_length=MAX_SUBJECT), AfterValidator(_storable)]
+Text = Annotated[str, Field(max_length=handlebars.MAX_SOURCE), AfterValidator(_storable)]
 
 
 def _service(request: Request) -> TemplateService:
@@ -69,17 +82,17 @@ def _check_texts(fields: dict[str, Any]) -> None:
 
 
 class NewTemplate(BaseModel):
-    name: str = Field(min_length=1, max_length=MAX_NAME)
+    name: Name
     generation: Literal["legacy", "dynamic"] = "dynamic"
 
 
 class TemplateName(BaseModel):
-    name: str = Field(min_length=1, max_length=MAX_NAME)
+    name: Name
 
 
 class NewVersion(BaseModel):
-    name: str = Field(min_length=1, max_length=MAX_NAME)
-    subject: str = Field("", max_length=MAX_SUBJECT)
+    name: Name
+    subject: Subject = ""
     html_content: Text = ""
     plain_content: Text = ""
     active: Literal[0, 1] | None = None
@@ -89,8 +102,8 @@ class NewVersion(BaseModel):
 
 
 class VersionChanges(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=MAX_NAME)
-    subject: str | None = Field(None, max_length=MAX_SUBJECT)
+    name: Name | None = None
+    subject: Subject | None = None
     html_content: Text | None = None
     plain_content: Text | None = None
     active: Literal[0, 1] | None = None
@@ -115,7 +128,7 @@ def create_template(request: Request, body: NewTemplate,
 def list_templates(request: Request, who: Annotated[Caller, Depends(needs("templates.read"))],
                    generations: Annotated[str, Query(max_length=32)] = "dynamic",
                    page_size: Annotated[int | None, Query(ge=1, le=200)] = None,
-                   page_token: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+                   page_token: Annotated[str | None, Query(max_length=64, pattern=_ID)] = None) -> dict[str, Any]:
     wanted = tuple(g.strip() for g in generations.split(",") if g.strip())
     if not wanted or any(g not in ("legacy", "dynamic") for g in wanted):
         raise APIError(400, [Problem("generations must be legacy, dynamic or legacy,dynamic", "generations")])
@@ -214,7 +227,8 @@ def activate_version(request: Request, template_id: TemplateId, version_id: Vers
 def template_renderer(engine: sa.Engine, account_id: int, template_id: str) -> Renderer:
     """For mail send: the renderer of the account's template's active version; MailSendError on
     `template_id` (SendGrid's text) when the account has no such template or no active version."""
-    template = TemplateService(engine).get(account_id, template_id)
+    ours = re.fullmatch(r"[A-Za-z0-9-]{1,64}", template_id)  # another text names no template (nor reaches the db)
+    template = TemplateService(engine).get(account_id, template_id) if ours else None
     version = template.active if template is not None else None
     if version is None:
         raise MailSendError([field_error(E.TEMPLATE_UNKNOWN.format(value=template_id), "template_id",

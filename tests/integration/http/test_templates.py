@@ -169,3 +169,20 @@ def test_a_template_failing_to_render_is_400_on_template_id_never_500(api: APINo
         r = http.post("/v3/mail/send", json=doc)
         assert r.status_code == 400
     assert api.node.stored() == []
+
+
+def test_text_no_database_can_store_is_400_not_500(api: APINode) -> None:
+    with api.client(api.key()) as http:
+        assert http.post("/v3/templates", json={"name": "a\u0000b"}).status_code == 400
+        tid = http.post("/v3/templates", json={"name": "ok"}).json()["id"]
+        for field in ("name", "subject", "html_content", "plain_content"):
+            r = http.post(f"/v3/templates/{tid}/versions", content=b'{"name": "v", "%s": "x\\ud800"}' % field.encode(),
+                          headers={"Content-Type": "application/json"})
+            assert r.status_code == 400, (field, r.text)
+        assert http.get("/v3/templates/d-00%00").status_code in (400, 404)
+        assert http.get(f"/v3/templates/{tid}/versions/x%00y").status_code in (400, 404)
+        sent = http.post("/v3/mail/send", json={"personalizations": [{"to": [{"email": "x@example.net"}]}],
+                                                "from": {"email": "alice@example.com"}, "template_id": "d-\u0000"})
+        assert sent.status_code == 400 and sent.json()["errors"][0]["field"] == "template_id"
+        assert http.post("/v3/user/scheduled_sends", json={"batch_id": "a\u0000", "status": "pause"}).status_code == 400
+        assert http.get("/v3/mail/batch/a%00b").status_code in (400, 404)
