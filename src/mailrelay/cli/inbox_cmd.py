@@ -125,7 +125,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _dkim_line(s: Summary) -> str:
     if not s.dkim:
-        return "not signed (the From: domain is not a sender domain of the account, or has no key)"
+        return "not signed (the From: domain is not a verified sender domain of the account, or has no key)"
     return "; ".join("signed " + " ".join(f"{k}={v}" for k, v in tags.items()) for tags in s.dkim)
 
 
