@@ -29,6 +29,7 @@ from mailrelay.spool import batches
 from mailrelay.store.schema import mail_batches
 from mailrelay.submission.v3errors import MailSendError, field_error
 
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such batch (or pause or cancel) here"}}
 router = APIRouter(tags=["scheduled sends"])
 
 BATCH_UNKNOWN = "The batch_id is not a valid batch ID for your account."  # ours: SendGrid's text is not documented
@@ -108,7 +109,7 @@ async def create_batch(request: Request, who: Annotated[Caller, Depends(needs("m
     return BatchOut(batch_id=batch_id)
 
 
-@router.get("/v3/mail/batch/{batch_id}", summary="Validate a batch id")
+@router.get("/v3/mail/batch/{batch_id}", responses=_NOT_FOUND, summary="Validate a batch id")
 async def get_batch(request: Request, batch_id: BatchId,
                     who: Annotated[Caller, Depends(needs("mail.batch.read"))]) -> BatchOut:
     found, _ = await _read(request, lambda conn: _status(conn, who.account.id, batch_id))
@@ -152,7 +153,7 @@ async def list_scheduled_sends(request: Request, who: Annotated[Caller, Depends(
     return [ScheduledSend(**row) for row in rows]
 
 
-@router.get("/v3/user/scheduled_sends/{batch_id}", summary="A batch's pause or cancel")
+@router.get("/v3/user/scheduled_sends/{batch_id}", responses=_NOT_FOUND, summary="A batch's pause or cancel")
 async def get_scheduled_send(request: Request, batch_id: BatchId,
                              who: Annotated[Caller, Depends(needs("user.scheduled_sends.read"))]
                              ) -> list[ScheduledSend]:
@@ -162,7 +163,8 @@ async def get_scheduled_send(request: Request, batch_id: BatchId,
     return [ScheduledSend(**row) for row in rows]
 
 
-@router.patch("/v3/user/scheduled_sends/{batch_id}", status_code=204, summary="Change a pause into a cancel")
+@router.patch("/v3/user/scheduled_sends/{batch_id}", responses=_NOT_FOUND, status_code=204,
+               summary="Change a pause into a cancel")
 async def update_scheduled_send(request: Request, batch_id: BatchId, body: StatusChange,
                                 who: Annotated[Caller, Depends(needs("user.scheduled_sends.update"))]) -> Response:
     found, state = await _read(request, lambda conn: _status(conn, who.account.id, batch_id))
@@ -175,7 +177,8 @@ async def update_scheduled_send(request: Request, batch_id: BatchId, body: Statu
     return Response(status_code=204)
 
 
-@router.delete("/v3/user/scheduled_sends/{batch_id}", status_code=204, summary="Resume a batch")
+@router.delete("/v3/user/scheduled_sends/{batch_id}", responses=_NOT_FOUND, status_code=204,
+               summary="Resume a batch")
 async def delete_scheduled_send(request: Request, batch_id: BatchId,
                                 who: Annotated[Caller, Depends(needs("user.scheduled_sends.delete"))]) -> Response:
     found, state = await _read(request, lambda conn: _status(conn, who.account.id, batch_id))

@@ -24,6 +24,7 @@ from mailrelay.submission import v3errors as E
 from mailrelay.submission.v3errors import MailSendError, field_error
 from mailrelay.submission.v3mime import Renderer
 
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such template or version of this account"}}
 router = APIRouter(tags=["templates"])
 
 _ID = r"^[A-Za-z0-9-]+$"  # our ids: "d-" and hex, UUIDs
@@ -143,7 +144,7 @@ def list_templates(request: Request, who: Annotated[Caller, Depends(needs("templ
     return {"result": result, "_metadata": meta}
 
 
-@router.get("/v3/templates/{template_id}", summary="A template with its versions")
+@router.get("/v3/templates/{template_id}", responses=_NOT_FOUND, summary="A template with its versions")
 def get_template(request: Request, template_id: TemplateId,
                  who: Annotated[Caller, Depends(needs("templates.read"))]) -> dict[str, Any]:
     template = _service(request).get(who.account.id, template_id)
@@ -152,7 +153,7 @@ def get_template(request: Request, template_id: TemplateId,
     return template_body(who.account.id, template)
 
 
-@router.patch("/v3/templates/{template_id}", summary="Rename a template")
+@router.patch("/v3/templates/{template_id}", responses=_NOT_FOUND, summary="Rename a template")
 def rename_template(request: Request, template_id: TemplateId, body: TemplateName,
                     who: Annotated[Caller, Depends(needs("templates.update"))]) -> dict[str, Any]:
     template = _service(request).rename(who.account.id, template_id, body.name)
@@ -161,7 +162,8 @@ def rename_template(request: Request, template_id: TemplateId, body: TemplateNam
     return template_body(who.account.id, template)
 
 
-@router.delete("/v3/templates/{template_id}", status_code=204, summary="Delete a template and its versions")
+@router.delete("/v3/templates/{template_id}", responses=_NOT_FOUND, status_code=204,
+               summary="Delete a template and its versions")
 def delete_template(request: Request, template_id: TemplateId,
                     who: Annotated[Caller, Depends(needs("templates.delete"))]) -> Response:
     if not _service(request).delete(who.account.id, template_id):
@@ -169,7 +171,8 @@ def delete_template(request: Request, template_id: TemplateId,
     return Response(status_code=204)
 
 
-@router.post("/v3/templates/{template_id}/versions", status_code=201, summary="Create a template version")
+@router.post("/v3/templates/{template_id}/versions", responses=_NOT_FOUND, status_code=201,
+             summary="Create a template version")
 def create_version(request: Request, template_id: TemplateId, body: NewVersion,
                    who: Annotated[Caller, Depends(needs("templates.versions.create"))]) -> dict[str, Any]:
     _check_texts(body.model_dump())
@@ -185,7 +188,7 @@ def create_version(request: Request, template_id: TemplateId, body: NewVersion,
     return version_body(who.account.id, version)
 
 
-@router.get("/v3/templates/{template_id}/versions/{version_id}", summary="A template version")
+@router.get("/v3/templates/{template_id}/versions/{version_id}", responses=_NOT_FOUND, summary="A template version")
 def get_version(request: Request, template_id: TemplateId, version_id: VersionId,
                 who: Annotated[Caller, Depends(needs("templates.versions.read"))]) -> dict[str, Any]:
     version = _service(request).get_version(who.account.id, template_id, version_id)
@@ -194,7 +197,8 @@ def get_version(request: Request, template_id: TemplateId, version_id: VersionId
     return version_body(who.account.id, version)
 
 
-@router.patch("/v3/templates/{template_id}/versions/{version_id}", summary="Edit a template version")
+@router.patch("/v3/templates/{template_id}/versions/{version_id}", responses=_NOT_FOUND,
+               summary="Edit a template version")
 def update_version(request: Request, template_id: TemplateId, version_id: VersionId, body: VersionChanges,
                    who: Annotated[Caller, Depends(needs("templates.versions.update"))]) -> dict[str, Any]:
     changes = body.model_dump(exclude_none=True, exclude={"generate_plain_content", "test_data"})
@@ -205,7 +209,7 @@ def update_version(request: Request, template_id: TemplateId, version_id: Versio
     return version_body(who.account.id, version)
 
 
-@router.delete("/v3/templates/{template_id}/versions/{version_id}", status_code=204,
+@router.delete("/v3/templates/{template_id}/versions/{version_id}", responses=_NOT_FOUND, status_code=204,
                summary="Delete a template version")
 def delete_version(request: Request, template_id: TemplateId, version_id: VersionId,
                    who: Annotated[Caller, Depends(needs("templates.versions.delete"))]) -> Response:
@@ -214,7 +218,7 @@ def delete_version(request: Request, template_id: TemplateId, version_id: Versio
     return Response(status_code=204)
 
 
-@router.post("/v3/templates/{template_id}/versions/{version_id}/activate",
+@router.post("/v3/templates/{template_id}/versions/{version_id}/activate", responses=_NOT_FOUND,
              summary="Make a version the one template sends use")
 def activate_version(request: Request, template_id: TemplateId, version_id: VersionId,
                      who: Annotated[Caller, Depends(needs("templates.versions.activate.create"))]) -> dict[str, Any]:
