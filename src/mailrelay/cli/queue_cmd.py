@@ -1,6 +1,6 @@
-"""`mailrelay queue list | show | retry | delete | bounce`: the spool, for the operator.
+"""`mailrelay queue list | summary | show | retry | delete | bounce`: the spool, for the operator.
 
-`list` and `show` only read; `retry`, `delete` and `bounce` (postqueue -f, postsuper -d, and a
+`list`, `summary` and `show` only read; `retry`, `delete` and `bounce` (postqueue -f, postsuper -d, and a
 bounce-now) each run in one transaction, safe beside a running server on the same database.
 """
 
@@ -36,6 +36,12 @@ def add_arguments(sub: Any) -> None:
                    help="only messages with a recipient in STATUS: " + ", ".join(OUTBOUND))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
+
+    p = q.add_parser("summary", help="waiting (queued and deferred) recipients per destination domain, most first")
+    p.add_argument("--limit", type=row_limit, default=100, metavar="N",
+                   help="show at most N domains (default 100)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_summary)
 
     p = q.add_parser("show", help="show one message: envelope, recipients, headers, attempts, events")
     p.add_argument("queue_id", metavar="ID")
@@ -89,6 +95,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     total = reader.count(status=args.status)
     if total > len(entries):
         print(f"({len(entries)} of {total} messages shown; use --limit)")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    found = _reader(args).by_domain(limit=args.limit)
+    if args.json:
+        print(to_json([dataclasses.asdict(d) for d in found]))
+        return 0
+    if not found:
+        print("nothing is waiting")
+        return 0
+    now = time.time()
+    rows = [(d.domain, d.queued, d.deferred, format_age(now - d.oldest_at),
+             "now" if d.next_attempt_at is None or d.next_attempt_at <= now
+             else f"in {format_age(d.next_attempt_at - now)}") for d in found]
+    print(format_table(("domain", "queued", "deferred", "oldest", "next attempt"), rows, align="<>>><"))
     return 0
 
 

@@ -32,9 +32,10 @@ from mailrelay.accounts.service import (
     validate_plan,
 )
 from mailrelay.core.status import OUTBOUND, PENDING
+from mailrelay.core.text import has_control_chars
 from mailrelay.delivery import operator as queue_ops
 from mailrelay.http.auth import bearer, services
-from mailrelay.http.errors import APIError, Problem
+from mailrelay.http.errors import ERRORS_CONTENT, APIError, Problem
 from mailrelay.http.services import Services
 from mailrelay.quota.plans import Plans, set_plan, usage_json, usage_report
 from mailrelay.spool.nodes import listing, node_json
@@ -48,7 +49,23 @@ async def operator(request: Request) -> OperatorKey:
 
 
 router = APIRouter(prefix="/admin/v1", tags=["operator (mailrelay)"], dependencies=[Depends(operator)])
+_MISSING: dict[int | str, dict[str, Any]] = {404: {"description": "no such account or message",
+                                                   "content": ERRORS_CONTENT}}
+_TAKEN: dict[int | str, dict[str, Any]] = {409: {"description": "the name is taken", "content": ERRORS_CONTENT}}
 Svc = Annotated[Services, Depends(services)]
+
+
+def _storable(text: str) -> bool:
+    """Could be a stored name or queue id: anything else (a NUL, which PostgreSQL refuses in
+    text, a megabyte) names nothing, and is answered 404 without asking the database."""
+    return len(text) <= 255 and not has_control_chars(text)
+
+
+def _account(svc: Services, name: str) -> Account:
+    account = svc.accounts.get(name) if _storable(name) else None
+    if account is None:
+        raise _no_account(name)
+    return account
 
 
 def _no_account(name: str) -> APIError:
@@ -99,7 +116,7 @@ def list_accounts(svc: Svc) -> list[dict[str, Any]]:
     return [_account_json(a, keys[a.name]) for a in svc.accounts.list()]
 
 
-@router.post("/accounts", status_code=201, summary="Create an account (account create)")
+@router.post("/accounts", status_code=201, responses=_TAKEN, summary="Create an account (account create)")
 def create_account(svc: Svc, body: NewAccount) -> dict[str, Any]:
     try:
         validate_name(body.name)
@@ -123,19 +140,14 @@ def create_account(svc: Svc, body: NewAccount) -> dict[str, Any]:
     return out
 
 
-@router.get("/accounts/{name}", summary="One account")
+@router.get("/accounts/{name}", responses=_MISSING, summary="One account")
 def get_account(svc: Svc, name: str) -> dict[str, Any]:
-    account = svc.accounts.get(name)
-    if account is None:
-        raise _no_account(name)
-    return _account_json(account, _key_count(svc, name))
+    return _account_json(_account(svc, name), _key_count(svc, name))
 
 
-@router.patch("/accounts/{name}", summary="Disable or enable, change plan, sandbox on or off")
+@router.patch("/accounts/{name}", responses=_MISSING, summary="Disable or enable, change plan, sandbox on or off")
 def change_account(svc: Svc, name: str, body: AccountChange) -> dict[str, Any]:
-    account = svc.accounts.get(name)
-    if account is None:
-        raise _no_account(name)
+    account = _account(svc, name)
     # Everything is checked before anything changes.
     if body.status is not None and body.status not in STATUSES:
         raise APIError(400, [Problem(f"unknown status {body.status[:40]!r}: expected one of "
@@ -153,9 +165,10 @@ def change_account(svc: Svc, name: str, body: AccountChange) -> dict[str, Any]:
     return get_account(svc, name)
 
 
-@router.get("/accounts/{name}/usage", summary="Emails sent today and this month (account usage)")
+@router.get("/accounts/{name}/usage", responses=_MISSING, summary="Emails sent today and this month (account usage)")
 def account_usage(svc: Svc, name: str) -> dict[str, Any]:
     s = svc.settings
+    _account(svc, name)
     report = usage_report(svc.engine, name, Plans(s.plans, s.accounts.default_plan), time.time())
     if report is None:
         raise _no_account(name)
@@ -192,9 +205,10 @@ def queue_summary(svc: Svc, limit: Annotated[int, Query()] = 100) -> list[dict[s
     return [dataclasses.asdict(d) for d in QueueReader(svc.engine).by_domain(limit=_limit(limit))]
 
 
-@router.get("/queue/{queue_id}", summary="One message with attempts, events and why it waits (queue show)")
+@router.get("/queue/{queue_id}", responses=_MISSING,
+            summary="One message with attempts, events and why it waits (queue show)")
 def show_message(svc: Svc, queue_id: str) -> dict[str, Any]:
-    detail = QueueReader(svc.engine).show(queue_id)
+    detail = QueueReader(svc.engine).show(queue_id) if _storable(queue_id) else None
     if detail is None:
         raise APIError(404, f"no message with queue id {queue_id[:40]!r}")
     now = time.time()
@@ -208,31 +222,39 @@ def _missing(exc: queue_ops.NoSuchMessage) -> APIError:
     return APIError(404, str(exc))
 
 
-@router.post("/queue/{queue_id}/retry", summary="Make its queued and deferred recipients due now (queue retry)")
+def _queued(queue_id: str) -> str:
+    if not _storable(queue_id):
+        raise _missing(queue_ops.NoSuchMessage(queue_id))
+    return queue_id
+
+
+@router.post("/queue/{queue_id}/retry", responses=_MISSING,
+             summary="Make its queued and deferred recipients due now (queue retry)")
 def retry_message(svc: Svc, queue_id: str) -> dict[str, Any]:
     try:
         with svc.engine.begin() as conn:
-            n = queue_ops.retry(conn, queue_id, now=time.time())
+            n = queue_ops.retry(conn, _queued(queue_id), now=time.time())
     except queue_ops.NoSuchMessage as exc:
         raise _missing(exc) from None
     return {"id": queue_id, "recipients": n}
 
 
-@router.post("/queue/{queue_id}/bounce", summary="Bounce its pending recipients; the sender gets a DSN (queue bounce)")
+@router.post("/queue/{queue_id}/bounce", responses=_MISSING,
+             summary="Bounce its pending recipients; the sender gets a DSN (queue bounce)")
 def bounce_message(svc: Svc, queue_id: str) -> dict[str, Any]:
     try:
-        done = queue_ops.bounce_message(svc.engine, queue_id, now=time.time(),
+        done = queue_ops.bounce_message(svc.engine, _queued(queue_id), now=time.time(),
                                         hostname=svc.settings.server.hostname)
     except queue_ops.NoSuchMessage as exc:
         raise _missing(exc) from None
     return dataclasses.asdict(done)
 
 
-@router.delete("/queue/{queue_id}", summary="Remove it from the queue, undelivered (queue delete)")
+@router.delete("/queue/{queue_id}", responses=_MISSING, summary="Remove it from the queue, undelivered (queue delete)")
 def delete_message(svc: Svc, queue_id: str) -> dict[str, Any]:
     try:
         with svc.engine.begin() as conn:
-            n = queue_ops.delete(conn, queue_id, now=time.time())
+            n = queue_ops.delete(conn, _queued(queue_id), now=time.time())
     except queue_ops.NoSuchMessage as exc:
         raise _missing(exc) from None
     return {"id": queue_id, "recipients": n}
