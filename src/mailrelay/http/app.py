@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mailrelay import __version__
-from mailrelay.http import activity, admin, errors, mail, webhooks
+from mailrelay.http import activity, admin, errors, keys, mail, webhooks
 from mailrelay.http import batches as batch_routes
 from mailrelay.http import domains as domain_routes
 from mailrelay.http import suppressions as suppression_routes
@@ -24,12 +24,13 @@ def build_api(services: Services) -> FastAPI:
     api.state.services = services
     errors.install(api)
     api.include_router(mail.router)
-    api.include_router(activity.router)
+    api.include_router(keys.router)
     api.include_router(suppression_routes.router)
+    api.include_router(activity.router)
     api.include_router(template_routes.router)
     api.include_router(batch_routes.router)
-    api.include_router(domain_routes.router)
     api.include_router(webhooks.router)
     api.include_router(admin.router)
+    api.include_router(domain_routes.router)
     api.add_middleware(BodyLimit, max_body=services.settings.http.max_body)
     return api
