@@ -217,3 +217,13 @@ def test_no_generated_request_to_admin_breaks_it_or_its_document(api: APINode, d
                 not_a_server_error, status_code_conformance, response_schema_conformance])
 
         check()
+
+
+def test_failed_keys_on_admin_count_toward_the_smtp_lockout(api_factory) -> None:  # type: ignore[no-untyped-def]
+    api = api_factory("[auth]\nslowdown_after = 3\nlockout_after = 3\nlockout_seconds = 60\n")
+    good = _store(api).create()[1]
+    with api.client(api.key()) as http:  # an account key is a failed operator key
+        codes = [http.get("/admin/v1/accounts").status_code for _ in range(4)]
+        locked = http.get("/admin/v1/accounts", headers={"Authorization": f"Bearer {good}"})
+    assert codes == [401, 401, 401, 429]
+    assert locked.status_code == 429 and "Retry-After" in locked.headers  # even a good key, while locked
