@@ -45,6 +45,18 @@ BATCH = 900
 BOUNCES = "bounces"
 UNSUBSCRIBES = "unsubscribes"
 KINDS = (BOUNCES, "blocks", "invalid_emails", "spam_reports", UNSUBSCRIBES)
+GROUPS = "groups"  # a message's unsubscribe group (SendGrid's asm.group_id), beside the lists
+
+
+def bypassed(*, list_management: bool = False, spam: bool = False, bounce: bool = False,
+             unsubscribe: bool = False) -> tuple[str, ...]:
+    """The lists a message skips, from SendGrid's bypass_* mail settings: `list_management`
+    every list and group, `spam` spam reports, `bounce` bounces, `unsubscribe` global and group
+    unsubscribes."""
+    if list_management:
+        return (*KINDS, GROUPS)
+    return tuple(kind for kind, on in (("spam_reports", spam), (BOUNCES, bounce), (UNSUBSCRIBES, unsubscribe),
+                                       (GROUPS, unsubscribe)) if on)
 
 class SuppressionError(AccountError):
     """A user mistake about suppressions; the message says what was wrong."""

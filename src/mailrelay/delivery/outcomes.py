@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailrelay.accounts.suppressions import SuppressionService
+from mailrelay.accounts.suppressions import GROUPS, SuppressionService
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.headers import header_section
 from mailrelay.core.ids import new_queue_id
@@ -42,7 +42,7 @@ from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
 from mailrelay.spool.schedule import expired, warn_delay
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.eventlog import add_events
-from mailrelay.store.schema import attempts, events, messages, recipients, suppressions
+from mailrelay.store.schema import asm_groups, asm_suppressions, attempts, events, messages, recipients, suppressions
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,32 +193,55 @@ def record_dropped(conn: Connection, claim: Claim, dropped: Iterable[ClaimedReci
                            "detail": "address is on the suppression list", "at": now}])
 
 
-def suppressed_in(conn: Connection, account_id: int, addresses: Iterable[str]) -> set[str]:
+def suppressed_in(conn: Connection, account_id: int, addresses: Iterable[str]) -> dict[str, str]:
+    """The account's suppressed ones of `addresses`, lower-cased, with their list (kind)."""
     lowered = {a.lower() for a in addresses}
     if not lowered:
-        return set()
-    rows = conn.execute(sa.select(suppressions.c.address).where(
+        return {}
+    rows = conn.execute(sa.select(suppressions.c.address, suppressions.c.kind).where(
         suppressions.c.account_id == account_id, suppressions.c.address.in_(lowered)))
-    return {r.address for r in rows}
+    return {r.address: r.kind for r in rows}
+
+
+def _left_groups(conn: Connection, account_id: int, groups: set[int], addresses: set[str]) -> set[tuple[int, str]]:
+    """(group, address) pairs of the account's unsubscribe groups that these addresses left."""
+    rows = conn.execute(sa.select(asm_suppressions.c.group_id, asm_suppressions.c.address)
+                        .join(asm_groups, asm_groups.c.id == asm_suppressions.c.group_id)
+                        .where(asm_groups.c.account_id == account_id, asm_suppressions.c.group_id.in_(groups),
+                               asm_suppressions.c.address.in_(addresses)))
+    return {(r.group_id, r.address) for r in rows}
 
 
 def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) -> list[Claim]:
-    """Claims without their suppressed recipients (those end `dropped`): one query per account."""
+    """Claims without their suppressed recipients (those end `dropped`): one query per account,
+    and one more for the accounts whose messages name an unsubscribe group. A message sent with
+    SendGrid's bypass_* settings skips the lists they name."""
     by_account: dict[int, set[str]] = {}
+    groups: dict[int, set[int]] = {}
     for claim in claims:
-        by_account.setdefault(claim.message.account_id, set()).update(r.address for r in claim.recipients)
-    suppressed = {account: found for account, addresses in by_account.items()
-                  if (found := suppressed_in(conn, account, addresses))}
-    if not suppressed:
+        lowered = {r.address.lower() for r in claim.recipients}
+        by_account.setdefault(claim.message.account_id, set()).update(lowered)
+        if claim.message.asm_group is not None and GROUPS not in claim.message.bypass:
+            groups.setdefault(claim.message.account_id, set()).add(claim.message.asm_group)
+    listed = {account: found for account, addresses in by_account.items()
+              if (found := suppressed_in(conn, account, addresses))}
+    left = {account: pairs for account, ids in groups.items()
+            if (pairs := _left_groups(conn, account, ids, by_account[account]))}
+    if not listed and not left:
         return list(claims)
     out = []
     for claim in claims:
-        listed = suppressed.get(claim.message.account_id)
-        if not listed:
+        msg = claim.message
+        kinds = listed.get(msg.account_id, {})
+        gone = left.get(msg.account_id, set())
+        dropped = [r for r in claim.recipients
+                   if (r.address.lower() in kinds and kinds[r.address.lower()] not in msg.bypass)
+                   or (msg.asm_group, r.address.lower()) in gone]
+        if not dropped:
             out.append(claim)
             continue
-        record_dropped(conn, claim, [r for r in claim.recipients if r.address.lower() in listed], now=now)
-        rest = tuple(r for r in claim.recipients if r.address.lower() not in listed)
+        record_dropped(conn, claim, dropped, now=now)
+        rest = tuple(r for r in claim.recipients if r not in dropped)
         if rest:
             out.append(Claim(claim.message, claim.domain, rest))
     return out

@@ -41,6 +41,10 @@ class ClaimedMessage:
     data: bytes  # trace headers + body, exactly as stored
     created_at: float
     sandbox: bool = False  # a sandbox account's message: captured, not delivered
+    # Suppression rules the message was sent with (the HTTP API's asm and bypass_* settings):
+    # lists (suppression kinds, or "groups") not checked, and its unsubscribe group.
+    bypass: frozenset[str] = frozenset()
+    asm_group: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +119,27 @@ def load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, ClaimedMess
     m = messages.c
     return {
         row.id: ClaimedMessage(row.id, row.account_id, row.mail_from, _json(row.mail_params),
-                               bytes(row.trace_headers) + bytes(row.body), row.created_at, bool(row.sandbox))
+                               bytes(row.trace_headers) + bytes(row.body), row.created_at, bool(row.sandbox),
+                               *_rules(row.tags))
         for row in conn.execute(sa.select(m.id, m.account_id, m.mail_from, m.mail_params, m.trace_headers, m.body,
-                                          m.created_at, m.sandbox).where(m.id.in_(sorted(set(ids)))))
+                                          m.created_at, m.sandbox, m.tags).where(m.id.in_(sorted(set(ids)))))
     }
+
+
+def _rules(tags: str | None) -> tuple[frozenset[str], int | None]:
+    """(bypass, asm_group) from a message's stored tags; none for SMTP mail."""
+    if not tags or ("bypass" not in tags and "asm_group_id" not in tags):
+        return frozenset(), None
+    try:
+        data: Any = json.loads(tags)
+    except ValueError:
+        return frozenset(), None
+    if not isinstance(data, dict):
+        return frozenset(), None
+    group = data.get("asm_group_id")
+    skipped = data.get("bypass")
+    return (frozenset(str(k) for k in skipped) if isinstance(skipped, list) else frozenset(),
+            group if isinstance(group, int) else None)
 
 
 def hand_back(conn: Connection, *, node: str, ids: list[int], now: float) -> int:

@@ -34,6 +34,7 @@ from email.headerregistry import Address as HeaderAddress
 from email.message import MIMEPart
 from typing import Any
 
+from mailrelay.accounts.suppressions import bypassed
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.submission import v3errors as E
 from mailrelay.submission.v3errors import MailSendError, field_error
@@ -129,6 +130,15 @@ def _outgoing(mail: MailSend, i: int, p: Personalization, attachments: list[byte
     if mail.custom_args or p.custom_args:
         tags["unique_args"] = mail.custom_args | p.custom_args
     tags["x_message_id"] = x_message_id
+    # What the delivery agent checks this message's recipients against (SendGrid's asm and
+    # bypass_* settings); see mailrelay.delivery.outcomes.filter_suppressed.
+    if mail.asm is not None:
+        tags["asm_group_id"] = mail.asm.group_id
+    ms = mail.mail_settings
+    skipped = bypassed(list_management=ms.bypass_list_management, spam=ms.bypass_spam_management,
+                       bounce=ms.bypass_bounce_management, unsubscribe=ms.bypass_unsubscribe_management)
+    if skipped:
+        tags["bypass"] = list(skipped)
     send_at = p.send_at if p.send_at is not None else mail.send_at
     return Outgoing(sender.email, p.recipients, b"".join(head) + _body(content, attachments, mail),
                     subject or "", message_id, tags, None if send_at is None else float(send_at))

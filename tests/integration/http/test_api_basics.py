@@ -7,11 +7,14 @@ import json
 import pytest
 
 from tests.integration.http.conftest import APINode
+from tests.integration.http.sqlite import sqlite_only
 
 BAD_KEY = {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked",
                        "field": None, "help": None}]}
 MAIL = {"personalizations": [{"to": [{"email": "bob@example.net"}]}], "from": {"email": "alice@example.com"},
         "subject": "Hi", "content": [{"type": "text/plain", "value": "Hello"}]}
+
+__all__ = ["sqlite_only"]  # the layer is tested on SQLite; services run on both databases
 
 
 @pytest.mark.parametrize("header", ["Bearer SG.nope.nope", "Bearer MR.AAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBBBB",

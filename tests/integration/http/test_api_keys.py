@@ -12,10 +12,13 @@ from mailrelay.accounts.scopes import FULL_ACCESS
 from mailrelay.accounts.service import ApiKey
 from mailrelay.http.keys import MAX_KEYS
 from tests.integration.http.conftest import APINode
+from tests.integration.http.sqlite import sqlite_only
 
 BAD_KEY = {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked",
                        "field": None, "help": None}]}
 KEY_ADMIN = ["api_keys.create", "api_keys.read", "api_keys.update", "api_keys.delete"]
+
+__all__ = ["sqlite_only"]  # the layer is tested on SQLite; services run on both databases
 
 
 def sg(api: APINode, key: str) -> SendGridAPIClient:

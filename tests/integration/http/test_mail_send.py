@@ -6,7 +6,10 @@ import time
 from typing import Any
 
 from tests.integration.http.conftest import APINode
+from tests.integration.http.sqlite import sqlite_only
 from tests.integration.smtp.conftest import PASSWORD
+
+__all__ = ["sqlite_only"]  # the layer is tested on SQLite; services run on both databases
 
 
 def mail(**overrides: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from tests.integration.http.conftest import APINode
 
-EXAMPLES = 25  # per operation: bounded, a few seconds each
+EXAMPLES = 12  # per operation: bounded, about half a second each
 
 
 def test_no_generated_request_breaks_the_api_or_its_document(

@@ -28,9 +28,12 @@ from sendgrid.helpers.mail import (
 )
 
 from tests.integration.http.conftest import APINode
+from tests.integration.http.sqlite import sqlite_only
 
 BAD_KEY = {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked",
                        "field": None, "help": None}]}
+
+__all__ = ["sqlite_only"]  # the layer is tested on SQLite; services run on both databases
 
 
 def rich_mail(data: bytes) -> Mail:

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.http.conftest import APINode
+from tests.integration.http.sqlite import sqlite_only
 
 NODE_DIR = Path(__file__).parent / "node"
+
+__all__ = ["sqlite_only"]  # the layer is tested on SQLite; services run on both databases
 
 
 def test_sendgrid_node_client_sends_one_mail_and_gets_202(api: APINode) -> None:
