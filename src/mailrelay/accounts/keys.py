@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 import secrets
-import string
+
+from mailrelay.core.ids import random_id
 
 KEY_PREFIX = "SG"
 LEGACY_PREFIX = "MR"
 KEY_ID_LENGTH = 22
-_ID_ALPHABET = string.ascii_letters + string.digits
 KEY_SECRET_BYTES = 32  # 43 url-safe characters
 KEY_SECRET_LENGTH = 43
 
@@ -32,7 +32,7 @@ _KEY_ID = re.compile(rf"{_URLSAFE}{{8,32}}\Z")
 
 def new_key() -> tuple[str, str]:
     """A fresh (id, secret) pair."""
-    key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+    key_id = random_id(KEY_ID_LENGTH)
     return key_id, secrets.token_urlsafe(KEY_SECRET_BYTES)
 
 

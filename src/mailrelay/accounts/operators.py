@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import stat
-import string
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from mailrelay.accounts.passwords import generate_password
 from mailrelay.accounts.service import MAX_LABEL, MAX_PASSWORD, AccountError, VerifiedCache
+from mailrelay.core.ids import random_id
 from mailrelay.core.text import has_control_chars
 from mailrelay.store.db import StorageError
 
@@ -49,7 +49,6 @@ FILE_NAME = "operator_keys.json"
 PREFIX = "MRO"
 ID_LENGTH = 22
 SECRET_BYTES = 32  # 43 url-safe characters
-_ALPHABET = string.ascii_letters + string.digits
 _KEY = re.compile(rf"{PREFIX}\.([A-Za-z0-9]{{{ID_LENGTH}}})\.([A-Za-z0-9_-]{{43}})\Z")
 _ID = re.compile(rf"[A-Za-z0-9]{{{ID_LENGTH}}}\Z")
 
@@ -156,7 +155,7 @@ class OperatorKeys:
         """A new key; the full key is returned here and never again."""
         if len(label) > MAX_LABEL or has_control_chars(label):
             raise OperatorKeyError(f"invalid label: at most {MAX_LABEL} printable characters")
-        key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
+        key_id = random_id(ID_LENGTH)
         secret = secrets.token_urlsafe(SECRET_BYTES)
         now = self._clock()
         entry = {"id": key_id, "label": label, "secret_hash": self._hasher.hash(secret),

@@ -12,8 +12,6 @@ body), never its state.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import string
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -23,6 +21,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
+from mailrelay.core.ids import random_id
 from mailrelay.http.auth import Caller, needs, services
 from mailrelay.http.errors import APIError, Problem
 from mailrelay.spool import batches
@@ -34,7 +33,6 @@ router = APIRouter(tags=["scheduled sends"])
 
 BATCH_UNKNOWN = "The batch_id is not a valid batch ID for your account."  # ours: SendGrid's text is not documented
 MAX_BATCHES = 10_000  # per account: a batch row is small, but not free
-_ALPHABET = string.ascii_letters + string.digits
 _ID = r"^[A-Za-z0-9_-]+$"  # ours are letters and digits
 BatchId = Annotated[str, Path(max_length=64, pattern=_ID)]
 State = Literal["pause", "cancel"]
@@ -42,7 +40,7 @@ T = TypeVar("T")
 
 
 def new_batch_id() -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(32))
+    return random_id(32)
 
 
 def check_batch(engine: sa.Engine, account_id: int, batch_id: str) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import string
 import time
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 
+from mailrelay.core.ids import random_id
 from mailrelay.core.reply import Refusal
 from mailrelay.http.auth import Caller, client_ip, needs, services
 from mailrelay.http.batches import check_batch
@@ -30,7 +29,6 @@ from mailrelay.submission.v3mime import build_messages
 
 router = APIRouter()
 
-_ALPHABET = string.ascii_letters + string.digits
 # SendGrid's own text when a From: address is not one of the account's verified senders.
 NOT_VERIFIED_SENDER = ("The from address does not match a verified Sender Identity. Mail cannot be sent "
                        "until this error is resolved.")
@@ -39,7 +37,7 @@ MAX_DEPTH = 32  # nesting of the JSON document; SendGrid's shape needs 5
 
 def new_message_id() -> str:
     """An X-Message-Id: 22 letters and digits, as long as SendGrid's."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(22))
+    return random_id(22)
 
 
 def _depth_ok(text: str) -> bool:
