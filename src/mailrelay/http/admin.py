@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -231,12 +232,7 @@ def _queued(queue_id: str) -> str:
 @router.post("/queue/{queue_id}/retry", responses=_MISSING,
              summary="Make its queued and deferred recipients due now (queue retry)")
 def retry_message(svc: Svc, queue_id: str) -> dict[str, Any]:
-    try:
-        with svc.engine.begin() as conn:
-            n = queue_ops.retry(conn, _queued(queue_id), now=time.time())
-    except queue_ops.NoSuchMessage as exc:
-        raise _missing(exc) from None
-    return {"id": queue_id, "recipients": n}
+    return _recipients_changed(svc, queue_id, queue_ops.retry)
 
 
 @router.post("/queue/{queue_id}/bounce", responses=_MISSING,
@@ -252,9 +248,15 @@ def bounce_message(svc: Svc, queue_id: str) -> dict[str, Any]:
 
 @router.delete("/queue/{queue_id}", responses=_MISSING, summary="Remove it from the queue, undelivered (queue delete)")
 def delete_message(svc: Svc, queue_id: str) -> dict[str, Any]:
+    return _recipients_changed(svc, queue_id, queue_ops.delete)
+
+
+def _recipients_changed(svc: Svc, queue_id: str, op: Callable[..., int]) -> dict[str, Any]:
+    """Run a queue operation on one message in its own transaction: how many recipients it
+    changed, or 404 for an unknown id (as the CLI's `queue retry|delete`)."""
     try:
         with svc.engine.begin() as conn:
-            n = queue_ops.delete(conn, _queued(queue_id), now=time.time())
+            n = op(conn, _queued(queue_id), now=time.time())
     except queue_ops.NoSuchMessage as exc:
         raise _missing(exc) from None
     return {"id": queue_id, "recipients": n}
