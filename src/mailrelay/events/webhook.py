@@ -8,9 +8,11 @@ first, and stops at the first failure; the failed events are retried with backof
 Nothing the SMTP sessions or delivery wait for is ever awaited on a receiver: a slow or dead
 webhook only holds its own task.
 
-Security: posts to URLs set by the operator (`mailrelay account webhook`); redirects are not
-followed, proxies from the environment are not used, the response body is never read, and log
-lines name the URL without its query string or user info, and never the secret.
+Security: posts to URLs set by the operator (`mailrelay account webhook`) or by the account
+itself through the HTTP API (so private and loopback destinations are not yet refused: a known
+gap); redirects are not followed, proxies from the environment are not used, the response body
+is never read, and log lines name the URL without its query string or user info, and never the
+secret.
 """
 
 from __future__ import annotations
