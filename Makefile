@@ -32,8 +32,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Two test processes, one per core: most tests wait on sockets and subprocesses. A file's tests
+# stay in one process (--dist loadfile) so its module fixtures start once. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test $(NODE_TEST)/node_modules/.installed lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(NODE_TEST)/node_modules
