@@ -152,6 +152,12 @@ _KEY_COLS = (api_keys.c.id, accounts.c.name.label("account_name"), api_keys.c.la
              api_keys.c.scopes)
 _KEYS = sa.select(*_KEY_COLS).join(accounts, accounts.c.id == api_keys.c.account_id)
 
+# Read on every API request: built once (building the statement cost more than running it).
+_KEY_QUERY = (sa.select(*_ACCOUNT_COLS, api_keys.c.secret_hash, api_keys.c.revoked_at,
+                        api_keys.c.id.label("key_id"), api_keys.c.scopes, api_keys.c.last_used_at)
+              .join(api_keys, api_keys.c.account_id == accounts.c.id)
+              .where(api_keys.c.id == sa.bindparam("key_id")))
+
 
 def _check_label(label: str) -> None:
     if len(label) > MAX_LABEL or has_control_chars(label):
@@ -413,6 +419,23 @@ class AccountService:
                              .values(password_hash=self._hasher.hash(password)))
         return _account(row)
 
+    def key_if_known(self, full_key: str) -> tuple[Account, frozenset[str] | None] | None:
+        """authenticate_key's answer when it needs no argon2 work and no write: a valid key
+        whose secret matched lately and whose last_used_at is fresh. None means "ask
+        authenticate_key" (which may take 0.1 s of argon2): never a refusal on its own. One
+        read by primary key, cheap enough for an event loop on SQLite."""
+        parsed = keys.parse_key(full_key) if len(full_key) <= MAX_PASSWORD else None
+        if parsed is None:
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(_KEY_QUERY, {"key_id": parsed[0]}).first()
+        if (row is None or row.revoked_at is not None or row.status != "active"
+                or not self._verified.hit(row.secret_hash, parsed[1])
+                or row.last_used_at is None or abs(self._clock() - row.last_used_at) >= LAST_USED_EVERY):
+            return None
+        granted = scope_names.load(row.scopes)
+        return _account(row), None if granted is None else frozenset(granted)
+
     def authenticate_key(self, full_key: str) -> tuple[Account, frozenset[str] | None] | None:
         """(account, the key's scopes; None: full access) for a valid, unrevoked key of an
         active account, else None. The key's last_used_at is written at most once every
@@ -423,13 +446,7 @@ class AccountService:
         row = None
         if parsed is not None:
             with self._engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(*_ACCOUNT_COLS, api_keys.c.secret_hash, api_keys.c.revoked_at,
-                              api_keys.c.id.label("key_id"), api_keys.c.scopes,
-                              api_keys.c.last_used_at)
-                    .join(api_keys, api_keys.c.account_id == accounts.c.id)
-                    .where(api_keys.c.id == parsed[0])
-                ).first()
+                row = conn.execute(_KEY_QUERY, {"key_id": parsed[0]}).first()
         if parsed is None or row is None:
             self._verify(self._dummy_hash, full_key)
             return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -29,6 +30,7 @@ from mailrelay.settings import Settings
 from mailrelay.store.db import create_engine
 
 log = logging.getLogger("mailrelay")
+GC_THRESHOLDS = (20_000, 50, 100)  # Python's are (700, 10, 10): a request makes a few hundred objects
 
 
 @dataclass
@@ -133,6 +135,12 @@ async def _child(app: App, alive_fd: int, wake_fd: int) -> int:
     app.writer.on_enqueued = committed
     server = app.build_http()
     await app.start()
+    # What start-up built (the app, its routes and OpenAPI models, the ORM's tables) lives as
+    # long as the process: out of the collector's sight, and fewer collections of what each
+    # request makes. Both measured: 560 -> 690 requests a second on mail/send.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     if not await server.start():
         await app.stop()
         return 1

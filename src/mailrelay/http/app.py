@@ -19,11 +19,15 @@ OPENAPI_PATH = "/v3/openapi.json"
 def build_api(services: Services) -> FastAPI:
     api = FastAPI(title="mailrelay API", version=__version__, openapi_url=OPENAPI_PATH,
                   docs_url=None, redoc_url=None,
+                  # FastAPI's OpenTelemetry hooks look up the global providers on every request
+                  # (7 % of an API process's time under load); metrics are ours to export.
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
                   description="SendGrid v3-compatible API of a mailrelay server. Authenticate with "
                               "`Authorization: Bearer <API key>`.")
     api.state.services = services
+    api.state.openapi_paths = {}  # operations of routes FastAPI does not document itself
     errors.install(api)
-    api.include_router(mail.router)
+    mail.install(api)
     api.include_router(keys.router)
     api.include_router(suppression_routes.router)
     api.include_router(activity.router)

@@ -43,12 +43,16 @@ def client_ip(request: Request) -> str:
 
 async def caller(request: Request) -> Caller:
     """The account behind the request's key (a FastAPI dependency)."""
-    return Caller(*await bearer(request, services(request).accounts.authenticate_key))
+    accounts = services(request).accounts
+    return Caller(*await bearer(request, accounts.authenticate_key, accounts.key_if_known))
 
 
-async def bearer(request: Request, check: Callable[[str], T | None]) -> T:
+async def bearer(request: Request, check: Callable[[str], T | None],
+                 quick: Callable[[str], T | None] | None = None) -> T:
     """What `check` (run in the executor) finds for the request's Bearer key; else 401 with
-    SendGrid's body, counted and slowed down per client address like a failed SMTP login."""
+    SendGrid's body, counted and slowed down per client address like a failed SMTP login.
+    On SQLite `quick` is asked first, on the event loop: a key used a moment ago is known
+    without the trip to a thread and back (0.2 ms of a 1 ms request)."""
     svc = services(request)
     where = client_key(client_ip(request))
     limiter = svc.auth_limiter
@@ -62,8 +66,11 @@ async def bearer(request: Request, check: Callable[[str], T | None]) -> T:
         raise APIError(401, "authorization required")
     found = None
     if scheme.lower() == "bearer" and key and len(header) <= MAX_AUTHORIZATION:
-        loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(svc.executor, check, key)
+        if quick is not None and svc.engine.dialect.name == "sqlite":
+            found = quick(key)
+        if found is None:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(svc.executor, check, key)
     if found is None:
         delay = limiter.record_failure(where)
         if delay:

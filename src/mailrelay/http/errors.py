@@ -71,6 +71,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for path, operations in getattr(app.state, "openapi_paths", {}).items():
+        doc.setdefault("paths", {}).setdefault(path, {}).update(operations)
     for item in doc.get("paths", {}).values():
         for operation in item.values():
             responses = operation.setdefault("responses", {})

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Annotated
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Route
 
 from mailrelay.core.ids import random_id
 from mailrelay.core.reply import Refusal
@@ -27,12 +28,11 @@ from mailrelay.submission.v3errors import MailSendError
 from mailrelay.submission.v3mail import parse_mail_send
 from mailrelay.submission.v3mime import build_messages
 
-router = APIRouter()
-
 # SendGrid's own text when a From: address is not one of the account's verified senders.
 NOT_VERIFIED_SENDER = ("The from address does not match a verified Sender Identity. Mail cannot be sent "
                        "until this error is resolved.")
 MAX_DEPTH = 32  # nesting of the JSON document; SendGrid's shape needs 5
+INLINE_PREPARE = 16 * 1024  # bytes of a document read and built on the event loop itself
 
 
 def new_message_id() -> str:
@@ -40,26 +40,17 @@ def new_message_id() -> str:
     return random_id(22)
 
 
-def _depth_ok(text: str) -> bool:
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+def _depth_ok(data: object) -> bool:
+    """No container of the parsed document deeper than MAX_DEPTH. Walked after json.loads (whose
+    own recursion limit turns a pathological nesting into RecursionError): a walk of the
+    containers costs a few microseconds where a scan of every character cost 0.1 ms."""
+    level: list[object] = [data]
+    for _ in range(MAX_DEPTH):
+        level = [v for c in level if isinstance(c, (dict, list))
+                 for v in (c.values() if isinstance(c, dict) else c)]
+        if not level:
+            return True
+    return not any(isinstance(c, (dict, list)) for c in level)
 
 
 def _refusal(reply_code: int, enhanced: str, text: str) -> APIError:
@@ -82,10 +73,9 @@ def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str, engine: s
     """The request's messages, or None for sandbox_mode; APIError for a bad document (and for a
     template_id or batch_id that is not the account's)."""
     try:
-        text = raw.decode("utf-8")
-        if not _depth_ok(text):
+        data = json.loads(raw.decode("utf-8"))
+        if not _depth_ok(data):
             raise ValueError("nested too deeply")
-        data = json.loads(text)
     except (ValueError, RecursionError):
         raise APIError(400, [Problem("Bad Request", None, "the body must be a JSON object")]) from None
     try:
@@ -135,26 +125,50 @@ MAIL_SEND_SCHEMA = {
 _ERRORS = ERRORS_CONTENT
 
 
-@router.post("/v3/mail/send", status_code=202, summary="Send mail (SendGrid v3 mail send)",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": MAIL_SEND_SCHEMA}}}},
-             responses={202: {"description": "Queued; X-Message-Id names it in events"},
-                        200: {"description": "mail_settings.sandbox_mode: validated, nothing sent"},
-                        400: {"description": "invalid document", "content": _ERRORS},
-                        401: {"description": "bad key, or the plan's credits are used up", "content": _ERRORS},
-                        403: {"description": "key lacks mail.send, or From: not the account's", "content": _ERRORS},
-                        413: {"description": "too large", "content": _ERRORS},
-                        429: {"description": "plan rate limit, or too many failed keys", "content": _ERRORS},
-                        503: {"description": "storage unavailable; try again", "content": _ERRORS}})
-async def mail_send(request: Request, who: Annotated[Caller, Depends(needs("mail.send"))]) -> Response:
+PATH = "/v3/mail/send"
+# The operation in the OpenAPI document, as FastAPI would write it for this route.
+OPERATION: dict[str, Any] = {
+    "summary": "Send mail (SendGrid v3 mail send)", "operationId": "mail_send_v3_mail_send_post",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": MAIL_SEND_SCHEMA}}},
+    "responses": {
+        "202": {"description": "Queued; X-Message-Id names it in events"},
+        "200": {"description": "mail_settings.sandbox_mode: validated, nothing sent"},
+        "400": {"description": "invalid document", "content": _ERRORS},
+        "401": {"description": "bad key, or the plan's credits are used up", "content": _ERRORS},
+        "403": {"description": "key lacks mail.send, or From: not the account's", "content": _ERRORS},
+        "413": {"description": "too large", "content": _ERRORS},
+        "429": {"description": "plan rate limit, or too many failed keys", "content": _ERRORS},
+        "503": {"description": "storage unavailable; try again", "content": _ERRORS}},
+}
+_caller = needs("mail.send")
+
+
+def install(api: FastAPI) -> None:
+    """POST /v3/mail/send as a plain Starlette route ahead of all others, and its operation
+    in the OpenAPI document. The one route an application calls per email skips FastAPI's
+    dependency solving and its routing through every router: 15 % of the request's CPU."""
+    api.router.routes.insert(0, Route(PATH, _endpoint, methods=["POST"]))
+    paths: dict[str, Any] = api.state.openapi_paths
+    paths[PATH] = {"post": OPERATION}
+
+
+async def _endpoint(request: Request) -> Response:
+    return await mail_send(request, await _caller(request))
+
+
+async def mail_send(request: Request, who: Caller) -> Response:
     svc = services(request)
     raw = await request.body()
     now = time.time()
     x_message_id = new_message_id()
     # Parsing a 40 MB document or building 1,000 messages is CPU work: off the event loop, so
-    # other requests (and their 202s) are not held up behind it.
-    messages = await asyncio.to_thread(_prepare, raw, now, svc.settings.server.hostname, x_message_id,
-                                       svc.engine, who.account.id)
+    # other requests (and their 202s) are not held up behind it. A small one (0.15 ms for 2 KB)
+    # costs less than the trip to a thread and back; a template or batch reads the database.
+    args = (raw, now, svc.settings.server.hostname, x_message_id, svc.engine, who.account.id)
+    if len(raw) <= INLINE_PREPARE and b'"template_id"' not in raw and b'"batch_id"' not in raw:
+        messages = _prepare(*args)
+    else:
+        messages = await asyncio.to_thread(_prepare, *args)
     if messages is None:
         return Response(status_code=200)  # sandbox_mode: validated, not sent, no credits used
     tls = "TLS" if svc.settings.http.tls else None

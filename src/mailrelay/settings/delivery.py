@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mailrelay.core.domains import bare_domain
 from mailrelay.settings.convert import ConfigError, build
+from mailrelay.settings.cpus import usable_cpus
 
 TLSPolicy = Literal["none", "may", "encrypt", "verify"]
 
@@ -30,11 +30,7 @@ MAX_DEFAULT_PROCESSES = 4  # SQLite has one writer at a time; more workers mostl
 
 def default_processes() -> int:
     """`delivery.processes` when not configured: one worker per CPU this process may use."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_PROCESSES))
+    return max(1, min(usable_cpus(), MAX_DEFAULT_PROCESSES))
 
 
 @dataclass(frozen=True, slots=True)

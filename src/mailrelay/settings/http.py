@@ -3,7 +3,16 @@ its own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mailrelay.settings.cpus import usable_cpus
+
+MAX_DEFAULT_PROCESSES = 2  # each is a Python process of about 100 MB, idle or not
+
+
+def default_processes() -> int:
+    """`http.processes` when not configured: one per CPU, at most two."""
+    return max(1, min(usable_cpus(), MAX_DEFAULT_PROCESSES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,5 +27,6 @@ class HTTPSettings:
     max_body: int = 42 * 1024 * 1024
     max_concurrent: int = 256  # requests in flight at once, per process; more wait in the accept queue
     # API processes sharing the port (SO_REUSEPORT, the kernel spreads connections): one Python
-    # process uses one core; raise it when the API is busy and cores are free.
-    processes: int = 1
+    # process uses one core, so two where there are two CPUs (a busy API took 1.6x the requests
+    # a second with two); more when the API is busy and cores are free.
+    processes: int = field(default_factory=default_processes)

@@ -46,8 +46,12 @@ _TEXT_LINE = 78  # longest line of text sent as 7bit
 _MAX_LINE = 998  # RFC 5322 §2.1.1
 _CHUNK = re.compile(r" *[^ ]+| +$")  # a word with the spaces before it (or trailing spaces)
 _NEWLINE = re.compile(r"\r\n|\r|\n")
-_RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f])  # all but TAB, CR, LF
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_PRINTABLE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")  # single spaces inside only
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _OURS = ("date", "message-id", "mime-version")  # fields we write; a request's Date or Message-ID wins
 
 
@@ -110,7 +114,8 @@ def _outgoing(mail: MailSend, i: int, p: Personalization, attachments: list[byte
         content = tuple(Content(c.type, substitute(c.value, p.substitutions)) for c in content)
         subject = substitute(subject, p.substitutions) if subject else subject
     sender = p.from_ or mail.from_
-    extra = {k: v for k, v in mail.headers.items() if k.lower() not in {h.lower() for h in p.headers}}
+    personal = {h.lower() for h in p.headers}
+    extra = {k: v for k, v in mail.headers.items() if k.lower() not in personal}
     extra |= p.headers
     given = {k.lower(): v for k, v in extra.items() if k.lower() in _OURS}
     message_id = given.get("message-id") or f"<{x_message_id}.{i}@{hostname}>"
@@ -184,9 +189,33 @@ def _field(name: str, value: str) -> bytes:
 
 
 def _addresses(name: str, addresses: Sequence[Address]) -> bytes:
+    """An address field. The common case (ASCII addresses of atoms, ASCII names, one line) is
+    written here: the email package's header registry parses what it is given, 0.2 ms per
+    field, a fifth of a small API request's CPU. Anything else goes to the email package."""
+    mailboxes = [_mailbox(a) for a in addresses]
+    if all(mailboxes):
+        line = f"{name}: {', '.join(m for m in mailboxes if m)}"
+        if len(line) <= _TEXT_LINE:
+            return line.encode("ascii") + b"\r\n"
     header = _POLICY.header_store_parse(
         name, [HeaderAddress(display_name=a.name or "", addr_spec=a.email) for a in addresses])[1]
     return _POLICY.fold_binary(name, header)
+
+
+def _mailbox(address: Address) -> str | None:
+    """`address` as RFC 5322 writes it (a quoted-string name if it is not all atoms), or None
+    if it needs the email package (non-ASCII, a quoted local part, control characters)."""
+    local, _, domain = address.email.rpartition("@")
+    if not (_DOT_ATOM.fullmatch(local) and _DOT_ATOM.fullmatch(domain)):
+        return None
+    name = address.name or ""
+    if not name:
+        return address.email
+    if not _PRINTABLE.fullmatch(name):
+        return None
+    if not _PHRASE.fullmatch(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address.email}>"
 
 
 # --- the body -------------------------------------------------------------------------------------
@@ -194,7 +223,7 @@ def _addresses(name: str, addresses: Sequence[Address]) -> bytes:
 
 def _body(content: Sequence[Content], attachments: list[bytes], mail: MailSend) -> bytes:
     """The root entity: its content header fields and body, as bytes."""
-    parts = [_flatten(_content_part(c)) for c in content]
+    parts = [_content_part(c) for c in content]
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts)
     kind = content[0].type if len(parts) == 1 else "multipart/alternative"
     inline = [part for a, part in zip(mail.attachments, attachments, strict=True) if a.disposition == "inline"]
@@ -222,25 +251,31 @@ def _multipart(subtype: str, parts: list[bytes], **params: str) -> bytes:
     return b"".join(out)
 
 
-def _content_part(content: Content) -> MIMEPart:
-    part = MIMEPart(policy=_POLICY)
+def _content_part(content: Content) -> bytes:
+    """A content entity, written. Text is written here (its type is a checked token pair,
+    so the header fields are fixed text): the email package's MIMEPart took 0.35 ms a part."""
     maintype, subtype = content.type.split("/", 1)
     if maintype != "text":
+        part = MIMEPart(policy=_POLICY)
         part.set_content(content.value.encode("utf-8"), maintype, subtype)
-        return part
-    text = _NEWLINE.sub("\r\n", content.value)
+        return _flatten(part)
+    text = _crlf(content.value)
     data = text.encode("utf-8")
-    if data.isascii() and not _RAW_CONTROL.search(data) and all(len(x) <= _TEXT_LINE for x in data.split(b"\r\n")):
-        cte, payload = "7bit", text
+    if (data.isascii() and len(data.translate(None, _CONTROL_BYTES)) == len(data)
+            and max(map(len, data.split(b"\r\n"))) <= _TEXT_LINE):
+        cte, payload = "7bit", data
     else:  # the shorter of the two, as the email package chooses
         qp = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
         b64 = base64.encodebytes(data)
-        cte, payload = ("quoted-printable", qp.decode()) if len(qp) <= len(b64) else ("base64", b64.decode())
-    part["Content-Type"] = content.type
-    part.set_param("charset", "utf-8")
-    part["Content-Transfer-Encoding"] = cte
-    part.set_payload(payload)
-    return part
+        cte, payload = ("quoted-printable", qp) if len(qp) <= len(b64) else ("base64", b64)
+        payload = _BARE_LF.sub(b"\r\n", payload)
+    head = f'Content-Type: {content.type}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
+    return head.encode("ascii") + payload
+
+
+def _crlf(text: str) -> str:
+    """Every line end (CRLF, CR or LF) as CRLF; str.replace where there is no CR (most text)."""
+    return text.replace("\n", "\r\n") if "\r" not in text else _NEWLINE.sub("\r\n", text)
 
 
 def _attachment_part(attachment: Attachment) -> MIMEPart:

@@ -200,3 +200,25 @@ def test_refused_keys_write_nothing(svc: AccountService, key_writes: list[str]) 
     assert svc.authenticate_key(full[:-1] + ("A" if full[-1] != "A" else "B")) is None
     assert svc.authenticate_key("SG." + "x" * 2000) is None
     assert key_writes == []
+
+
+def test_key_if_known_answers_only_what_needs_no_argon2_and_no_write(
+        svc: AccountService, clock: Clock, key_writes: list[str]) -> None:
+    svc.create("alice", PASSWORD)
+    info, full = svc.create_key("alice", scopes=["mail.send"])
+    assert svc.key_if_known(full) is None  # never checked: argon2 is authenticate_key's work
+    assert svc.authenticate_key(full) is not None
+    known = svc.key_if_known(full)
+    assert known is not None and known[0].name == "alice" and known[1] == frozenset({"mail.send"})
+    assert len(key_writes) == 1  # only authenticate_key's last_used_at
+    assert svc.key_if_known(full[:-1] + ("A" if full[-1] != "A" else "B")) is None  # wrong secret
+    assert svc.key_if_known("SG.nosuchkey.secret") is None and svc.key_if_known("junk") is None
+    clock.now += 60  # last_used_at is due: that write is authenticate_key's
+    assert svc.key_if_known(full) is None
+    assert svc.authenticate_key(full) is not None and svc.key_if_known(full) is not None
+    svc.set_status("alice", "disabled")  # read afresh every time: takes effect at once
+    assert svc.key_if_known(full) is None and svc.authenticate_key(full) is None
+    svc.set_status("alice", "active")
+    assert svc.key_if_known(full) is not None
+    svc.revoke_key(info.id)
+    assert svc.key_if_known(full) is None and svc.authenticate_key(full) is None

@@ -80,7 +80,14 @@ def test_json_that_is_not_an_object_or_nests_too_deep_is_a_400(api: APINode) -> 
         broken = http.post("/v3/mail/send", content=b"{not json", headers={"Content-Type": "application/json"})
         deep = http.post("/v3/mail/send", content=b"[" * 5000 + b"]" * 5000,
                          headers={"Content-Type": "application/json"})
-    for r in (broken, deep):
+        # 33 levels: json.loads takes it, the depth check (32) does not
+        over = http.post("/v3/mail/send", content=b'{"personalizations": ' + b"[" * 32 + b"]" * 32 + b"}",
+                         headers={"Content-Type": "application/json"})
+        # 32 levels: parsed, then refused by the document's own rules
+        at_limit = http.post("/v3/mail/send", content=b'{"personalizations": ' + b"[" * 31 + b"]" * 31 + b"}",
+                             headers={"Content-Type": "application/json"})
+    assert at_limit.status_code == 400 and at_limit.json()["errors"][0]["message"] != "Bad Request"
+    for r in (broken, deep, over):
         assert r.status_code == 400
         assert r.json()["errors"][0]["message"] == "Bad Request"
 

@@ -211,3 +211,70 @@ def test_a_thousand_personalizations_share_one_encoding_of_the_attachments() -> 
     assert len(outs) == 1000 and len({o.message_id for o in outs}) == 1000
     assert parsed(outs[999])["To"].addresses[0].addr_spec == "r999@dest.test"
     assert next(parsed(outs[500]).iter_attachments()).get_content() == LOGO
+
+
+# The fast paths (address fields and text parts written without the email package) against
+# what the email package writes for the same input.
+
+NAMES = ["", "Bob", "Bob Smith", "Smith, Bob", 'A "quoted" name', "back\\slash", "O'Brien", "a.b", " lead",
+         "two  spaces", "tail ", "Bób", "=?utf-8?q?x?=", "x" * 80]
+EMAILS = ["bob@dest.test", "first.last+tag@sub.dest.test", "o'reilly@dest.test", '"quoted local"@dest.test',
+          "x@xn--bcher-kva.test"]  # a non-ASCII local part needs SMTPUTF8: refused before this
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("addr", EMAILS)
+def test_an_address_field_reads_back_as_the_email_package_reads_its_own(name: str, addr: str) -> None:
+    from email.headerregistry import Address as HeaderAddress
+
+    from mailrelay.submission.v3mail import Address
+    from mailrelay.submission.v3mime import _addresses
+
+    ours = _addresses("To", [Address(addr, name or None), Address("ann@dest.test", None)])
+    header = policy.SMTP.header_store_parse("To", [HeaderAddress(display_name=name, addr_spec=addr),
+                                                   HeaderAddress(addr_spec="ann@dest.test")])[1]
+    theirs = policy.SMTP.fold_binary("To", header)
+    assert ours.endswith(b"\r\n") and not has_long_line(ours)
+
+    def read(raw: bytes) -> list[tuple[str, str]]:
+        msg = email.message_from_bytes(raw + b"\r\n", policy=policy.default)
+        assert not msg.defects
+        return [(a.display_name, a.addr_spec) for a in msg["To"].addresses]
+
+    assert read(ours) == read(theirs)
+
+
+TEXTS = ["Hi", "hello\nworld\n", "héllo\r\n" * 3, "x" * 100 + "\n", "a\tb\x01c", "line\r\n.\r\nend", "",
+         "tail space  \n", "=?x?=", "\u2603" * 200, "bare\rcr and\nlf", "<p>" + "word " * 60 + "</p>",
+         "crlf at end\r\n", "= sign at end of a long line " + "y" * 60 + "=\n"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("ctype", ["text/plain", "text/html"])
+def test_a_text_part_is_byte_for_byte_what_the_email_package_writes(text: str, ctype: str) -> None:
+    import binascii
+    import io
+    import re
+    from email.generator import BytesGenerator
+    from email.message import MIMEPart
+
+    from mailrelay.submission.v3mime import _content_part
+
+    # The email package's own writing of the part, as v3mime did before its fast path.
+    norm = re.sub(r"\r\n|\r|\n", "\r\n", text)
+    data = norm.encode("utf-8")
+    if data.isascii() and not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", data) and all(
+            len(x) <= 78 for x in data.split(b"\r\n")):
+        cte, payload = "7bit", norm
+    else:
+        qp = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+        b64 = base64.encodebytes(data)
+        cte, payload = ("quoted-printable", qp.decode()) if len(qp) <= len(b64) else ("base64", b64.decode())
+    part = MIMEPart(policy=policy.SMTP)
+    part["Content-Type"] = ctype
+    part.set_param("charset", "utf-8")
+    part["Content-Transfer-Encoding"] = cte
+    part.set_payload(payload)
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=policy.SMTP).flatten(part)
+    assert _content_part(Content(ctype, text)) == out.getvalue()
