@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
 
 from mailrelay.accounts.domains import DomainService
+from mailrelay.accounts.lockout import SharedLockout
 from mailrelay.accounts.operators import OperatorKeys, key_path
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
@@ -33,7 +34,6 @@ from mailrelay.mailauth.spf import SPFChecker
 from mailrelay.resolver.dnspython import BlockingDNSResolver, DNSConfigError, DNSResolver
 from mailrelay.router import PolicyRouter
 from mailrelay.settings import ConfigError, Settings, parse_listen
-from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.listener import EngineLimits, Listener
 from mailrelay.smtp.server import BindFailure, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
@@ -98,6 +98,12 @@ class App:
         # Short cache: a domain just added with `mailrelay domain add` works within seconds.
         self.signer = DomainSigner(self.domains, cache_seconds=5.0)
         self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
+        # Failed SMTP logins and API keys per client address, counted with every other process.
+        self.lockout = SharedLockout(run=self.writer.run, slowdown_after=settings.auth.slowdown_after,
+                                     lockout_after=settings.auth.lockout_after,
+                                     lockout_seconds=settings.auth.lockout_seconds,
+                                     window=settings.auth.failure_window)
+        self._serves_logins = serve_smtp  # and once build_http() is called
         self.smtp = self._build_smtp()
         if deliver is None:
             deliver = settings.delivery.enabled and settings.delivery.processes == 0
@@ -157,19 +163,15 @@ class App:
             max_connections=s.smtp.max_connections,
             max_connections_per_ip=s.smtp.max_connections_per_ip, bare_newline=s.smtp.bare_newline,
         )
-        limiter = AuthFailureLimiter(slowdown_after=s.auth.slowdown_after,
-                                     lockout_after=s.auth.lockout_after,
-                                     lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
         return SMTPServer(hostname=s.server.hostname, banner=s.smtp.banner, limits=limits,
-                          auth_limiter=limiter, listeners=listeners)
+                          auth_limiter=self.lockout, listeners=listeners)
 
     def build_http(self) -> HTTPServer:
         """The HTTP API over this node's services (served by the `serve` process's HTTP child)."""
         s = self.settings
-        limiter = AuthFailureLimiter(slowdown_after=s.auth.slowdown_after, lockout_after=s.auth.lockout_after,
-                                     lockout_seconds=s.auth.lockout_seconds, window=s.auth.failure_window)
+        self._serves_logins = True
         services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
-                            auth_limiter=limiter, executor=self.auth_executor,
+                            auth_limiter=self.lockout, executor=self.auth_executor,
                             engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher))
         return HTTPServer(build_api(services), s, self.ssl_context if s.http.tls else None)
 
@@ -203,6 +205,8 @@ class App:
 
     async def start(self) -> list[BindFailure]:
         self.writer.start(asyncio.get_running_loop())
+        if self._serves_logins:
+            self.lockout.start()
         if self.agent is not None:
             await self.agent.start()
         if self.webhooks is not None:
@@ -213,6 +217,7 @@ class App:
 
     async def stop(self) -> None:
         await self.smtp.stop(self.settings.server.shutdown_timeout)
+        await self.lockout.stop()
         if self.agent is not None:
             await self.agent.stop(self.settings.server.shutdown_timeout)
         if self.webhooks is not None:

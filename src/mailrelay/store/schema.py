@@ -284,3 +284,15 @@ addresses = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("domain_id", "local_part", name="uq_addresses_domain_local"),
 )
+
+# Failed logins (SMTP AUTH and API keys) per client address, shared by every process and node
+# of the database (mailrelay.accounts.lockout), so that more processes give an attacker no
+# more attempts. Rows go once their window and lock-out have passed.
+auth_failures = sa.Table(
+    "auth_failures",
+    metadata,
+    sa.Column("client", sa.String(64), primary_key=True),  # an IPv4 address or an IPv6 /64
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("window_start", sa.Float, nullable=False),  # the window's first failure (epoch seconds)
+    sa.Column("locked_until", sa.Float, nullable=True),
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -19,9 +20,11 @@ MAIL = {"personalizations": [{"to": [{"email": "bob@example.net"}]}], "from": {"
         "subject": "Hi", "content": [{"type": "text/plain", "value": "Hello"}]}
 
 
-def _start(tmp_path: Path, db_url: str, servers: list[Server]) -> tuple[Server, str, str, int]:
+def _start(tmp_path: Path, db_url: str, servers: list[Server], extra: str = "",
+           smtp_port: int | None = None) -> tuple[Server, str, str, int]:
     http_port = free_port()
-    config = write_config(tmp_path, db_url, free_port(), f'[http]\nenabled = true\nlisten = "127.0.0.1:{http_port}"\n')
+    config = write_config(tmp_path, db_url, smtp_port or free_port(),
+                          f'[http]\nenabled = true\nlisten = "127.0.0.1:{http_port}"\n' + extra)
     server = Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path))
     servers.append(server)
     server.wait_ready()  # it made the demo account
@@ -68,3 +71,28 @@ def test_the_api_process_stops_when_its_parent_is_killed(
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(10)
     assert _gone(child, 15), "the HTTP process outlived its parent"
+
+
+def test_failed_keys_on_every_api_process_lock_the_address_out_of_all_of_them_and_of_smtp(
+        tmp_path: Path, db_url: str, servers: list[Server]) -> None:
+    # Two API processes (the kernel spreads connections over them) and the SMTP process: four
+    # failures in all lock the address everywhere, though no process saw four itself.
+    smtp_port = free_port()
+    extra = "processes = 2\n[auth]\nslowdown_after = 4\nlockout_after = 4\nlockout_seconds = 120\n"
+    server, url, key, _ = _start(tmp_path, db_url, servers, extra, smtp_port)
+    assert len(re.findall(r"HTTP API process started", server.text())) == 2
+    for _ in range(4):  # a new connection each, as SendGrid's client makes
+        r = httpx.post(f"{url}/v3/mail/send", json=MAIL, headers={"Authorization": "Bearer SG.nope.nope"},
+                       trust_env=False)
+        assert r.status_code == 401
+    deadline = time.monotonic() + 5  # other processes read the shared locks once a second
+    while True:
+        answers = [httpx.post(f"{url}/v3/mail/send", json=MAIL, headers={"Authorization": f"Bearer {key}"},
+                              trust_env=False).status_code for _ in range(8)]
+        with socket.create_connection(("127.0.0.1", smtp_port), timeout=5) as s:
+            greeting = s.recv(512)
+        if answers == [429] * 8 and greeting.startswith(b"421"):
+            break
+        assert time.monotonic() < deadline, (answers, greeting)
+        time.sleep(0.2)
+    assert "nope.nope" not in server.text()  # keys never in the log
