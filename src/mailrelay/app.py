@@ -112,7 +112,8 @@ class App:
         # The event webhook is posted from the processes that deliver (one dispatcher each).
         self.webhooks = WebhookDispatcher(settings.webhooks, self.writer) if deliver else None
         # Received mail goes to its domain's parse webhook from the same processes.
-        self.inbound = (InboundDispatcher(settings.inbound, self.writer, node=self.agent.node)
+        self.inbound = (InboundDispatcher(settings.inbound, self.writer, node=self.agent.node,
+                                          allow_private=settings.webhooks.allow_private_targets)
                         if self.agent is not None else None)
 
     def _build_agent(self, node: str | None) -> DeliveryAgent:

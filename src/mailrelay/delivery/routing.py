@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from mailrelay.core.domains import bare_domain
+from mailrelay.core.ips import is_public, is_public_text
 from mailrelay.resolver.base import DNSTemporaryError, Resolver
 from mailrelay.settings import DeliverySettings, Route, TLSPolicy
 
@@ -37,7 +38,6 @@ ROUTE_CACHE_SECONDS = 30.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_SHARED_SPACE = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ async def plan_route(domain: str, *, resolver: Resolver, settings: DeliverySetti
     tls = dict(settings.tls_policy).get(domain, settings.tls)
     if domain.startswith("["):
         ip = _literal_address(domain)
-        if not settings.allow_private_destinations and not _public(ip):
+        if not settings.allow_private_destinations and not is_public(ip):
             raise RoutingError("5.4.4", f"{domain} is a private/loopback address", permanent=True)
         return RoutePlan(domain, (Hop(host=str(ip), ips=(str(ip),), port=settings.mx_port, tls=tls),))
     hosts = await _mx_hosts(domain, resolver, rng or random.Random())
@@ -91,7 +91,7 @@ async def plan_route(domain: str, *, resolver: Resolver, settings: DeliverySetti
         if isinstance(found, DNSTemporaryError):
             temporary = temporary or found
             continue  # RFC 5321 §5.1: try the next host
-        ips = found if settings.allow_private_destinations else [ip for ip in found if _public_text(ip)]
+        ips = found if settings.allow_private_destinations else [ip for ip in found if is_public_text(ip)]
         filtered = filtered or len(ips) < len(found)
         if ips:
             hops.append(Hop(host=host, ips=tuple(dict.fromkeys(ips)), port=settings.mx_port, tls=tls))
@@ -197,19 +197,3 @@ def _is_ip(text: str) -> bool:
         return False
     return True
 
-
-def _public_text(ip: str) -> bool:
-    try:
-        return _public(ipaddress.ip_address(ip))
-    except ValueError:
-        return False  # not an address at all: nothing to connect to
-
-
-def _public(ip: IPAddress) -> bool:
-    """False for addresses a hostile MX must not make us connect to."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED_SPACE:
-        return False
-    return not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
-                or ip.is_multicast or ip.is_reserved)

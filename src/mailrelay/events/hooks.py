@@ -10,6 +10,7 @@ in the event's INSERT).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import urllib.parse
@@ -19,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailrelay.accounts.service import AccountError
+from mailrelay.core.ips import is_local_name, is_public_text
 from mailrelay.events import outbox, signing
 from mailrelay.store.eventlog import dump_event_filter, load_event_filter
 from mailrelay.store.schema import accounts
@@ -34,8 +36,10 @@ class Webhook:
     secret: str | None
 
 
-def validate_url(url: str) -> str:
-    """An absolute http(s) URL with a host; AccountError (exit 2) saying why not."""
+def validate_url(url: str, *, allow_private: bool = True) -> str:
+    """An absolute http(s) URL with a host; AccountError (exit 2) saying why not. Without
+    `allow_private` its host may not be localhost or an internal address (core.ips); a name
+    that resolves to one is refused when posting (events.poster)."""
     if len(url) > MAX_URL or _BAD_CHARS.search(url):
         raise AccountError(f"webhook URL must be at most {MAX_URL} characters, without spaces or control characters")
     try:
@@ -48,7 +52,19 @@ def validate_url(url: str) -> str:
                            "e.g. https://hooks.example.com/mailrelay")
     if parts.fragment:
         raise AccountError("webhook URL must not have a #fragment")
+    if not allow_private and (is_local_name(parts.hostname) or (
+            _is_address(parts.hostname) and not is_public_text(parts.hostname))):
+        raise AccountError(f"webhook URL must not point at a local or internal address ({parts.hostname}); "
+                           "the server's operator can allow that with [webhooks] allow_private_targets")
     return url
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 import urllib.parse
 from collections.abc import AsyncIterable, Hashable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Generic, TypeVar
 import httpx
 
 from mailrelay import __version__
+from mailrelay.core.ips import is_local_name, is_public_text
 from mailrelay.store.health import is_unavailable
 
 POLL = 0.5  # seconds between claims when there was nothing to do
@@ -75,8 +77,9 @@ class Poster(abc.ABC, Generic[Job, Key]):
 
     def __init__(self, *, name: str, log: logging.Logger, timeout: float, max_concurrent: int,
                  headers: dict[str, str], transport: httpx.AsyncBaseTransport | None,
-                 claim_failed: str) -> None:
+                 claim_failed: str, allow_private: bool = False) -> None:
         self.name = name
+        self.allow_private = allow_private  # [webhooks] allow_private_targets
         self.timeout = timeout
         self.max_concurrent = max_concurrent
         self._log = log
@@ -157,6 +160,8 @@ class Poster(abc.ABC, Generic[Job, Key]):
             # httpx's timeout bounds each network step; this bounds the whole POST, which must
             # end well within its claim's lease.
             async with asyncio.timeout(self.timeout):
+                if not self.allow_private:
+                    await vet_target(url)
                 async with self._client.stream("POST", url, content=content, headers=headers) as response:
                     status = response.status_code
         except (httpx.TimeoutException, TimeoutError):
@@ -167,3 +172,22 @@ class Poster(abc.ABC, Generic[Job, Key]):
         if answer.ok:
             self.posts += 1
         return answer
+
+
+class PrivateTarget(ValueError):
+    """A webhook URL whose host is, or resolves to, a local or internal address."""
+
+
+async def vet_target(url: str) -> None:
+    """PrivateTarget unless every address of `url`'s host is public (core.ips). Checked before
+    each POST, so a name whose DNS changes after the URL was set is caught; what remains is
+    the moment between this lookup and httpx's own (DNS rebinding with a TTL of zero)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    port = urllib.parse.urlsplit(url).port or 443
+    if is_local_name(host):
+        raise PrivateTarget(f"{host} is a local name ([webhooks] allow_private_targets is off)")
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        if not is_public_text(str(sockaddr[0])):
+            raise PrivateTarget(f"{host} resolves to the internal address {sockaddr[0]} "
+                                "([webhooks] allow_private_targets is off)")

@@ -29,7 +29,7 @@ from mailrelay import __version__
 from mailrelay.core.status import EV_PROCESSED
 from mailrelay.events import outbox, signing
 from mailrelay.events.payload import EventRow, encode_batch
-from mailrelay.events.poster import Poster, redact
+from mailrelay.events.poster import Poster, PrivateTarget, redact, vet_target
 from mailrelay.settings import WebhookSettings
 from mailrelay.spool.schedule import backoff
 from mailrelay.spool.writer import SpoolWriter
@@ -55,7 +55,8 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
         super().__init__(name="webhook", log=log, timeout=settings.timeout,
                          max_concurrent=settings.max_concurrent,
                          headers={"Content-Type": "application/json"}, transport=transport,
-                         claim_failed="webhook outbox: claiming events failed: %s")
+                         claim_failed="webhook outbox: claiming events failed: %s",
+                         allow_private=settings.allow_private_targets)
         self.settings = settings
         self.writer = writer
         self._clock = clock
@@ -131,7 +132,7 @@ def sample_body(now: float) -> bytes:
 
 
 async def post_sample(url: str, *, secret: str | None, signing_key: str | None, timeout: float,
-                      now: float | None = None) -> str | None:
+                      now: float | None = None, allow_private: bool = False) -> str | None:
     """POST `sample_body` once, signed as the account's events are (the settings' test button);
     None on a 2xx answer, else why not (the URL redacted). Same rules as the dispatcher: no
     redirects, no proxies from the environment, the answer's body unread."""
@@ -140,12 +141,16 @@ async def post_sample(url: str, *, secret: str | None, signing_key: str | None, 
     headers = {"Content-Type": "application/json", "User-Agent": f"mailrelay/{__version__}",
                **signing.headers(int(stamp), body, secret=secret, signing_key=signing_key)}
     try:
-        async with (asyncio.timeout(timeout),
-                    httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-                    client.stream("POST", url, content=body, headers=headers) as response):
-            status = response.status_code
+        async with asyncio.timeout(timeout):
+            if not allow_private:
+                await vet_target(url)
+            async with (httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+                        client.stream("POST", url, content=body, headers=headers) as response):
+                status = response.status_code
     except (httpx.TimeoutException, TimeoutError):
         return f"no answer in {timeout:g}s"
+    except PrivateTarget as exc:
+        return f"refused: {exc}"
     except (httpx.HTTPError, OSError, ValueError) as exc:
         text = str(exc).replace(url, redact(url))[:200] or "connection failed"
         return f"{type(exc).__name__}: {text}"

@@ -121,9 +121,11 @@ def _no_oauth(**fields: str | None) -> None:
             raise APIError(400, [Problem("OAuth on the event webhook is not supported by this server", name)])
 
 
-def _url(url: str) -> str:
+def _url(request: Request, url: str) -> str:
+    """An account's webhook URL, checked as validate_url does, and not internal unless the
+    operator allows it ([webhooks] allow_private_targets)."""
     try:
-        return validate_url(url)
+        return validate_url(url, allow_private=services(request).settings.webhooks.allow_private_targets)
     except AccountError as exc:
         raise APIError(400, [Problem(str(exc), "url")]) from None
 
@@ -143,7 +145,7 @@ def patch_event_settings(request: Request, body: EventSettingsIn,
     _no_oauth(oauth_client_id=body.oauth_client_id, oauth_token_url=body.oauth_token_url)
     given = body.model_dump(exclude_none=True)
     switches: dict[str, bool] = {name: given[name] for name in SENDGRID_EVENTS if name in given}
-    url = _url(body.url) if body.url else None
+    url = _url(request, body.url) if body.url else None
     found = _hooks(request).update(who.account.id, url=url, clear_url=body.url == "", enabled=body.enabled,
                                    events=switches)
     return _event_settings(found)
@@ -175,11 +177,12 @@ async def test_event_webhook(request: Request, body: TestIn,
                              who: Annotated[Caller, Depends(needs("user.webhooks.event.test.create"))]) -> Response:
     _no_oauth(oauth_client_id=body.oauth_client_id, oauth_client_secret=body.oauth_client_secret,
               oauth_token_url=body.oauth_token_url)
-    url = _url(body.url)
+    url = _url(request, body.url)
     svc = services(request)
     found = await asyncio.get_running_loop().run_in_executor(svc.executor, _hooks(request).settings, who.account.id)
     error = await post_sample(url, secret=found.secret, signing_key=found.signing_key,
-                              timeout=min(svc.settings.webhooks.timeout, MAX_TEST_TIMEOUT))
+                              timeout=min(svc.settings.webhooks.timeout, MAX_TEST_TIMEOUT),
+                              allow_private=svc.settings.webhooks.allow_private_targets)
     if error is not None:
         raise APIError(400, [Problem(f"the test POST failed: {error}", "url")])
     return Response(status_code=204)
@@ -226,6 +229,8 @@ def _own_domain(request: Request, who: Caller, hostname: str, *, inbound: bool) 
 def _set_parse(request: Request, domain: Domain, body: ParseChange) -> ParseSetting:
     if body.spam_check:
         raise APIError(400, [Problem("spam_check is not supported by this server", "spam_check")])
+    if body.url:
+        _url(request, body.url)
     try:
         changed = _domains(request).set_inbound(
             domain.name, inbound=True, webhook=body.url or None, clear_webhook=body.url == "", raw=body.send_raw)

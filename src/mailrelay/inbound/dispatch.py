@@ -40,10 +40,11 @@ class InboundDispatcher(Poster[claims.InboundPost, str]):
 
     def __init__(self, settings: InboundSettings, writer: SpoolWriter, *, node: str,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, allow_private: bool = False) -> None:
         super().__init__(name="inbound", log=log, timeout=settings.timeout,
                          max_concurrent=settings.max_concurrent, headers={}, transport=transport,
-                         claim_failed="inbound webhook: claiming messages failed: %s")
+                         claim_failed="inbound webhook: claiming messages failed: %s",
+                         allow_private=allow_private)
         self.settings = settings
         self.writer = writer
         self.node = f"{node}{INBOUND_SUFFIX}"

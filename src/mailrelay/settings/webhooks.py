@@ -15,6 +15,11 @@ class WebhookSettings:
     retry_max: float = 600.0  # ...up to this
     max_age: float = 86_400.0  # give up on an event this long after it happened (24 h)
     max_concurrent: int = 10  # webhooks posted to at once
+    # Event and inbound parse webhooks set through the API may not point at loopback, private,
+    # link-local or other internal addresses (checked when set and again before each POST): an
+    # account holder must not reach the network behind this server. True for closed networks
+    # and local development.
+    allow_private_targets: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,3 +241,46 @@ def test_parse_settings_map_onto_the_accounts_inbound_domains(api: APINode, rece
         names = [r["hostname"] for r in http.get("/v3/user/webhooks/parse/settings").json()["result"]]
         assert names == ["send.alice.test"]
     assert not domains.require("in.alice.test").inbound
+
+
+INTERNAL = ["http://127.0.0.1:9/events", "http://localhost:9/x", "http://[::1]/x", "http://10.0.0.1/x",
+            "http://169.254.169.254/latest/meta-data/", "http://[::ffff:192.168.1.1]/x", "http://app.localhost/x"]
+
+
+def test_internal_urls_are_refused_unless_the_operator_allows_them(
+        api_factory: Callable[..., APINode], receiver: Receiver) -> None:
+    api = api_factory("[webhooks]\nallow_private_targets = false\n")
+    with api.client(api.key()) as http:
+        for url in INTERNAL:
+            r = http.patch("/v3/user/webhooks/event/settings", json={"url": url, "enabled": True})
+            assert r.status_code == 400 and r.json()["errors"][0]["field"] == "url", (url, r.text)
+            assert "allow_private_targets" in r.json()["errors"][0]["message"]
+        test = http.post("/v3/user/webhooks/event/test", json={"url": receiver.url})
+        assert test.status_code == 400 and "internal" in test.json()["errors"][0]["message"]
+        DomainService(api.node.app.engine).add("in.alice.test", "alice", inbound=True)
+        parse = http.patch("/v3/user/webhooks/parse/settings/in.alice.test", json={"url": "http://10.1.2.3/parse"})
+        assert parse.status_code == 400 and parse.json()["errors"][0]["field"] == "url"
+        ok = http.patch("/v3/user/webhooks/event/settings", json={"url": "https://hooks.example.com/x"})
+        assert ok.status_code == 200
+    assert receiver.posts == []
+
+
+def test_no_event_is_posted_to_a_host_that_resolves_to_an_internal_address(
+        api_factory: Callable[..., APINode], fake_dns: FakeDNS, mx_port: int,
+        remote_mx: Callable[..., RemoteMX], receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    live = api_factory(delivery_toml(fake_dns.address, mx_port, HOOKS + "allow_private_targets = false\n"))
+    # set by the operator's CLI (allowed to name any host); the POST is still checked
+    hooks = WebhookService(live.node.app.engine)
+    alice = live.node.app.accounts.get("alice")
+    assert alice is not None
+    hooks.update(alice.id, url=receiver.url.replace("127.0.0.1", "localhost"), enabled=True)
+    qid = submit(live.node, ["ann@dest.test"], MSG)
+    wait_status(live.node, qid, {"ann@dest.test": "delivered"})
+    deadline = time.monotonic() + 10
+    while "local name" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text[-2000:]
+        time.sleep(0.1)
+    assert receiver.posts == []

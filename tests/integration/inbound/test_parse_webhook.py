@@ -127,7 +127,7 @@ def run_dispatcher(engine: sa.Engine, settings: InboundSettings, until: Callable
     async def go() -> InboundDispatcher:
         writer = SpoolWriter(engine)
         writer.start(asyncio.get_running_loop())
-        dispatcher = InboundDispatcher(settings, writer, node="test-node")
+        dispatcher = InboundDispatcher(settings, writer, node="test-node", allow_private=True)
         await dispatcher.start()
         try:
             deadline = time.monotonic() + timeout

@@ -89,6 +89,8 @@ enabled = false
 enabled = false
 [delivery]
 enabled = false
+[webhooks]
+allow_private_targets = true
 [http]
 enabled = false
 """, extra))

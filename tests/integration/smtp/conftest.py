@@ -107,6 +107,8 @@ idle_timeout = 30
 require_own_domain = false
 [delivery]
 enabled = false
+[webhooks]
+allow_private_targets = true
 [listener.smtp]
 listen = ["127.0.0.1:0"]
 [listener.submission]
