@@ -22,6 +22,7 @@ from mailrelay.cli.output import (
 from mailrelay.core.dates import format_age
 from mailrelay.core.status import OUTBOUND, PENDING
 from mailrelay.delivery import operator
+from mailrelay.spool.batches import HOLD
 from mailrelay.spool.reader import MessageDetail, QueueEntry, QueueReader, why_waiting
 
 
@@ -108,10 +109,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
         return 0
     now = time.time()
     rows = [(d.domain, d.queued, d.deferred, format_age(now - d.oldest_at),
-             "now" if d.next_attempt_at is None or d.next_attempt_at <= now
-             else f"in {format_age(d.next_attempt_at - now)}") for d in found]
+             _next(d.next_attempt_at, now)) for d in found]
     print(format_table(("domain", "queued", "deferred", "oldest", "next attempt"), rows, align="<>>><"))
     return 0
+
+
+def _next(at: float | None, now: float) -> str:
+    if at is None or at <= now:
+        return "now"
+    return "held (paused batch)" if at >= HOLD else f"in {format_age(at - now)}"
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -137,7 +143,8 @@ def _show_text(m: MessageDetail) -> str:
     width = max(len(k) for k, _ in fields) + 1
     lines = [f"{(k + ':').ljust(width)} {printable(v)}" for k, v in fields]
     rows = [(r.address, _params(r.params) or "-", r.status, r.attempts,
-             format_time(r.next_attempt_at), r.last_reply) for r in m.recipients]
+             "held" if (r.next_attempt_at or 0) >= HOLD else format_time(r.next_attempt_at), r.last_reply)
+            for r in m.recipients]
     lines += ["", "recipients:"]
     table = format_table(("address", "params", "status", "attempts", "next attempt",
                           "last reply"), rows, align="<<<>")

@@ -30,7 +30,8 @@ def add_account_arguments(acc: Any) -> None:
 
 
 def _json(hook: Webhook, *, secret: bool, **extra: Any) -> str:
-    out: dict[str, Any] = {"account": hook.account, "url": hook.url, "secret_set": hook.secret is not None}
+    out: dict[str, Any] = {"account": hook.account, "url": hook.url, "enabled": hook.enabled and hook.url is not None,
+                           "secret_set": hook.secret is not None}
     if secret:
         out["secret"] = hook.secret
     return to_json({**out, **extra})
@@ -64,6 +65,9 @@ def cmd_webhook(args: argparse.Namespace) -> int:
         print(f"account {args.name}: no event webhook; set one with `mailrelay account webhook {args.name} URL`")
     elif args.url:
         print(f"account {args.name}: events are posted to {printable(hook.url)} from now on")
+    elif not hook.enabled:
+        print(f"account {args.name}: event webhook {printable(hook.url)} is switched off (through the API); "
+              f"`mailrelay account webhook {args.name} URL` switches it on")
     else:
         print(f"account {args.name}: events are posted to {printable(hook.url)}")
     if show and hook.secret:

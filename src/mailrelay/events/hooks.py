@@ -34,6 +34,7 @@ class Webhook:
     account: str
     url: str | None
     secret: str | None
+    enabled: bool = True  # False: switched off through the API (the URL is kept)
 
 
 def validate_url(url: str, *, allow_private: bool = True) -> str:
@@ -85,16 +86,17 @@ class WebhookService:
     def get(self, name: str) -> Webhook:
         with self._engine.connect() as conn:
             row = self._row(conn, name)
-        return Webhook(name, row.webhook_url, row.webhook_secret)
+        return Webhook(name, row.webhook_url, row.webhook_secret, row.webhook_enabled)
 
     def set_url(self, name: str, url: str) -> Webhook:
-        """Post the account's events to `url` from now on; a secret is made if it has none."""
+        """Post the account's events to `url` from now on (switched on, if the API had switched
+        it off); a secret is made if it has none."""
         url = validate_url(url)
         with self._engine.begin() as conn:
             row = self._row(conn, name)
             secret = row.webhook_secret or signing.new_secret()
             conn.execute(accounts.update().where(accounts.c.id == row.id).values(
-                webhook_url=url, webhook_secret=secret, updated_at=time.time()))
+                webhook_url=url, webhook_secret=secret, webhook_enabled=True, updated_at=time.time()))
         return Webhook(name, url, secret)
 
     def turn_off(self, name: str) -> int:
@@ -114,7 +116,7 @@ class WebhookService:
             secret = signing.new_secret()
             conn.execute(accounts.update().where(accounts.c.id == row.id).values(
                 webhook_secret=secret, updated_at=time.time()))
-        return Webhook(name, row.webhook_url, secret)
+        return Webhook(name, row.webhook_url, secret, row.webhook_enabled)
 
     # -- by account id (the HTTP API: the caller's own account) ---------------------------------
 
@@ -173,7 +175,8 @@ class WebhookService:
 
     @staticmethod
     def _row(conn: sa.Connection, name: str) -> Any:
-        row = conn.execute(sa.select(accounts.c.id, accounts.c.webhook_url, accounts.c.webhook_secret)
+        row = conn.execute(sa.select(accounts.c.id, accounts.c.webhook_url, accounts.c.webhook_secret,
+                                     accounts.c.webhook_enabled)
                            .where(accounts.c.name == name)).first()
         if row is None:
             raise AccountError(f"no account named {name!r}")

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from mailrelay.core.dates import format_age
 from mailrelay.core.headers import header_section
 from mailrelay.core.status import DEFERRED, OUTBOUND, PENDING, QUEUED
+from mailrelay.spool.batches import HOLD
 from mailrelay.store.schema import accounts, attempts, events, messages, recipients
 
 
@@ -115,6 +116,10 @@ def why_waiting(r: RecipientDetail, now: float) -> str:
         when = "being delivered now"
     elif r.next_attempt_at is None or r.next_attempt_at <= now:
         when = "due now"
+    elif r.next_attempt_at >= HOLD:
+        scheduled = r.next_attempt_at - HOLD
+        when = "held: its batch is paused " + (
+            f"(scheduled in {format_age(scheduled - now)})" if scheduled > now else "(due as soon as it is resumed)")
     else:
         when = f"next attempt in {format_age(r.next_attempt_at - now)}"
     tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"

@@ -61,7 +61,16 @@ def test_account_webhook(cli: CLI, inproc: InProcess, db_url: str) -> None:  # n
     with engine.connect() as conn:
         assert conn.execute(sa.select(events.c.webhook_due_at)).scalars().all() == [None, None]
     assert json.loads(inproc("account", "webhook", "alice", "--json").out) == {
-        "account": "alice", "url": None, "secret_set": True}
+        "account": "alice", "url": None, "enabled": False, "secret_set": True}
+    # switched off through the API (the URL kept): the CLI says so, and setting a URL switches it on
+    assert inproc("account", "webhook", "alice", "https://x.example/h").code == 0
+    with engine.begin() as conn:
+        conn.execute(accounts.update().values(webhook_enabled=False))
+    r = inproc("account", "webhook", "alice")
+    assert "is switched off (through the API)" in r.out and "events are posted" not in r.out
+    assert json.loads(inproc("account", "webhook", "alice", "--json").out)["enabled"] is False
+    assert "from now on" in inproc("account", "webhook", "alice", "https://x.example/h").out
+    assert json.loads(inproc("account", "webhook", "alice", "--json").out)["enabled"] is True
     assert inproc("account", "webhook", "alice", "--off", "https://x.example/").code == 2
     engine.dispose()
 
