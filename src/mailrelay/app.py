@@ -231,4 +231,5 @@ class App:
         if self.receiver is not None:
             self.receiver.close()  # the SPF checker's threads
         self.auth_executor.shutdown(wait=False, cancel_futures=True)
+        self.accounts.close()
         self.engine.dispose()

@@ -15,9 +15,11 @@ or key exists, so response time does not reveal which names exist.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -205,6 +207,15 @@ class AccountService:
         self._hasher = hasher
         self._clock = clock
         self._verified = VerifiedCache(cache_seconds)
+        self._reader: sa.Connection | None = None  # key_if_known's own connection (_read_key)
+        self._reader_thread: int | None = None
+
+    def close(self) -> None:
+        """Give back the connection key_if_known keeps (the engine's dispose does not close it)."""
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+            self._reader = None
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -427,14 +438,34 @@ class AccountService:
         parsed = keys.parse_key(full_key) if len(full_key) <= MAX_PASSWORD else None
         if parsed is None:
             return None
-        with self._engine.connect() as conn:
-            row = conn.execute(_KEY_QUERY, {"key_id": parsed[0]}).first()
+        row = self._read_key(parsed[0])
         if (row is None or row.revoked_at is not None or row.status != "active"
                 or not self._verified.hit(row.secret_hash, parsed[1])
                 or row.last_used_at is None or abs(self._clock() - row.last_used_at) >= LAST_USED_EVERY):
             return None
         granted = scope_names.load(row.scopes)
         return _account(row), None if granted is None else frozenset(granted)
+
+    def _read_key(self, key_id: str) -> Any:
+        """The key's row, on a connection kept for the first thread that asks (the event loop's):
+        taking one from the pool and giving it back cost as much as the query."""
+        if self._reader_thread is None:
+            self._reader_thread = threading.get_ident()
+        if self._reader_thread != threading.get_ident():
+            with self._engine.connect() as conn:
+                return conn.execute(_KEY_QUERY, {"key_id": key_id}).first()
+        try:
+            if self._reader is None:
+                self._reader = self._engine.connect()
+            row = self._reader.execute(_KEY_QUERY, {"key_id": key_id}).first()
+            self._reader.rollback()  # no transaction (and no snapshot) outlives the read
+            return row
+        except Exception:
+            if self._reader is not None:
+                with contextlib.suppress(Exception):
+                    self._reader.close()
+            self._reader = None  # a new connection next time: this one may be broken
+            raise
 
     def authenticate_key(self, full_key: str) -> tuple[Account, frozenset[str] | None] | None:
         """(account, the key's scopes; None: full access) for a valid, unrevoked key of an

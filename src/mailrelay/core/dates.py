@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 
 
 def rfc5322_date(when: float) -> str:
     """`Wed, 18 Nov 2026 11:06:40 +0000`: UTC with an explicit offset (-0000 means "unknown")."""
+    return _second(int(when // 1))
+
+
+@functools.lru_cache(maxsize=8)  # every message of a second gets the same text: made once
+def _second(when: int) -> str:
     return email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.UTC))
 
 

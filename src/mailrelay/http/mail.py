@@ -79,7 +79,7 @@ def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str, engine: s
     except (ValueError, RecursionError):
         raise APIError(400, [Problem("Bad Request", None, "the body must be a JSON object")]) from None
     try:
-        mail = parse_mail_send(data, now=now)
+        mail = parse_mail_send(data, now=now, escaped=b"\\u" in raw)
         if mail.sandbox_mode:
             return None
         if mail.batch_id is not None:

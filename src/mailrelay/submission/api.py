@@ -9,7 +9,6 @@ A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer map
 
 from __future__ import annotations
 
-import email.utils
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.accounts.service import Account
 from mailrelay.core import reply as R
+from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal
 from mailrelay.quota.usage import Period, release, reserve
@@ -130,7 +130,7 @@ class APISubmission:
         host = self.policy.hostname
         # RFC 5321 §4.4: the trace line of the hop that took the message, here over HTTP.
         received = (f"Received: from [{client_ip}] by {host} (mailrelay) with HTTP{'S' if tls_version else ''}"
-                    f" id {queue_id};\r\n\t{email.utils.formatdate(now)}\r\n").encode("ascii", "replace")
+                    f" id {queue_id};\r\n\t{rfc5322_date(now)}\r\n").encode("ascii", "replace")
         return SpoolRecord(
             queue_id=queue_id, account_id=account.id, mail_from=msg.mail_from, mail_params={},
             recipients=[(r, {}) for r in msg.recipients], client_ip=client_ip, helo="",

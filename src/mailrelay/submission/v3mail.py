@@ -116,10 +116,12 @@ def valid_address(email: str) -> bool:
     return True
 
 
-def parse_mail_send(data: object, *, now: float) -> MailSend:
+def parse_mail_send(data: object, *, now: float, escaped: bool = True) -> MailSend:
     """The MailSend that the JSON document `data` asks for at time `now`; MailSendError with
-    every error found (at most v3errors.MAX_ERRORS) otherwise."""
-    reader = _Reader(now)
+    every error found (at most v3errors.MAX_ERRORS) otherwise. `escaped=False` says the JSON
+    text had no `\\u` escape, so no lone surrogate can be in it (UTF-8 cannot carry one)
+    and the walk that looks for them is skipped."""
+    reader = _Reader(now, escaped)
     mail = None
     with contextlib.suppress(Full):  # the errors so far are the answer
         mail = reader.mail(data)
@@ -149,8 +151,9 @@ def _count(value: object) -> int:
 
 
 class _Reader:
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, escaped: bool = True) -> None:
         self.now = now
+        self.escaped = escaped
         self.errors = Errors()
         self.err = self.errors.add
 
@@ -158,7 +161,7 @@ class _Reader:
         if not isinstance(data, dict):
             self.err(E.NOT_AN_OBJECT, None)
             return None
-        if _has_lone_surrogate(data):
+        if self.escaped and _has_lone_surrogate(data):
             self.err(E.BAD_UTF8, None)
             return None
         errors = self.errors

@@ -98,3 +98,17 @@ def test_the_openapi_document_lists_mail_send(api: APINode) -> None:
     doc = json.loads(r.text)
     assert r.status_code == 200 and doc["openapi"].startswith("3.")
     assert "post" in doc["paths"]["/v3/mail/send"]
+
+
+def test_a_lone_surrogate_escape_is_a_400_and_real_utf8_is_sent(api: APINode) -> None:
+    from mailrelay.submission import v3errors as E
+
+    base = (b'{"personalizations": [{"to": [{"email": "bob@dest.test"}]}], "from": {"email": "alice@sender.test"},'
+            b' "content": [{"type": "text/plain", "value": "hi"}], "subject": "%s"}')
+    json_type = {"Content-Type": "application/json"}
+    with api.client(api.key()) as http:
+        lone = http.post("/v3/mail/send", content=base % b"x\\ud800", headers=json_type)
+        pair = http.post("/v3/mail/send", content=base % b"\\ud83d\\ude00", headers=json_type)
+        raw = http.post("/v3/mail/send", content=base % "grüße ✓".encode(), headers=json_type)
+    assert lone.status_code == 400 and lone.json()["errors"][0]["message"] == E.BAD_UTF8
+    assert pair.status_code == 202 and raw.status_code == 202
