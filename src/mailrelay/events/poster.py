@@ -20,10 +20,11 @@ import functools
 import logging
 import socket
 import urllib.parse
-from collections.abc import AsyncIterable, Hashable, Sequence
+from collections.abc import AsyncIterable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+import httpcore
 import httpx
 
 from mailrelay import __version__
@@ -84,6 +85,8 @@ class Poster(abc.ABC, Generic[Job, Key]):
         self.max_concurrent = max_concurrent
         self._log = log
         self._claim_failed = claim_failed
+        if transport is None and not allow_private:
+            transport = public_transport()
         self._client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, trust_env=False, transport=transport,
             headers={"User-Agent": f"mailrelay/{__version__}", **headers})
@@ -160,8 +163,6 @@ class Poster(abc.ABC, Generic[Job, Key]):
             # httpx's timeout bounds each network step; this bounds the whole POST, which must
             # end well within its claim's lease.
             async with asyncio.timeout(self.timeout):
-                if not self.allow_private:
-                    await vet_target(url)
                 async with self._client.stream("POST", url, content=content, headers=headers) as response:
                     status = response.status_code
         except (httpx.TimeoutException, TimeoutError):
@@ -174,20 +175,46 @@ class Poster(abc.ABC, Generic[Job, Key]):
         return answer
 
 
-class PrivateTarget(ValueError):
-    """A webhook URL whose host is, or resolves to, a local or internal address."""
+class _PublicOnly(httpcore.AsyncNetworkBackend):
+    """Opens connections to public addresses only (core.ips). The host is resolved here, every
+    address it has is checked, and the connection goes to a checked address itself (TLS still
+    verifies the host name), so a DNS answer that changes between a check and the connect (DNS
+    rebinding) cannot reach the network behind the server."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        if is_local_name(host):
+            raise httpcore.ConnectError(f"{host} is an internal address ([webhooks] allow_private_targets is off)")
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            if not is_public_text(address):
+                raise httpcore.ConnectError(f"{host} resolves to the internal address {address} "
+                                            "([webhooks] allow_private_targets is off)")
+        failure: Exception = httpcore.ConnectError(f"{host} has no address")
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks are not posted to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
-async def vet_target(url: str) -> None:
-    """PrivateTarget unless every address of `url`'s host is public (core.ips). Checked before
-    each POST, so a name whose DNS changes after the URL was set is caught; what remains is
-    the moment between this lookup and httpx's own (DNS rebinding with a TTL of zero)."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    port = urllib.parse.urlsplit(url).port or 443
-    if is_local_name(host):
-        raise PrivateTarget(f"{host} is a local name ([webhooks] allow_private_targets is off)")
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for *_, sockaddr in infos:
-        if not is_public_text(str(sockaddr[0])):
-            raise PrivateTarget(f"{host} resolves to the internal address {sockaddr[0]} "
-                                "([webhooks] allow_private_targets is off)")
+def public_transport() -> httpx.AsyncHTTPTransport:
+    """An httpx transport that connects to public addresses only (see _PublicOnly)."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    pool = transport._pool  # httpx 0.28.1 (pinned): the connection pool; its backend opens sockets
+    assert isinstance(pool, httpcore.AsyncConnectionPool)
+    pool._network_backend = _PublicOnly(pool._network_backend)
+    return transport

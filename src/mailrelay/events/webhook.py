@@ -29,7 +29,7 @@ from mailrelay import __version__
 from mailrelay.core.status import EV_PROCESSED
 from mailrelay.events import outbox, signing
 from mailrelay.events.payload import EventRow, encode_batch
-from mailrelay.events.poster import Poster, PrivateTarget, redact, vet_target
+from mailrelay.events.poster import Poster, public_transport, redact
 from mailrelay.settings import WebhookSettings
 from mailrelay.spool.schedule import backoff
 from mailrelay.spool.writer import SpoolWriter
@@ -141,16 +141,13 @@ async def post_sample(url: str, *, secret: str | None, signing_key: str | None, 
     headers = {"Content-Type": "application/json", "User-Agent": f"mailrelay/{__version__}",
                **signing.headers(int(stamp), body, secret=secret, signing_key=signing_key)}
     try:
-        async with asyncio.timeout(timeout):
-            if not allow_private:
-                await vet_target(url)
-            async with (httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-                        client.stream("POST", url, content=body, headers=headers) as response):
-                status = response.status_code
+        async with (asyncio.timeout(timeout),
+                    httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                      transport=None if allow_private else public_transport()) as client,
+                    client.stream("POST", url, content=body, headers=headers) as response):
+            status = response.status_code
     except (httpx.TimeoutException, TimeoutError):
         return f"no answer in {timeout:g}s"
-    except PrivateTarget as exc:
-        return f"refused: {exc}"
     except (httpx.HTTPError, OSError, ValueError) as exc:
         text = str(exc).replace(url, redact(url))[:200] or "connection failed"
         return f"{type(exc).__name__}: {text}"
