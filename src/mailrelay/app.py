@@ -21,6 +21,7 @@ from mailrelay.accounts.lockout import SharedLockout
 from mailrelay.accounts.operators import OperatorKeys, key_path
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
+from mailrelay.accounts.websessions import WebSessions
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
 from mailrelay.events.webhook import WebhookDispatcher
@@ -42,6 +43,8 @@ from mailrelay.store.open import open_storage
 from mailrelay.store.space import for_url as disk_space_for
 from mailrelay.submission.api import APISubmission
 from mailrelay.submission.policy import SubmissionPolicy
+from mailrelay.web import pages as web
+from mailrelay.web.services import WebServices
 
 log = logging.getLogger("mailrelay")
 
@@ -174,7 +177,11 @@ class App:
         services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
                             auth_limiter=self.lockout, executor=self.auth_executor,
                             engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher))
-        return HTTPServer(build_api(services), s, self.ssl_context if s.http.tls else None)
+        api = build_api(services)
+        web.install(api, WebServices(accounts=self.accounts, sessions=WebSessions(self.engine), lockout=self.lockout,
+                                     engine=self.engine, executor=self.auth_executor, secure_cookies=s.http.tls,
+                                     lockout_seconds=s.auth.lockout_seconds))
+        return HTTPServer(api, s, self.ssl_context if s.http.tls else None)
 
     def _build_inbound(self) -> InboundReceiver | None:
         """Receiving for our inbound domains on every listener (unauthenticated clients)."""

@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("accounts", "spool"),  # accounts, keys, domains, suppressions; the durable queue
     ("events", "sandbox"),  # event queries, payloads and webhook posting; captured test mail
     ("submission", "inbound", "delivery"),  # the two SMTP policies; outbound delivery
-    ("router", "http"),  # port 25: which policy answers a session; the HTTP API
+    ("router", "http", "web"),  # port 25: which policy answers a session; the HTTP API; the dashboard
     ("app",),  # builds everything from Settings and wires it
     ("cli",),  # the command line
     ("__main__",),

@@ -296,3 +296,15 @@ auth_failures = sa.Table(
     sa.Column("window_start", sa.Float, nullable=False),  # the window's first failure (epoch seconds)
     sa.Column("locked_until", sa.Float, nullable=True),
 )
+
+# Signed-in dashboard sessions (mailrelay.web). The cookie holds a random token; only its
+# SHA-256 is stored, so a copy of the database signs nobody in. Any node can check a session.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),  # the token every form of the session carries
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)

@@ -1,0 +1,1 @@
+"""The web dashboard: server-rendered pages beside the HTTP API (same process and port)."""

@@ -1,0 +1,164 @@
+"""The dashboard's pages: sign-in, sign-out and the account's activity.
+
+Sign-in takes the account's name and password (argon2, as SMTP AUTH); failures count with failed
+SMTP logins and API keys from the same address (accounts.lockout), with the same slow-down and
+lock-out. A session is a random token in the cookie `mr_session` (HttpOnly, SameSite=Strict,
+Secure over TLS) and a row of web_sessions (accounts.websessions); every form carries the
+session's CSRF token, and the sign-in form a token of its own, bound to a cookie (the browser
+has no session yet). Every page reads only the signed-in account's data. Templates escape
+everything they print (Jinja2 autoescape): message content is text here, never markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from mailrelay.accounts.websessions import WebSession
+from mailrelay.events.activity import Search, search_messages
+from mailrelay.smtp.limits import client_key
+from mailrelay.web.security import SecurityHeaders
+from mailrelay.web.services import WebServices
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "mr_session"
+LOGIN_COOKIE = "mr_signin"  # binds the sign-in form's CSRF token to this browser
+MAX_FORM = 4096  # bytes of a form body
+ACTIVITY_ROWS = 50
+
+_templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                         autoescape=select_autoescape(default=True, default_for_string=True))
+router = APIRouter(include_in_schema=False)
+
+
+def install(api: FastAPI, services: WebServices) -> None:
+    """The pages under `/`, and the security headers on every response of `api`."""
+    api.state.web = services
+    api.include_router(router)
+    api.add_middleware(SecurityHeaders)
+
+
+def _svc(request: Request) -> WebServices:
+    found: WebServices = request.app.state.web
+    return found
+
+
+def _page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = _templates.get_template(template).render(**values)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > MAX_FORM:
+        return {}
+    parsed = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+async def _session(request: Request) -> tuple[WebSession, str] | None:
+    svc = _svc(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    loop = asyncio.get_running_loop()
+    found = await loop.run_in_executor(svc.executor, svc.sessions.get, token, time.time())
+    if found is None:
+        return None
+    account = await loop.run_in_executor(svc.executor, svc.accounts.get_by_id, found.account_id)
+    if account is None or account.status != "active":
+        return None
+    return found, account.name
+
+
+def _same(a: str, b: str) -> bool:
+    return bool(a) and hmac.compare_digest(a.encode(), b.encode())
+
+
+def _cookie(response: Response, svc: WebServices, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="strict",
+                        secure=svc.secure_cookies)
+
+
+@router.get("/static/dashboard.css")
+def stylesheet() -> FileResponse:
+    return FileResponse(HERE / "static" / "dashboard.css", media_type="text/css")
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    signed_in = await _session(request)
+    return RedirectResponse("/activity" if signed_in else "/login", status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    if await _session(request) is not None:
+        return RedirectResponse("/activity", status_code=303)
+    token = secrets.token_urlsafe(24)
+    response = _page("login.html", title="Sign in", csrf=token, name="", error=None, account=None)
+    _cookie(response, _svc(request), LOGIN_COOKIE, token, 3600)
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    svc = _svc(request)
+    form = await _form(request)
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    name = form.get("name", "")[:255]
+    if not _same(token, form.get("csrf", "")):
+        return _page("login.html", 403, title="Sign in", csrf=token, name=name, account=None,
+                     error="The form was too old or came from elsewhere; please sign in again.")
+    where = client_key(request.client.host if request.client else "unknown")
+    if svc.lockout.locked(where):
+        return _page("login.html", 429, title="Sign in", csrf=token, name=name, account=None,
+                     error="Too many failed sign-ins from your address; try again later.")
+    loop = asyncio.get_running_loop()
+    account = await loop.run_in_executor(svc.executor, svc.accounts.authenticate, name, form.get("password", ""))
+    if account is None or name == "apikey":
+        delay = svc.lockout.record_failure(where)
+        if delay:
+            await asyncio.sleep(delay)
+        return _page("login.html", 401, title="Sign in", csrf=token, name=name, account=None,
+                     error="The account name or the password is wrong.")
+    session_token, session = await loop.run_in_executor(svc.executor, svc.sessions.create, account.id, time.time())
+    response = RedirectResponse("/activity", status_code=303)
+    _cookie(response, svc, SESSION_COOKIE, session_token, int(session.expires_at - time.time()))
+    response.delete_cookie(LOGIN_COOKIE, path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    svc = _svc(request)
+    signed_in = await _session(request)
+    form = await _form(request)
+    if signed_in is None:
+        return RedirectResponse("/login", status_code=303)
+    if not _same(signed_in[0].csrf, form.get("csrf", "")):
+        return HTMLResponse("The form was too old or came from elsewhere.", status_code=403)
+    await asyncio.get_running_loop().run_in_executor(svc.executor, svc.sessions.end,
+                                                     request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/activity")
+async def activity(request: Request) -> Response:
+    svc = _svc(request)
+    signed_in = await _session(request)
+    if signed_in is None:
+        return RedirectResponse("/login", status_code=303)
+    session, name = signed_in
+    rows = await asyncio.get_running_loop().run_in_executor(
+        svc.executor, search_messages, svc.engine, session.account_id, Search(), ACTIVITY_ROWS)
+    return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows)

@@ -1,0 +1,7 @@
+"""The dashboard is served by the HTTP API's server: the same node fixtures."""
+
+from __future__ import annotations
+
+from tests.integration.http.conftest import api, api_factory, ca, node_factory
+
+__all__ = ["api", "api_factory", "ca", "node_factory"]

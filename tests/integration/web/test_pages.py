@@ -1,0 +1,107 @@
+"""Sign-in, sessions, CSRF, headers and the activity page, over real HTTP (httpx)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+
+from tests.integration.http.conftest import APINode
+from tests.integration.smtp.conftest import PASSWORD
+
+HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)></iframe>'
+
+
+def browser(api: APINode) -> httpx.Client:
+    return httpx.Client(base_url=api.url, timeout=30, trust_env=False, follow_redirects=False)
+
+
+def form_token(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def sign_in(http: httpx.Client, name: str = "alice", password: str = PASSWORD) -> httpx.Response:
+    token = form_token(http.get("/login"))
+    return http.post("/login", data={"csrf": token, "name": name, "password": password})
+
+
+def send(api: APINode, account: str, subject: str) -> None:
+    with api.client(api.key(account)) as http:
+        r = http.post("/v3/mail/send", json={
+            "personalizations": [{"to": [{"email": f"rcpt-{account}@dest.test"}]}],
+            "from": {"email": f"{account}@sender.test", "name": HOSTILE}, "subject": subject,
+            "content": [{"type": "text/plain", "value": "hi"}]})
+        assert r.status_code == 202, r.text
+
+
+def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(api: APINode) -> None:
+    with browser(api) as http:
+        assert http.get("/activity").headers["location"] == "/login"
+        assert http.get("/").headers["location"] == "/login"
+        r = sign_in(http)
+        assert r.status_code == 303 and r.headers["location"] == "/activity"
+        cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("mr_session="))
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert "Secure" not in cookie  # plain HTTP here; [http] tls = true adds it
+        page = http.get("/activity")
+        assert page.status_code == 200 and "alice" in page.text and "no-store" in page.headers["cache-control"]
+
+
+def test_a_wrong_password_or_a_missing_form_token_signs_nobody_in(api: APINode) -> None:
+    with browser(api) as http:
+        wrong = sign_in(http, password="not-the-password")
+        assert wrong.status_code == 401 and "wrong" in wrong.text and "mr_session" not in wrong.headers.get(
+            "set-cookie", "")
+        http.get("/login")
+        forged = http.post("/login", data={"csrf": "guessed", "name": "alice", "password": PASSWORD})
+        assert forged.status_code == 403
+        assert http.get("/activity").status_code == 303
+        assert sign_in(http, name="apikey", password=api.key()).status_code == 401  # keys are not passwords
+
+
+def test_activity_shows_the_accounts_own_mail_as_text_never_markup(api: APINode) -> None:
+    send(api, "alice", f"hello {HOSTILE}")
+    send(api, "bob", "bob's secret subject")
+    with browser(api) as http:
+        sign_in(http)
+        page = http.get("/activity").text
+    assert "rcpt-alice@dest.test" in page and "hello &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>" not in page and "onerror=alert" not in page.replace("onerror=alert(2)&gt;", "")
+    assert "bob" not in page.replace("alice", "")
+
+
+def test_every_response_carries_the_security_headers(api: APINode) -> None:
+    with browser(api) as http:
+        for r in (http.get("/login"), http.get("/v3/scopes"), http.get("/static/dashboard.css")):
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+            assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script
+            assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+            assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_sign_out_needs_the_sessions_token_and_ends_the_session(api: APINode) -> None:
+    with browser(api) as http:
+        sign_in(http)
+        token = form_token(http.get("/activity"))
+        assert http.post("/logout", data={"csrf": "wrong"}).status_code == 403
+        assert http.get("/activity").status_code == 200  # still signed in
+        stolen = http.cookies.get("mr_session")
+        out = http.post("/logout", data={"csrf": token})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+    with browser(api) as other:  # the old cookie is worth nothing now
+        other.cookies.set("mr_session", stolen or "")
+        assert other.get("/activity").status_code == 303
+
+
+def test_failed_sign_ins_count_with_smtp_and_api_failures(api_factory: Callable[..., APINode]) -> None:
+    api = api_factory("[auth]\nslowdown_after = 3\nlockout_after = 3\nlockout_seconds = 60\n")
+    key = api.key()
+    with browser(api) as http:
+        for _ in range(3):
+            assert sign_in(http, password="nope").status_code == 401
+        assert sign_in(http).status_code == 429  # the right password, from a locked-out address
+    with api.client(key) as client:
+        assert client.get("/v3/scopes").status_code == 429
