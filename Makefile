@@ -32,10 +32,21 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it by path; it cannot
+# download its own browsers here). Installed when missing and we are root; otherwise the
+# browser tests say how to install it and are skipped (CI sets MAILRELAY_TEST_REQUIRE_BROWSER=1).
+BROWSER := $(VENV)/.browser
+$(BROWSER): | $(BIN)/python
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	      || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)) \
+	  || echo "chromium is not installed (as root: apt-get install chromium): browser tests will be skipped"; }
+	touch $@
+
 # Two test processes, one per core: most tests wait on sockets and subprocesses. A file's tests
 # stay in one process (--dist loadfile) so its module fixtures start once. TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed-test $(NODE_TEST)/node_modules/.installed lint
+test: $(VENV)/.installed-test $(NODE_TEST)/node_modules/.installed $(BROWSER) lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:

@@ -1,0 +1,70 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium (by path)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.integration.http.conftest import APINode
+from tests.integration.smtp.conftest import PASSWORD
+from tests.integration.web.test_pages import HOSTILE, send
+
+CHROMIUM = os.environ.get("MAILRELAY_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+REQUIRE = os.environ.get("MAILRELAY_TEST_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        message = f"no Chromium at {CHROMIUM} (as root: apt-get install chromium)"
+        if REQUIRE:
+            pytest.fail(message + " (MAILRELAY_TEST_REQUIRE_BROWSER=1)")
+        pytest.skip(message)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    context = chromium.new_context()
+    yield context.new_page()
+    context.close()
+
+
+def sign_in_by_keyboard(page: Page, api: APINode) -> None:
+    page.goto(f"{api.url}/activity")
+    assert page.url.endswith("/login")
+    page.keyboard.type("alice")  # the name field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/activity")
+
+
+def test_sign_in_with_the_keyboard_and_see_the_mail_sent(page: Page, api: APINode) -> None:
+    send(api, "alice", "browser hello")
+    sign_in_by_keyboard(page, api)
+    assert page.get_by_role("heading", name="Activity").is_visible()
+    assert page.get_by_role("cell", name="browser hello").is_visible()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/login")
+    page.goto(f"{api.url}/activity")
+    assert page.url.endswith("/login")
+
+
+def test_hostile_message_content_runs_nothing_and_leaves_the_page_intact(page: Page, api: APINode) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    send(api, "alice", f"subject {HOSTILE} <a href=\"javascript:alert(3)\">x</a> <style>body{{display:none}}</style>")
+    sign_in_by_keyboard(page, api)
+    page.wait_for_timeout(300)
+    assert dialogs == []
+    assert page.locator("script").count() == 0 and page.locator("img").count() == 0
+    assert page.get_by_role("button", name="Sign out").is_visible()  # the shell is intact and shown
+    assert page.get_by_role("cell", name="<script>", exact=False).first.is_visible()  # as text
