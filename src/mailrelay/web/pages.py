@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import secrets
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,10 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mailrelay.accounts.websessions import WebSession
-from mailrelay.events.activity import Search, search_messages
+from mailrelay.core.status import PENDING
+from mailrelay.events.activity import Search, search_messages, split_msg_id
 from mailrelay.smtp.limits import client_key
+from mailrelay.spool.reader import MessageDetail, QueueReader, RecipientDetail, why_waiting
 from mailrelay.web.security import SecurityHeaders
 from mailrelay.web.services import WebServices
 
@@ -34,6 +38,7 @@ SESSION_COOKIE = "mr_session"
 LOGIN_COOKIE = "mr_signin"  # binds the sign-in form's CSRF token to this browser
 MAX_FORM = 4096  # bytes of a form body
 ACTIVITY_ROWS = 50
+QUEUE_ID = re.compile(r"[0-9A-Z]{16}")
 
 _templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                          autoescape=select_autoescape(default=True, default_for_string=True))
@@ -161,4 +166,51 @@ async def activity(request: Request) -> Response:
     session, name = signed_in
     rows = await asyncio.get_running_loop().run_in_executor(
         svc.executor, search_messages, svc.engine, session.account_id, Search(), ACTIVITY_ROWS)
+    for row in rows:
+        row["queue_id"] = split_msg_id(row["msg_id"])[1]
     return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of a message's timeline: an event, or a delivery attempt with its details."""
+
+    at: float
+    recipient: str | None
+    what: str
+    host: str | None = None
+    ip: str | None = None
+    tls: str | None = None
+    reply: str | None = None
+
+
+def timeline(m: MessageDetail) -> list[Step]:
+    steps = [Step(e.at, e.recipient, e.type, reply=e.detail or None) for e in m.events
+             if e.type not in ("delivered", "deferred", "bounce")]  # those are the attempts below
+    steps += [Step(a.at, a.recipient, a.outcome, a.mx_host, a.ip, a.tls, a.reply) for a in m.attempts]
+    return sorted(steps, key=lambda s: s.at)
+
+
+def _when(at: float | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
+@router.get("/messages/{queue_id}")
+async def message(request: Request, queue_id: str) -> Response:
+    svc = _svc(request)
+    signed_in = await _session(request)
+    if signed_in is None:
+        return RedirectResponse("/login", status_code=303)
+    session, name = signed_in
+    found = None
+    if QUEUE_ID.fullmatch(queue_id):
+        found = await asyncio.get_running_loop().run_in_executor(svc.executor, QueueReader(svc.engine).show, queue_id)
+    if found is None or found.account != name:  # another account's message is not there at all
+        return _page("not_found.html", 404, title="Not found", account=name, csrf=session.csrf)
+    now = time.time()
+    return _page("message.html", title=f"Message {found.id}", account=name, csrf=session.csrf, m=found,
+                 timeline=timeline(found), when=_when, waiting=lambda r: _waiting(r, now))
+
+
+def _waiting(r: RecipientDetail, now: float) -> str:
+    return why_waiting(r, now) if r.status in PENDING else ""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import httpx
 
+from tests.integration.delivery.conftest import RemoteMX, delivery_toml
 from tests.integration.http.conftest import APINode
 from tests.integration.smtp.conftest import PASSWORD
+from tests.support.dnsserver import FakeDNS
 
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)></iframe>'
 
@@ -105,3 +108,46 @@ def test_failed_sign_ins_count_with_smtp_and_api_failures(api_factory: Callable[
         assert sign_in(http).status_code == 429  # the right password, from a locked-out address
     with api.client(key) as client:
         assert client.get("/v3/scopes").status_code == 429
+
+
+def queue_ids(page: str) -> list[str]:
+    return re.findall(r'href="/messages/([0-9A-Z]{16})"', page)
+
+
+def test_a_message_page_shows_envelope_timeline_and_headers_and_only_to_its_account(api: APINode) -> None:
+    send(api, "alice", f"hi {HOSTILE}")
+    send(api, "bob", "bob's")
+    with browser(api) as http:
+        sign_in(http, "bob")
+        [bobs] = queue_ids(http.get("/activity").text)
+    with browser(api) as http:
+        sign_in(http)
+        [mine] = queue_ids(http.get("/activity").text)
+        page = http.get(f"/messages/{mine}")
+        assert page.status_code == 200
+        text = page.text
+        assert "&lt;alice@sender.test&gt;" in text and "rcpt-alice@dest.test" in text
+        assert "due now; 0 attempts" in text  # delivery is off on this node: why it waits
+        assert "processed" in text  # the timeline
+        assert "Subject: hi &lt;script&gt;" in text and "<script>" not in text  # headers, as text
+        for other in (bobs, "0000000000000000", "not-a-queue-id"):  # bob's, unknown, malformed: alike
+            r = http.get(f"/messages/{other}")
+            assert r.status_code == 404 and "bob" not in r.text.replace("bob's", "")
+
+
+def test_the_timeline_shows_each_attempt_with_host_and_reply(
+        api_factory: Callable[..., APINode], fake_dns: FakeDNS, mx_port: int,
+        remote_mx: Callable[..., RemoteMX]) -> None:
+    remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    api = api_factory(delivery_toml(fake_dns.address, mx_port))
+    send(api, "alice", "delivered one")
+    with browser(api) as http:
+        sign_in(http)
+        [mine] = queue_ids(http.get("/activity").text)
+        deadline = time.monotonic() + 20
+        while "delivered" not in (page := http.get(f"/messages/{mine}").text):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.2)
+    assert "mx.dest.test" in page and "127.0.0.2" in page and "250" in page
