@@ -214,3 +214,12 @@ def get_message(engine: sa.Engine, account_id: int, wanted: str) -> dict[str, An
             "originating_ip": first.client_ip, "template_id": None, "asm_group_id": None, "teammate": "",
             "api_key_id": None, "outbound_ip": None, "outbound_ip_type": None,
             "events": [_event(r) for r in found]}
+
+
+def latest_activity(engine: sa.Engine, account_id: int) -> int | None:
+    """The account's newest event id: a new message (its `processed` event is written with it)
+    or any change of a recipient moves it; one MAX on the index (account_id, id)."""
+    with engine.connect() as conn:
+        newest: int | None = conn.execute(
+            sa.select(sa.func.max(events.c.id)).where(events.c.account_id == account_id)).scalar()
+    return newest

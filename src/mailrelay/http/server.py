@@ -41,6 +41,10 @@ class HTTPServer:
             ssl_keyfile=str(settings.key_path) if settings.http.tls else None,
         )
         self._server = _Server(config)
+        # Set at stop: long responses (the dashboard's event streams) end on it, so stopping
+        # does not wait for them until the graceful timeout.
+        app.state.stopping = asyncio.Event()
+        self._stopping = app.state.stopping
         self._task: asyncio.Task[None] | None = None
         self.address = f"{host}:{port}"
         self.port = port  # the bound one after start() (listen on port 0: any free port)
@@ -78,6 +82,7 @@ class HTTPServer:
         return True
 
     async def stop(self) -> None:
+        self._stopping.set()
         self._server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -12,22 +12,24 @@ everything they print (Jinja2 autoescape): message content is text here, never m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import re
 import secrets
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mailrelay.accounts.websessions import WebSession
 from mailrelay.core.status import PENDING
-from mailrelay.events.activity import Search, search_messages, split_msg_id
+from mailrelay.events.activity import Search, latest_activity, search_messages, split_msg_id
 from mailrelay.smtp.limits import client_key
 from mailrelay.spool.reader import MessageDetail, QueueReader, RecipientDetail, why_waiting
 from mailrelay.web.security import SecurityHeaders
@@ -39,6 +41,8 @@ LOGIN_COOKIE = "mr_signin"  # binds the sign-in form's CSRF token to this browse
 MAX_FORM = 4096  # bytes of a form body
 ACTIVITY_ROWS = 50
 QUEUE_ID = re.compile(r"[0-9A-Z]{16}")
+LIVE_EVERY = 1.0  # seconds between checks for news of the account
+LIVE_FOR = 300.0  # seconds one event stream lasts
 
 _templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                          autoescape=select_autoescape(default=True, default_for_string=True))
@@ -92,9 +96,14 @@ def _cookie(response: Response, svc: WebServices, name: str, value: str, max_age
                         secure=svc.secure_cookies)
 
 
-@router.get("/static/dashboard.css")
-def stylesheet() -> FileResponse:
-    return FileResponse(HERE / "static" / "dashboard.css", media_type="text/css")
+STATIC = {"dashboard.css": "text/css", "live.js": "text/javascript"}
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    if name not in STATIC:
+        return Response(status_code=404)
+    return FileResponse(HERE / "static" / name, media_type=STATIC[name])
 
 
 @router.get("/")
@@ -164,11 +173,58 @@ async def activity(request: Request) -> Response:
     if signed_in is None:
         return RedirectResponse("/login", status_code=303)
     session, name = signed_in
+    rows = await _rows(svc, session.account_id)
+    return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows)
+
+
+@router.get("/activity/rows")
+async def activity_rows(request: Request) -> Response:
+    """The activity table's rows, for the page's live updates."""
+    svc = _svc(request)
+    signed_in = await _session(request)
+    if signed_in is None:
+        return Response(status_code=401)
+    rows = await _rows(svc, signed_in[0].account_id)
+    return _page("activity_rows.html", rows=rows)
+
+
+@router.get("/activity/stream")
+async def activity_stream(request: Request) -> Response:
+    """Server-sent events: `changed` whenever the account's newest message or event changes
+    (checked every LIVE_EVERY seconds); the stream ends after LIVE_FOR seconds and the
+    browser's EventSource opens a new one."""
+    svc = _svc(request)
+    signed_in = await _session(request)
+    if signed_in is None:
+        return Response(status_code=401)
+    account_id = signed_in[0].account_id
+    loop = asyncio.get_running_loop()
+
+    async def changes() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
+        seen = await loop.run_in_executor(svc.executor, latest_activity, svc.engine, account_id)
+        deadline = loop.time() + LIVE_FOR
+        stopping: asyncio.Event = request.app.state.stopping
+        while loop.time() < deadline and not await request.is_disconnected():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), LIVE_EVERY)
+            if stopping.is_set():
+                return
+            now = await loop.run_in_executor(svc.executor, latest_activity, svc.engine, account_id)
+            if now != seen:
+                seen = now
+                yield b"event: changed\ndata: {}\n\n"
+
+    return StreamingResponse(changes(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _rows(svc: WebServices, account_id: int) -> list[dict[str, Any]]:
     rows = await asyncio.get_running_loop().run_in_executor(
-        svc.executor, search_messages, svc.engine, session.account_id, Search(), ACTIVITY_ROWS)
+        svc.executor, search_messages, svc.engine, account_id, Search(), ACTIVITY_ROWS)
     for row in rows:
         row["queue_id"] = split_msg_id(row["msg_id"])[1]
-    return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows)
+    return rows
 
 
 @dataclass(frozen=True, slots=True)

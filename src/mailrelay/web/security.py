@@ -1,16 +1,16 @@
 """Headers on every response of the server (pages and API alike), as a pure ASGI middleware.
 
-The policy lets a page load nothing but this server's own stylesheet and images, run no script
-(none is needed yet), be framed by nobody, post forms only to this server, and send no
-Referer (a message id in a URL stays here).
+The policy lets a page load nothing but this server's own scripts, stylesheet and images (no
+inline script, so markup that slipped into a page could not run), be framed by nobody, post
+forms only to this server, and send no Referer (a message id in a URL stays here).
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-       "base-uri 'none'")
+CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY"),
            (b"referrer-policy", b"no-referrer"), (b"x-content-type-options", b"nosniff")]
 

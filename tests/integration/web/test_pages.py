@@ -80,7 +80,8 @@ def test_every_response_carries_the_security_headers(api: APINode) -> None:
     with browser(api) as http:
         for r in (http.get("/login"), http.get("/v3/scopes"), http.get("/static/dashboard.css")):
             assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
-            assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script
+            assert "script-src 'self';" in r.headers["content-security-policy"]  # no inline script, no other host
+            assert "unsafe" not in r.headers["content-security-policy"]
             assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
             assert r.headers["x-content-type-options"] == "nosniff"
 
