@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 import time
@@ -20,6 +19,7 @@ import trustme
 from aiosmtpd.controller import Controller
 
 from tests.integration.smtp.conftest import Node, ca, node_factory  # noqa: F401 - fixtures
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -117,21 +117,7 @@ class RemoteMX:
 
 def free_port_on(ips: list[str]) -> int:
     """A port free on every one of `ips` (all on loopback)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((ips[0], 0))
-            port = s.getsockname()[1]
-        ok = True
-        for ip in ips[1:]:
-            with socket.socket() as s:
-                try:
-                    s.bind((ip, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return int(port)
-    raise RuntimeError("no common free port")
+    return free_port(ips[0], *ips[1:])
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailrelay.delivery.wire import SMTPClient
+from tests.support import ports
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -229,7 +230,4 @@ async def serving(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return ports.free_port(HOST)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.smtp.conftest import merge_toml
+from tests.support.ports import free_port
 
 ENV_LISTENERS = ("SMTP", "SUBMISSION", "SUBMISSIONS", "ALT")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
