@@ -29,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mailrelay.accounts.websessions import WebSession
 from mailrelay.core.status import PENDING
-from mailrelay.events.activity import Search, latest_activity, search_messages, split_msg_id
+from mailrelay.events.activity import STATUSES, Search, latest_activity, search_messages, split_msg_id
 from mailrelay.smtp.limits import client_key
 from mailrelay.spool.reader import MessageDetail, QueueReader, RecipientDetail, why_waiting
 from mailrelay.web.security import SecurityHeaders
@@ -173,8 +173,11 @@ async def activity(request: Request) -> Response:
     if signed_in is None:
         return RedirectResponse("/login", status_code=303)
     session, name = signed_in
-    rows = await _rows(svc, session.account_id)
-    return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows)
+    search, given = _search(request)
+    rows = await _rows(svc, session.account_id, search)
+    query = urllib.parse.urlencode({k: v for k, v in given.items() if v})
+    return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows, given=given,
+                 statuses=sorted(STATUSES), query=query)
 
 
 @router.get("/activity/rows")
@@ -184,7 +187,7 @@ async def activity_rows(request: Request) -> Response:
     signed_in = await _session(request)
     if signed_in is None:
         return Response(status_code=401)
-    rows = await _rows(svc, signed_in[0].account_id)
+    rows = await _rows(svc, signed_in[0].account_id, _search(request)[0])
     return _page("activity_rows.html", rows=rows)
 
 
@@ -219,9 +222,21 @@ async def activity_stream(request: Request) -> Response:
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _rows(svc: WebServices, account_id: int) -> list[dict[str, Any]]:
+FILTERS = {"to": "to_email", "from": "from_email", "subject": "subject", "status": "status"}
+
+
+def _search(request: Request) -> tuple[Search, dict[str, str]]:
+    """The activity filters of the query string (exact recipient, sender or subject; a status
+    group), as the API's activity search reads them; unknown statuses are left out."""
+    given = {k: request.query_params.get(k, "").strip()[:320] for k in FILTERS}
+    if given["status"] not in STATUSES:
+        given["status"] = ""
+    return Search(equals={FILTERS[k]: v for k, v in given.items() if v}), given
+
+
+async def _rows(svc: WebServices, account_id: int, search: Search) -> list[dict[str, Any]]:
     rows = await asyncio.get_running_loop().run_in_executor(
-        svc.executor, search_messages, svc.engine, account_id, Search(), ACTIVITY_ROWS)
+        svc.executor, search_messages, svc.engine, account_id, search, ACTIVITY_ROWS)
     for row in rows:
         row["queue_id"] = split_msg_id(row["msg_id"])[1]
     return rows

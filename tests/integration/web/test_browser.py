@@ -41,7 +41,9 @@ def page(chromium: Browser) -> Iterator[Page]:
 def sign_in_by_keyboard(page: Page, api: APINode) -> None:
     page.goto(f"{api.url}/activity")
     assert page.url.endswith("/login")
-    page.keyboard.type("alice")  # the name field has the focus
+    # the name field takes the focus itself (autofocus); type once it has it
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'name'")
+    page.keyboard.type("alice")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")

@@ -152,3 +152,19 @@ def test_the_timeline_shows_each_attempt_with_host_and_reply(
             assert time.monotonic() < deadline, page
             time.sleep(0.2)
     assert "mx.dest.test" in page and "127.0.0.2" in page and "250" in page
+
+
+def test_activity_filters_by_recipient_sender_subject_and_status(api: APINode) -> None:
+    send(api, "alice", "first")
+    send(api, "alice", "second")
+    with browser(api) as http:
+        sign_in(http)
+        assert len(queue_ids(http.get("/activity").text)) == 2
+        assert len(queue_ids(http.get("/activity", params={"subject": "second"}).text)) == 1
+        assert len(queue_ids(http.get("/activity", params={"to": "RCPT-alice@dest.test"}).text)) == 2
+        assert queue_ids(http.get("/activity", params={"from": "nobody@x.test"}).text) == []
+        assert len(queue_ids(http.get("/activity", params={"status": "processing"}).text)) == 2
+        assert queue_ids(http.get("/activity", params={"status": "delivered"}).text) == []
+        page = http.get("/activity", params={"status": "no-such", "subject": "first"}).text
+        assert len(queue_ids(page)) == 1 and 'data-rows="/activity/rows?subject=first"' in page
+        assert len(queue_ids(http.get("/activity/rows", params={"subject": "first"}).text)) == 1
