@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -27,7 +27,6 @@ from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.store import authfailures
 
 log = logging.getLogger("mailrelay.auth")
-T = TypeVar("T")
 Run = Callable[[Callable[[Connection], Any]], "asyncio.Future[Any]"]
 
 SYNC_EVERY = 1.0  # seconds between reads of the locks other processes made

@@ -241,11 +241,6 @@ class AccountService:
             row = conn.execute(sa.select(*_ACCOUNT_COLS).where(accounts.c.name == name)).first()
         return _account(row) if row else None
 
-    def get_by_id(self, account_id: int) -> Account | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(sa.select(*_ACCOUNT_COLS).where(accounts.c.id == account_id)).first()
-        return _account(row) if row else None
-
     def _require(self, conn: sa.Connection, name: str) -> Any:
         row = conn.execute(sa.select(*_ACCOUNT_COLS).where(accounts.c.name == name)).first()
         if row is None:

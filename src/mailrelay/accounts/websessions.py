@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from mailrelay.store.schema import accounts
 from mailrelay.store.schema import web_sessions as T
 
 LIFETIME = 12 * 3600.0  # seconds from sign-in to the session's end
@@ -21,6 +22,7 @@ LIFETIME = 12 * 3600.0  # seconds from sign-in to the session's end
 @dataclass(frozen=True, slots=True)
 class WebSession:
     account_id: int
+    account: str  # the account's name
     csrf: str
     expires_at: float
 
@@ -37,7 +39,7 @@ class WebSessions:
     def create(self, account_id: int, now: float) -> tuple[str, WebSession]:
         """A new session: (the cookie's token, the session)."""
         token = secrets.token_urlsafe(32)
-        session = WebSession(account_id, secrets.token_urlsafe(32), now + self.lifetime)
+        session = WebSession(account_id, "", secrets.token_urlsafe(32), now + self.lifetime)
         with self._engine.begin() as conn:
             conn.execute(T.delete().where(T.c.expires_at <= now))  # the ended ones go as new ones come
             conn.execute(T.insert().values(token_hash=_hash(token), account_id=account_id, csrf=session.csrf,
@@ -45,14 +47,15 @@ class WebSessions:
         return token, session
 
     def get(self, token: str, now: float) -> WebSession | None:
+        """The live session of `token`, if its account is active; one query for both."""
         if not token or len(token) > 128:
             return None
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(T.c.account_id, T.c.csrf, T.c.expires_at)
-                               .where(T.c.token_hash == _hash(token))).first()
-        if row is None or row.expires_at <= now:
-            return None
-        return WebSession(row.account_id, row.csrf, row.expires_at)
+            row = conn.execute(sa.select(T.c.account_id, accounts.c.name, T.c.csrf, T.c.expires_at)
+                               .join(accounts, accounts.c.id == T.c.account_id)
+                               .where(T.c.token_hash == _hash(token), T.c.expires_at > now,
+                                      accounts.c.status == "active")).first()
+        return None if row is None else WebSession(row.account_id, row.name, row.csrf, row.expires_at)
 
     def end(self, token: str) -> None:
         with self._engine.begin() as conn:

@@ -19,6 +19,15 @@ def is_public(ip: IPAddress) -> bool:
                 or ip.is_multicast or ip.is_reserved)
 
 
+def is_address(text: str) -> bool:
+    """Whether `text` is an IP address (v4, or v6 with or without a %zone), not a name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def is_public_text(ip: str) -> bool:
     """is_public for an address as text; False for text that is no address."""
     try:

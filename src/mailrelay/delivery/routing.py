@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from mailrelay.core.domains import bare_domain
-from mailrelay.core.ips import is_public, is_public_text
+from mailrelay.core.ips import is_address, is_public, is_public_text
 from mailrelay.resolver.base import DNSTemporaryError, Resolver
 from mailrelay.settings import DeliverySettings, Route, TLSPolicy
 
@@ -135,7 +135,7 @@ def _route_for(domain: str, routes: Sequence[Route]) -> Route | None:
 async def _route_hop(route: Route, resolver: Resolver) -> Hop:
     """A smarthost: an IP as is, a name resolved; its own port, TLS policy and credentials."""
     host = route.host.strip().rstrip(".").strip("[]").lower()
-    if _is_ip(host):
+    if is_address(host):
         ips = [str(ipaddress.ip_address(host))]
     else:
         try:
@@ -190,10 +190,4 @@ async def _lookup(host: str, resolver: Resolver) -> list[str] | DNSTemporaryErro
         return exc
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 

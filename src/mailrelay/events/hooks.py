@@ -10,7 +10,6 @@ in the event's INSERT).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import time
 import urllib.parse
@@ -20,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailrelay.accounts.service import AccountError
-from mailrelay.core.ips import is_local_name, is_public_text
+from mailrelay.core.ips import is_address, is_local_name, is_public_text
 from mailrelay.events import outbox, signing
 from mailrelay.store.eventlog import dump_event_filter, load_event_filter
 from mailrelay.store.schema import accounts
@@ -54,18 +53,12 @@ def validate_url(url: str, *, allow_private: bool = True) -> str:
     if parts.fragment:
         raise AccountError("webhook URL must not have a #fragment")
     if not allow_private and (is_local_name(parts.hostname) or (
-            _is_address(parts.hostname) and not is_public_text(parts.hostname))):
+            is_address(parts.hostname) and not is_public_text(parts.hostname))):
         raise AccountError(f"webhook URL must not point at a local or internal address ({parts.hostname}); "
                            "the server's operator can allow that with [webhooks] allow_private_targets")
     return url
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)

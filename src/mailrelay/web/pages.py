@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mailrelay.accounts.websessions import WebSession
-from mailrelay.core.status import PENDING
+from mailrelay.core.status import BOUNCED, DEFERRED, DELIVERED, PENDING
 from mailrelay.events.activity import STATUSES, Search, latest_activity, search_messages, split_msg_id
 from mailrelay.smtp.limits import client_key
 from mailrelay.spool.reader import MessageDetail, QueueReader, RecipientDetail, why_waiting
@@ -74,17 +74,19 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-async def _session(request: Request) -> tuple[WebSession, str] | None:
+async def _session(request: Request) -> WebSession | None:
     svc = _svc(request)
     token = request.cookies.get(SESSION_COOKIE, "")
-    loop = asyncio.get_running_loop()
-    found = await loop.run_in_executor(svc.executor, svc.sessions.get, token, time.time())
-    if found is None:
-        return None
-    account = await loop.run_in_executor(svc.executor, svc.accounts.get_by_id, found.account_id)
-    if account is None or account.status != "active":
-        return None
-    return found, account.name
+    return await asyncio.get_running_loop().run_in_executor(svc.executor, svc.sessions.get, token, time.time())
+
+
+async def _signed_in(request: Request, *, page: bool = True) -> WebSession | Response:
+    """The request's session, or the answer for a visitor without one: a page sends them to
+    sign in, a part of a page (rows, events) is 401."""
+    found = await _session(request)
+    if found is not None:
+        return found
+    return RedirectResponse("/login", status_code=303) if page else Response(status_code=401)
 
 
 def _same(a: str, b: str) -> bool:
@@ -153,11 +155,11 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     svc = _svc(request)
-    signed_in = await _session(request)
+    session = await _signed_in(request)
+    if isinstance(session, Response):
+        return session
     form = await _form(request)
-    if signed_in is None:
-        return RedirectResponse("/login", status_code=303)
-    if not _same(signed_in[0].csrf, form.get("csrf", "")):
+    if not _same(session.csrf, form.get("csrf", "")):
         return HTMLResponse("The form was too old or came from elsewhere.", status_code=403)
     await asyncio.get_running_loop().run_in_executor(svc.executor, svc.sessions.end,
                                                      request.cookies.get(SESSION_COOKIE, ""))
@@ -168,26 +170,23 @@ async def logout(request: Request) -> Response:
 
 @router.get("/activity")
 async def activity(request: Request) -> Response:
-    svc = _svc(request)
-    signed_in = await _session(request)
-    if signed_in is None:
-        return RedirectResponse("/login", status_code=303)
-    session, name = signed_in
+    session = await _signed_in(request)
+    if isinstance(session, Response):
+        return session
     search, given = _search(request)
-    rows = await _rows(svc, session.account_id, search)
+    rows = await _rows(_svc(request), session.account_id, search)
     query = urllib.parse.urlencode({k: v for k, v in given.items() if v})
-    return _page("activity.html", title="Activity", account=name, csrf=session.csrf, rows=rows, given=given,
+    return _page("activity.html", title="Activity", account=session.account, csrf=session.csrf, rows=rows, given=given,
                  statuses=sorted(STATUSES), query=query)
 
 
 @router.get("/activity/rows")
 async def activity_rows(request: Request) -> Response:
     """The activity table's rows, for the page's live updates."""
-    svc = _svc(request)
-    signed_in = await _session(request)
-    if signed_in is None:
-        return Response(status_code=401)
-    rows = await _rows(svc, signed_in[0].account_id, _search(request)[0])
+    session = await _signed_in(request, page=False)
+    if isinstance(session, Response):
+        return session
+    rows = await _rows(_svc(request), session.account_id, _search(request)[0])
     return _page("activity_rows.html", rows=rows)
 
 
@@ -197,10 +196,10 @@ async def activity_stream(request: Request) -> Response:
     (checked every LIVE_EVERY seconds); the stream ends after LIVE_FOR seconds and the
     browser's EventSource opens a new one."""
     svc = _svc(request)
-    signed_in = await _session(request)
-    if signed_in is None:
-        return Response(status_code=401)
-    account_id = signed_in[0].account_id
+    session = await _signed_in(request, page=False)
+    if isinstance(session, Response):
+        return session
+    account_id = session.account_id
     loop = asyncio.get_running_loop()
 
     async def changes() -> AsyncIterator[bytes]:
@@ -257,7 +256,7 @@ class Step:
 
 def timeline(m: MessageDetail) -> list[Step]:
     steps = [Step(e.at, e.recipient, e.type, reply=e.detail or None) for e in m.events
-             if e.type not in ("delivered", "deferred", "bounce")]  # those are the attempts below
+             if e.type not in (DELIVERED, DEFERRED, BOUNCED)]  # those are the attempts below
     steps += [Step(a.at, a.recipient, a.outcome, a.mx_host, a.ip, a.tls, a.reply) for a in m.attempts]
     return sorted(steps, key=lambda s: s.at)
 
@@ -269,10 +268,10 @@ def _when(at: float | None) -> str:
 @router.get("/messages/{queue_id}")
 async def message(request: Request, queue_id: str) -> Response:
     svc = _svc(request)
-    signed_in = await _session(request)
-    if signed_in is None:
-        return RedirectResponse("/login", status_code=303)
-    session, name = signed_in
+    session = await _signed_in(request)
+    if isinstance(session, Response):
+        return session
+    name = session.account
     found = None
     if QUEUE_ID.fullmatch(queue_id):
         found = await asyncio.get_running_loop().run_in_executor(svc.executor, QueueReader(svc.engine).show, queue_id)

@@ -20,4 +20,3 @@ class WebServices:
     engine: sa.Engine
     executor: Executor  # argon2 and database reads, off the event loop
     secure_cookies: bool  # served over TLS: cookies get Secure
-    lockout_seconds: float
