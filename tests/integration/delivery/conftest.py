@@ -32,6 +32,11 @@ class Received:
     at: float = 0.0  # time.monotonic() when DATA began
 
 
+def _opened(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class Behaviour:
     defer_first: int = 0  # answer DATA with 451 this many times first
@@ -39,6 +44,9 @@ class Behaviour:
     defer_rcpt: set[str] = field(default_factory=set)  # RCPT answered 450 4.2.1
     unverified: set[str] = field(default_factory=set)  # RCPT answered 252: taken, not verified
     data_delay: float = 0.0  # seconds between the end of DATA and the 250: a slow server
+    # Cleared, every DATA waits for it before its reply: a test holds the remote side still
+    # while it looks at the sender (no race with a machine that is slow today).
+    open: threading.Event = field(default_factory=lambda: _opened(threading.Event()))
 
 
 class RecordingHandler:
@@ -77,10 +85,12 @@ class RecordingHandler:
             self.data_attempts += 1
             if self.data_attempts <= self.behaviour.defer_first:
                 return "451 4.3.0 Temporary local problem, try again"
-        if self.behaviour.data_delay:
+        if self.behaviour.data_delay or not self.behaviour.open.is_set():
             with self.lock:
                 self.in_data += 1
             await asyncio.sleep(self.behaviour.data_delay)
+            while not self.behaviour.open.is_set():
+                await asyncio.sleep(0.02)
             with self.lock:
                 self.in_data -= 1
         with self.lock:

@@ -38,7 +38,9 @@ def test_a_multi_megabyte_from_field_is_refused_promptly(node_factory: Callable[
     c = node.raw_login()
     c.sock.settimeout(20)
     spent, (code, text) = send(c, b"From: " + value + b"\r\nSubject: big from\r\n\r\nbody")
-    assert spent < 2.0, (spent, text)
+    # About 0.3 s on an idle machine and 2.2 s once on a loaded CI one; the quadratic parse
+    # this guards against takes minutes.
+    assert spent < 6.0, (spent, text)
     assert code == 550 and text.startswith("550 5.7.1") and "From:" in text and "too long" in text, text
     # The session goes on, and an ordinary message from the same client is taken.
     spent, (code, text) = send(c, b"From: Alice <alice@sender.test>\r\nSubject: ok\r\n\r\nbody")
