@@ -178,8 +178,9 @@ class App:
                             auth_limiter=self.lockout, executor=self.auth_executor,
                             engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher))
         api = build_api(services)
-        web.install(api, WebServices(accounts=self.accounts, sessions=WebSessions(self.engine), lockout=self.lockout,
-                                     engine=self.engine, executor=self.auth_executor, secure_cookies=s.http.tls))
+        web.install(api, WebServices(settings=s, accounts=self.accounts, sessions=WebSessions(self.engine),
+                                     lockout=self.lockout, engine=self.engine, executor=self.auth_executor,
+                                     secure_cookies=s.http.tls))
         return HTTPServer(api, s, self.ssl_context if s.http.tls else None)
 
     def _build_inbound(self) -> InboundReceiver | None:

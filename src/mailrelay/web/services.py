@@ -9,11 +9,13 @@ import sqlalchemy as sa
 
 from mailrelay.accounts.service import AccountService
 from mailrelay.accounts.websessions import WebSessions
+from mailrelay.settings import Settings
 from mailrelay.smtp.limits import AuthFailureLimiter
 
 
 @dataclass(frozen=True, slots=True)
 class WebServices:
+    settings: Settings
     accounts: AccountService
     sessions: WebSessions
     lockout: AuthFailureLimiter  # failed sign-ins count with failed SMTP logins and API keys

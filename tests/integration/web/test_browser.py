@@ -2,52 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Iterator
 
-import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
 from tests.integration.http.conftest import APINode
-from tests.integration.smtp.conftest import PASSWORD
-from tests.integration.web.test_pages import HOSTILE, send
-
-CHROMIUM = os.environ.get("MAILRELAY_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-REQUIRE = os.environ.get("MAILRELAY_TEST_REQUIRE_BROWSER") == "1"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        message = f"no Chromium at {CHROMIUM} (as root: apt-get install chromium)"
-        if REQUIRE:
-            pytest.fail(message + " (MAILRELAY_TEST_REQUIRE_BROWSER=1)")
-        pytest.skip(message)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium: Browser) -> Iterator[Page]:
-    context = chromium.new_context()
-    yield context.new_page()
-    context.close()
-
-
-def sign_in_by_keyboard(page: Page, api: APINode) -> None:
-    page.goto(f"{api.url}/activity")
-    assert page.url.endswith("/login")
-    # the name field takes the focus itself (autofocus); type once it has it
-    page.wait_for_function("document.activeElement && document.activeElement.id === 'name'")
-    page.keyboard.type("alice")
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/activity")
+from tests.integration.web.support import HOSTILE, send, sign_in_by_keyboard
 
 
 def test_sign_in_with_the_keyboard_and_see_the_mail_sent(page: Page, api: APINode) -> None:

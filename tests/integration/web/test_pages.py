@@ -6,38 +6,11 @@ import re
 import time
 from collections.abc import Callable
 
-import httpx
-
 from tests.integration.delivery.conftest import RemoteMX, delivery_toml
 from tests.integration.http.conftest import APINode
 from tests.integration.smtp.conftest import PASSWORD
+from tests.integration.web.support import HOSTILE, browser, form_token, send, sign_in
 from tests.support.dnsserver import FakeDNS
-
-HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)></iframe>'
-
-
-def browser(api: APINode) -> httpx.Client:
-    return httpx.Client(base_url=api.url, timeout=30, trust_env=False, follow_redirects=False)
-
-
-def form_token(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
-
-
-def sign_in(http: httpx.Client, name: str = "alice", password: str = PASSWORD) -> httpx.Response:
-    token = form_token(http.get("/login"))
-    return http.post("/login", data={"csrf": token, "name": name, "password": password})
-
-
-def send(api: APINode, account: str, subject: str) -> None:
-    with api.client(api.key(account)) as http:
-        r = http.post("/v3/mail/send", json={
-            "personalizations": [{"to": [{"email": f"rcpt-{account}@dest.test"}]}],
-            "from": {"email": f"{account}@sender.test", "name": HOSTILE}, "subject": subject,
-            "content": [{"type": "text/plain", "value": "hi"}]})
-        assert r.status_code == 202, r.text
 
 
 def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(api: APINode) -> None:
