@@ -17,8 +17,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
-# SendGrid's Node.js client for the HTTP API tests (npm registry; lock file pinned).
-NODE_TEST := tests/integration/http/node
+# The npm packages the tests use: SendGrid's Node.js client (HTTP API) and axe-core (the
+# dashboard's accessibility check); npm registry, lock file pinned.
+NODE_TEST := tests/node
 $(NODE_TEST)/node_modules/.installed: $(NODE_TEST)/package-lock.json
 	cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
