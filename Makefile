@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint install clean
+.PHONY: serve test lint install clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +52,7 @@ test: $(VENV)/.installed-test $(NODE_TEST)/node_modules/.installed $(BROWSER) li
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(NODE_TEST)/node_modules
+
+# Screenshots of the dashboard for docs/ (a real server on loopback, Chromium).
+screenshots: $(VENV)/.installed-test $(BROWSER)
+	$(BIN)/python docs/screenshots/take.py
