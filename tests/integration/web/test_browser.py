@@ -42,3 +42,18 @@ def test_mail_sent_while_the_page_is_open_appears_within_two_seconds(api: APINod
     page.get_by_role("cell", name="live one").wait_for(timeout=5000)
     assert time.monotonic() - sent < 2.0
     assert not page.get_by_text("No mail yet").is_visible()
+
+
+def test_an_account_cannot_open_another_accounts_message_by_its_url(page: Page, api: APINode) -> None:
+    send(api, "bob", "bob's secret")
+    sign_in_by_keyboard(page, api, "bob")
+    href = page.get_by_role("row").filter(has_text="bob's secret").get_by_role("link").get_attribute("href")
+    assert href and href.startswith("/messages/")
+    assert page.goto(f"{api.url}{href}").status == 200  # bob sees it
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/login")
+    sign_in_by_keyboard(page, api, "alice")
+    answer = page.goto(f"{api.url}{href}")
+    assert answer is not None and answer.status == 404
+    assert page.get_by_role("heading", name="Not found").is_visible()
+    assert "bob's secret" not in page.content()
