@@ -63,10 +63,21 @@ def test_add_a_domain_and_see_the_records_the_api_gives(api: APINode) -> None:
     assert api.node.app.domains.require("sender.test").account_name == "alice"
 
 
-def test_refused_adds_say_why(api: APINode) -> None:
+def test_refused_adds_say_why_and_another_accounts_domain_is_not_there(
+        api_factory: Callable[..., APINode], fake_dns: FakeDNS) -> None:
+    api = api_factory(dns_toml(fake_dns))
     api.node.app.domains.add("bob.test", "bob")
     with browser(api) as http:
         sign_in(http)
+        token = form_token(http.get("/domains"))
+        assert "bob.test" not in http.get("/domains").text
+        for name in ("bob.test", "BOB.test.", "nope.test", "not a domain", "x" * 300):
+            r = http.get(f"/domains/{name}")
+            assert r.status_code == 404 and "no such domain" in r.text, name
+            assert http.post(f"/domains/{name}/verify", data={"csrf": token}).status_code == 404, name
+        assert http.post("/domains/bob.test/verify", data={"csrf": "forged"}).status_code == 403
+        assert fake_dns.queries == [], "nothing was asked about bob's domain"
+
         for domain, selector, why in (("not a domain", "", "invalid domain"),
                                       (HOSTILE, "", "invalid domain &#39;&lt;script&gt;"),
                                       ("bob.test", "", "taken by another account"),
@@ -143,17 +154,3 @@ def test_a_silent_dns_server_bounds_the_check_and_never_holds_up_other_pages(
     assert statuses(r) == ["ok", "ok", "error", "ok"] and "lookup failed" in r.text
     assert api.node.app.domains.require("slow.test").verified_at is None
 
-
-def test_another_accounts_domain_is_not_there(api_factory: Callable[..., APINode], fake_dns: FakeDNS) -> None:
-    api = api_factory(dns_toml(fake_dns))
-    api.node.app.domains.add("bob.test", "bob")
-    with browser(api) as http:
-        sign_in(http)
-        token = form_token(http.get("/domains"))
-        assert "bob.test" not in http.get("/domains").text
-        for name in ("bob.test", "BOB.test.", "nope.test", "not a domain", "x" * 300):
-            r = http.get(f"/domains/{name}")
-            assert r.status_code == 404 and "no such domain" in r.text, name
-            assert http.post(f"/domains/{name}/verify", data={"csrf": token}).status_code == 404, name
-        assert http.post("/domains/bob.test/verify", data={"csrf": "forged"}).status_code == 403
-    assert fake_dns.queries == [], "nothing was asked about bob's domain"
