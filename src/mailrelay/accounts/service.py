@@ -45,6 +45,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 hashes any length; refuse megabyte "passwords" before hashing
 MAX_LABEL = 128
 LAST_USED_EVERY = 60.0  # seconds: a key's last_used_at is written at most this often
+MAX_KEYS = 100  # active keys per account: SendGrid's limit (the API and the dashboard refuse more)
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
 

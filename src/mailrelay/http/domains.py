@@ -24,13 +24,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mailrelay.accounts.dnsrecords import DNSRecord, RecordCheck, check_records, dns_records
+from mailrelay.accounts.dnsrecords import DNSRecord, RecordCheck, check_bounded, dns_records
 from mailrelay.accounts.domains import DEFAULT_SELECTOR, Domain, DomainService
 from mailrelay.core.domains import DomainError
 from mailrelay.http.auth import Caller, needs, services
 from mailrelay.http.errors import APIError, Problem
 from mailrelay.http.services import Services
-from mailrelay.resolver.base import Resolver
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 
 router = APIRouter(tags=["Domain Authentication"])
@@ -142,19 +141,7 @@ def _check_now(svc: Services, domain: Domain, records: list[DNSRecord]) -> list[
         resolver = DNSResolver(s.dns.nameservers, s.dns.timeout)
     except DNSConfigError as exc:
         raise APIError(503, [Problem("DNS lookups are not available on this server", None, str(exc))]) from None
-    bound = s.dns.timeout + 1.0
-
-    async def one(record: DNSRecord, resolver: Resolver) -> RecordCheck:
-        try:
-            [check] = await asyncio.wait_for(check_records(domain, [record], resolver), bound)
-        except TimeoutError:
-            return RecordCheck(record, "error", note=f"no answer within {bound:g} s")
-        return check
-
-    async def every() -> list[RecordCheck]:
-        return list(await asyncio.gather(*(one(r, resolver) for r in records)))
-
-    return asyncio.run(every())
+    return asyncio.run(check_bounded(domain, records, resolver, bound=s.dns.timeout + 1.0))
 
 
 # -- routes ----------------------------------------------------------------------------------

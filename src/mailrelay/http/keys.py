@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailrelay.accounts import scopes as scope_names
 from mailrelay.accounts.service import (
+    MAX_KEYS,
     MAX_LABEL,
     AccountError,
     AccountService,
@@ -30,7 +31,6 @@ from mailrelay.http.errors import APIError, Problem
 
 router = APIRouter(tags=["API Keys"])
 
-MAX_KEYS = 100  # active keys per account; SendGrid's limit, answered 403 as SendGrid does
 MAX_SCOPES = 1000  # names in one request: every scope is far fewer
 
 T = TypeVar("T")
