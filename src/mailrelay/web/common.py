@@ -73,8 +73,7 @@ async def form(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > MAX_FORM:
         return {}
-    parsed = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FIELDS)
-    return {k: v[0] for k, v in parsed.items()}
+    return {k: v[0] for k, v in _parsed(body).items()}
 
 
 async def form_lists(request: Request) -> dict[str, list[str]]:
@@ -82,7 +81,15 @@ async def form_lists(request: Request) -> dict[str, list[str]]:
     body = await request.body()
     if len(body) > MAX_FORM:
         return {}
-    return urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FIELDS)
+    return _parsed(body)
+
+
+def _parsed(body: bytes) -> dict[str, list[str]]:
+    """The fields of a form body; more than MAX_FIELDS is an empty form (no CSRF token: 403)."""
+    try:
+        return urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FIELDS)
+    except ValueError:
+        return {}
 
 
 async def session_of(request: Request) -> WebSession | None:

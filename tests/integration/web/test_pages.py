@@ -141,3 +141,13 @@ def test_activity_filters_by_recipient_sender_subject_and_status(api: APINode) -
         page = http.get("/activity", params={"status": "no-such", "subject": "first"}).text
         assert len(queue_ids(page)) == 1 and 'data-rows="/activity/rows?subject=first"' in page
         assert len(queue_ids(http.get("/activity/rows", params={"subject": "first"}).text)) == 1
+
+
+def test_a_form_with_too_many_fields_is_refused_as_a_form_without_its_token(api: APINode) -> None:
+    with browser(api) as http:
+        sign_in(http)
+        token = form_token(http.get("/activity"))
+        fields = {"csrf": token, **{f"f{i}": "x" for i in range(100)}}
+        r = http.post("/logout", data=fields)
+        assert r.status_code == 403
+        assert http.get("/activity").status_code == 200  # still signed in
