@@ -26,6 +26,8 @@ from html.parser import HTMLParser
 GMAIL_CLIPS = 102 * 1024  # bytes of HTML above which Gmail shows "[Message clipped]"
 MAX_INLINED = 5 * 1024 * 1024  # bytes of cid: images turned into data: URIs, in all
 INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+PARSE_LIMIT = 1024 * 1024  # bytes of a message attachment_count parses; above, it counts fields
+_DISPOSITION = re.compile(rb"^content-disposition:[ \t]*(?:attachment|inline)", re.IGNORECASE | re.MULTILINE)
 _CID = re.compile(r"cid:([^\"'\s)>]+)", re.IGNORECASE)
 _HTTP_EQUIV = re.compile(r"http-equiv", re.IGNORECASE)
 _CSS_URL = re.compile(r"url\(\s*['\"]?\s*(https?:|//)", re.IGNORECASE)
@@ -91,7 +93,11 @@ def preview(raw: bytes) -> Preview:
 
 
 def attachment_count(raw: bytes) -> int:
-    """The leaf parts that are not the text or HTML body (inline images count)."""
+    """The leaf parts that are not the text or HTML body (inline images count). Above
+    PARSE_LIMIT bytes, the parts with a Content-Disposition field instead: close, and no parse
+    of megabytes of base64 for one line of a list."""
+    if len(raw) > PARSE_LIMIT:
+        return len(_DISPOSITION.findall(raw))
     return len(preview_parts(parse(raw)))
 
 

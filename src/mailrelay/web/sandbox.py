@@ -33,6 +33,7 @@ from mailrelay.web.common import NOTICES, back, not_found, page, posted, run, se
 from mailrelay.web.security import CSP
 
 PAGE_ROWS = 50
+RAW_SHOWN = 512 * 1024  # bytes of the source shown on the page; the download has all
 MAX_PAGE = 100  # a search reads every page before the one shown: keep that bounded
 QUEUE_ID = re.compile(r"[0-9A-Z]{16}")
 # The page around the iframe: the dashboard's policy, and frames from this server only.
@@ -192,7 +193,8 @@ async def message(request: Request, queue_id: str) -> Response:
     shown = await run(request, preview, raw)
     images = request.query_params.get("images") == "1"
     response = signed_in_page(request, session, "sandbox_message.html", title=f"Sandbox message {found.entry.id}",
-                              e=found.entry, p=shown, raw=raw.decode("utf-8", "replace"), raw_size=len(raw),
+                              e=found.entry, p=shown, raw=raw[:RAW_SHOWN].decode("utf-8", "replace"), raw_size=len(raw),
+                              raw_cut=len(raw) > RAW_SHOWN,
                               images=images, size=size)
     response.headers["Content-Security-Policy"] = MESSAGE_PAGE_CSP
     return response

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -240,3 +241,18 @@ def test_chaos_settings_are_shown_and_changed_and_a_real_account_is_told_how_mai
         assert r.headers["location"] == "/sandbox?notice=sandbox-not-sandbox"
         bob = api.node.app.accounts.get("bob")
         assert bob is not None and not bob.sandbox and bob.chaos is None
+
+
+def test_the_inbox_stream_says_changed_when_mail_is_captured(
+        api_factory: Callable[..., APINode], fake_dns: FakeDNS, mx_port: int) -> None:
+    api = sandbox_api(api_factory, fake_dns, mx_port)
+    with browser(api) as http:
+        sign_in(http)
+        with http.stream("GET", "/sandbox/stream") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            lines = events.iter_lines()
+            assert next(lines) == "retry: 1000"
+            time.sleep(0.3)  # the stream has read where the account's events stand
+            qid = capture(api, mime("live capture"))
+            assert next(line for line in lines if line.startswith("event:")) == "event: changed"
+        assert inbox_ids(http.get("/sandbox/rows").text) == [qid]  # what the page then fetches
