@@ -10,13 +10,17 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 
+import pytest
 import sqlalchemy as sa
 
 from mailrelay.sandbox.chaos import parse
+from mailrelay.sandbox.inbox import Inbox
 from mailrelay.store.schema import events, messages
+from mailrelay.web.sandbox import PAGE_ROWS
 from tests.integration.delivery.conftest import delivery_toml
 from tests.integration.delivery.test_delivery import submit, wait_status
 from tests.integration.http.conftest import APINode
+from tests.integration.smtp.conftest import PASSWORD
 from tests.integration.web.support import HOSTILE, browser, form_token, sign_in
 from tests.support.dnsserver import FakeDNS
 
@@ -256,3 +260,28 @@ def test_the_inbox_stream_says_changed_when_mail_is_captured(
             qid = capture(api, mime("live capture"))
             assert next(line for line in lines if line.startswith("event:")) == "event: changed"
         assert inbox_ids(http.get("/sandbox/rows").text) == [qid]  # what the page then fetches
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # paging is the inbox's query, tested on both
+def test_paging_goes_from_the_newest_fifty_to_older_ones_and_back(
+        api_factory: Callable[..., APINode], fake_dns: FakeDNS, mx_port: int) -> None:
+    api = sandbox_api(api_factory, fake_dns, mx_port)
+    client = api.node.submission("alice", PASSWORD)
+    for n in range(PAGE_ROWS + 1):
+        client.sendmail("alice@sender.test", ["bob@dest.test"], mime(f"paged {n}"))
+    client.quit()
+    engine = api.node.app.engine
+    deadline = time.monotonic() + 30
+    while Inbox(engine).count(account="alice") < PAGE_ROWS + 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with browser(api) as http:
+        sign_in(http)
+        first = http.get("/sandbox").text
+        assert len(inbox_ids(first)) == PAGE_ROWS and "paged 50" in first and "paged 0<" not in first
+        assert 'href="/sandbox?page=2" rel="next"' in first and 'rel="prev"' not in first
+        second = http.get("/sandbox", params={"page": "2"}).text
+        assert len(inbox_ids(second)) == 1 and "paged 0<" in second
+        assert 'href="/sandbox?page=1" rel="prev"' in second and 'rel="next"' not in second
+        found = http.get("/sandbox", params={"q": "paged 4"}).text  # 4, 40..49
+        assert len(inbox_ids(found)) == 11 and 'rel="next"' not in found

@@ -18,6 +18,9 @@ from tests.integration.web.support import HOSTILE, sign_in_by_keyboard
 from tests.integration.web.test_sandbox import PNG, capture, mime, sandbox_api
 from tests.support.dnsserver import FakeDNS
 
+# What is tested here is the browser's side; both databases are covered by test_sandbox.py.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 
 class Pixels:
     """A loopback HTTP server that records every request it gets (path, Referer)."""
