@@ -27,7 +27,7 @@ DAYS = 30
 SERIES = (("sent", "Sent"), ("delivered", "Delivered"), ("bounced", "Bounced"), ("deferred", "Deferred"))
 # The chart's box, in SVG user units (it scales with the page through viewBox).
 WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 34, 28
+LEFT, RIGHT, TOP, BOTTOM = 48, 28, 34, 28
 
 router = APIRouter(include_in_schema=False)
 

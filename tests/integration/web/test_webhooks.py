@@ -13,6 +13,7 @@ import pytest
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from mailrelay.accounts.domains import DomainService
+from mailrelay.events import postlog
 from mailrelay.events.hooks import WebhookService
 from tests.integration.delivery.conftest import RemoteMX, delivery_toml
 from tests.integration.http.conftest import APINode
@@ -174,3 +175,22 @@ def test_parse_settings_list_change_and_stop_only_the_accounts_own_domains(api: 
         gone = http.post("/webhooks/parse/in.alice.test/delete", data={"csrf": token})
         assert gone.headers["location"] == "/webhooks/parse?notice=parse_deleted"
         assert not domains.require("in.alice.test").inbound
+
+
+def test_only_the_newest_posts_are_kept_per_account(api: APINode) -> None:
+    engine = api.node.app.engine
+    alice, bob = api.node.app.accounts.get("alice"), api.node.app.accounts.get("bob")
+    assert alice is not None and bob is not None
+    postlog.record_one(engine, bob.id, postlog.PostRecord(at=1.0, url="https://bob.test/x?token=t", events=1,
+                                                          status=204, seconds=0.01))
+    for i in range(postlog.KEEP + 5):
+        postlog.record_one(engine, alice.id, postlog.PostRecord(at=1000.0 + i, url="https://a.test/h?k=secret",
+                                                                events=i, status=200, seconds=0.5))
+    kept = postlog.last_posts(engine, alice.id)
+    assert [p.events for p in kept] == list(range(postlog.KEEP + 4, 4, -1))
+    assert {p.url for p in kept} == {"https://a.test/h"}  # stored without the query
+    assert [p.url for p in postlog.last_posts(engine, bob.id)] == ["https://bob.test/x"]  # bob's untouched
+    with browser(api) as http:
+        sign_in(http)
+        rows = posts_table(http.get("/webhooks").text)
+    assert len(rows) == postlog.KEEP and rows[0][4] == "500 ms" and "bob.test" not in str(rows)
