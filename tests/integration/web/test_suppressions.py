@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 
+from mailrelay.accounts.asm import GroupService
 from mailrelay.accounts.suppressions import SuppressionService
 from tests.integration.http.conftest import APINode
 from tests.integration.web.support import HOSTILE, browser, form_token, sign_in
@@ -80,3 +81,40 @@ def test_remove_and_add_need_the_form_token_and_touch_only_the_accounts_own_list
         sign_in(http, "bob")
         assert addresses(http.get("/suppressions?kind=unsubscribes").text) == []
         assert addresses(http.get("/suppressions").text) == ["shared@dest.test"]
+
+
+def test_unsubscribe_groups_list_page_add_and_remove_only_the_accounts_own(api: APINode) -> None:
+    alice, bob = api.node.app.accounts.get("alice"), api.node.app.accounts.get("bob")
+    assert alice is not None and bob is not None
+    groups = GroupService(api.node.app.engine)
+    news = groups.create(alice.id, "News", HOSTILE)
+    groups.add(alice.id, news.id, [f"reader{i:02d}@dest.test" for i in range(52)])
+    bobs = groups.create(bob.id, "Bob's list")
+    groups.add(bob.id, bobs.id, ["bobreader@dest.test"])
+    with browser(api) as http:
+        sign_in(http)
+        listed = http.get("/suppressions/groups").text
+        assert f'href="/suppressions/groups/{news.id}">News</a>' in listed and "Bob&#39;s list" not in listed
+        assert "<td>52</td>" in listed and "<script>" not in listed and "&lt;script&gt;" in listed
+        page = http.get(f"/suppressions/groups/{news.id}")
+        assert addresses(page.text) == [f"reader{i:02d}@dest.test" for i in range(50)]
+        second = http.get(f"/suppressions/groups/{news.id}?page=2").text
+        assert addresses(second) == ["reader50@dest.test", "reader51@dest.test"]
+        assert addresses(http.get(f"/suppressions/groups/{news.id}?q=READER1").text) == [
+            f"reader{i}@dest.test" for i in range(10, 20)]
+        token = form_token(page)
+        for other in (bobs.id, 999999, "x", "-1"):  # bob's, unknown, malformed: the same 404
+            assert http.get(f"/suppressions/groups/{other}").status_code == 404
+            assert http.post(f"/suppressions/groups/{other}/add", data={"csrf": token, "email": "a@dest.test"}
+                             ).status_code == 404
+            assert http.post(f"/suppressions/groups/{other}/remove",
+                             data={"csrf": token, "email": "bobreader@dest.test"}).status_code == 404
+        assert groups.members(bob.id, bobs.id) == ["bobreader@dest.test"]
+        assert http.post(f"/suppressions/groups/{news.id}/add", data={"email": "a@dest.test"}).status_code == 403
+        added = http.post(f"/suppressions/groups/{news.id}/add", data={"csrf": token, "email": "New@Dest.test"})
+        assert added.headers["location"] == f"/suppressions/groups/{news.id}?notice=group_added"
+        removed = http.post(f"/suppressions/groups/{news.id}/remove", data={
+            "csrf": token, "email": "reader00@dest.test", "back": f"/suppressions/groups/{news.id}?page=2"})
+        assert removed.headers["location"] == f"/suppressions/groups/{news.id}?page=2&notice=group_removed"
+        members = groups.members(alice.id, news.id)
+        assert members is not None and "new@dest.test" in members and "reader00@dest.test" not in members
