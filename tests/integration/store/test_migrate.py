@@ -16,7 +16,7 @@ from mailrelay.store.schema import metadata
 
 TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events", "suppressions", "domains",
           "usage", "addresses", "auth_failures", "nodes", "asm_groups", "asm_suppressions", "templates",
-          "template_versions", "mail_batches", "web_sessions", "alembic_version"}
+          "template_versions", "mail_batches", "web_sessions", "webhook_posts", "alembic_version"}
 
 
 def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
@@ -42,7 +42,8 @@ def test_head_constant_matches_the_revision_files() -> None:
     # migrate.HEAD_REVISION lets a CLI command skip importing alembic; a new revision must
     # update it, or databases would stop one revision short.
     assert migrate.head_revision() == migrate.script_head()
-    assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"}
+    assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009",
+                                         "0010"}
 
 
 def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
