@@ -5,6 +5,8 @@ account (at most `max_concurrent` at once). An account's task POSTs its events a
 arrays (events.signing: ours always, SendGrid's too when the account turned it on), oldest
 first, and stops at the first failure; the failed events are retried with backoff
 (spool.schedule: retry_first doubling to retry_max) until they are `max_age` old.
+Each POST (status, time to answer, why it failed) goes into the account's last POSTs
+(events.postlog) in the transaction that settles its events.
 Nothing the SMTP sessions or delivery wait for is ever awaited on a receiver: a slow or dead
 webhook only holds its own task.
 
