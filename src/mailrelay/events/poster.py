@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 import urllib.parse
 from collections.abc import AsyncIterable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Answer:
     status: int | None = None
     timed_out: bool = False  # no answer within the whole-request time bound
     error: Exception | None = None  # httpx.HTTPError, OSError or ValueError before an answer
+    seconds: float = 0.0  # from the start of the POST to its status line (or its failure)
 
     @property
     def ok(self) -> bool:
@@ -159,6 +161,7 @@ class Poster(abc.ABC, Generic[Job, Key]):
 
     async def post(self, url: str, content: bytes | AsyncIterable[bytes], headers: dict[str, str]) -> Answer:
         """One POST, its answer streamed and closed unread (its body is of no use to us)."""
+        started = time.monotonic()
         try:
             # httpx's timeout bounds each network step; this bounds the whole POST, which must
             # end well within its claim's lease.
@@ -166,10 +169,10 @@ class Poster(abc.ABC, Generic[Job, Key]):
                 async with self._client.stream("POST", url, content=content, headers=headers) as response:
                     status = response.status_code
         except (httpx.TimeoutException, TimeoutError):
-            return Answer(timed_out=True)
+            return Answer(timed_out=True, seconds=time.monotonic() - started)
         except (httpx.HTTPError, OSError, ValueError) as exc:
-            return Answer(error=exc)
-        answer = Answer(status)
+            return Answer(error=exc, seconds=time.monotonic() - started)
+        answer = Answer(status, seconds=time.monotonic() - started)
         if answer.ok:
             self.posts += 1
         return answer

@@ -5,6 +5,8 @@ account (at most `max_concurrent` at once). An account's task POSTs its events a
 arrays (events.signing: ours always, SendGrid's too when the account turned it on), oldest
 first, and stops at the first failure; the failed events are retried with backoff
 (spool.schedule: retry_first doubling to retry_max) until they are `max_age` old.
+Each POST (status, time to answer, why it failed) goes into the account's last POSTs
+(events.postlog) in the transaction that settles its events.
 Nothing the SMTP sessions or delivery wait for is ever awaited on a receiver: a slow or dead
 webhook only holds its own task.
 
@@ -24,12 +26,13 @@ import time
 from collections.abc import Callable
 
 import httpx
+from sqlalchemy.engine import Connection
 
 from mailrelay import __version__
 from mailrelay.core.status import EV_PROCESSED
-from mailrelay.events import outbox, signing
+from mailrelay.events import outbox, postlog, signing
 from mailrelay.events.payload import EventRow, encode_batch
-from mailrelay.events.poster import Poster, public_transport, redact
+from mailrelay.events.poster import Answer, Poster, public_transport, redact
 from mailrelay.settings import WebhookSettings
 from mailrelay.spool.schedule import backoff
 from mailrelay.spool.writer import SpoolWriter
@@ -83,12 +86,16 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
         size = self.settings.batch_size
         sent: list[int] = []
         failed: list[int] = []
+        log_rows: list[postlog.PostRecord] = []
         for start in range(0, len(batch.rows), size):
             rows = batch.rows[start:start + size]
             if failed:
                 failed.extend(r.id for r in rows)  # never past a failed one: order per account
                 continue
-            error = await self._post(batch.url, batch.secret, encode_batch(rows), batch.signing_key)
+            at = self._clock()
+            error, answer = await self._post(batch.url, batch.secret, encode_batch(rows), batch.signing_key)
+            log_rows.append(postlog.PostRecord(at=at, url=batch.url, events=len(rows), status=answer.status,
+                                               seconds=answer.seconds, error=error))
             if error is None:
                 sent.extend(r.id for r in rows)
                 continue
@@ -108,20 +115,31 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
             now = self._clock()
             too_old = now - min(r.at for r in batch.rows if r.id in set(failed)) >= self.settings.max_age
             retry_at = None if too_old else now + retry_delay(batch.attempts + 1, self.settings)
-        await self.writer.run(functools.partial(outbox.settle, sent=sent, failed=failed, retry_at=retry_at))
 
-    async def _post(self, url: str, secret: str, body: bytes, signing_key: str | None = None) -> str | None:
-        """One signed POST; None on a 2xx answer, else why it failed (for the log)."""
+        def settle(conn: Connection) -> None:  # the POSTs are logged as their events settle
+            outbox.settle(conn, sent=sent, failed=failed, retry_at=retry_at)
+            postlog.record(conn, batch.account_id, log_rows)
+
+        await self.writer.run(settle)
+
+    async def _post(self, url: str, secret: str, body: bytes,
+                    signing_key: str | None = None) -> tuple[str | None, Answer]:
+        """One signed POST: None on a 2xx answer, else why it failed (for the log); and the answer."""
         headers = signing.headers(int(self._clock()), body, secret=secret, signing_key=signing_key)
         answer = await self.post(url, body, headers)
-        if answer.timed_out:
-            return f"no answer in {self.settings.timeout:g}s"
-        if answer.error is not None:
-            text = str(answer.error).replace(url, redact(url))[:200] or "connection failed"
-            return f"{type(answer.error).__name__}: {text}"
-        if answer.ok:
-            return None
-        return f"answered HTTP {answer.status}"
+        return failure(answer, url, self.settings.timeout), answer
+
+
+def failure(answer: Answer, url: str, timeout: float) -> str | None:
+    """Why a POST failed, in a line (the URL redacted); None if it was answered 2xx."""
+    if answer.timed_out:
+        return f"no answer in {timeout:g}s"
+    if answer.error is not None:
+        text = str(answer.error).replace(url, redact(url))[:200] or "connection failed"
+        return f"{type(answer.error).__name__}: {text}"
+    if answer.ok:
+        return None
+    return f"answered HTTP {answer.status}"
 
 
 def sample_body(now: float) -> bytes:
@@ -131,24 +149,26 @@ def sample_body(now: float) -> bytes:
     return encode_batch([row])
 
 
-async def post_sample(url: str, *, secret: str | None, signing_key: str | None, timeout: float,
-                      now: float | None = None, allow_private: bool = False) -> str | None:
-    """POST `sample_body` once, signed as the account's events are (the settings' test button);
-    None on a 2xx answer, else why not (the URL redacted). Same rules as the dispatcher: no
-    redirects, no proxies from the environment, the answer's body unread."""
+async def sample_post(url: str, *, secret: str | None, signing_key: str | None, timeout: float,
+                    now: float | None = None, allow_private: bool = False) -> postlog.PostRecord:
+    """POST `sample_body` once, signed as the account's events are (the settings' test button):
+    its status, time taken and why it failed (None on a 2xx answer; the URL redacted), for
+    events.postlog. Same rules as the dispatcher: no redirects, no proxies from the
+    environment, the answer's body unread."""
     stamp = time.time() if now is None else now
     body = sample_body(stamp)
     headers = {"Content-Type": "application/json", "User-Agent": f"mailrelay/{__version__}",
                **signing.headers(int(stamp), body, secret=secret, signing_key=signing_key)}
+    started = time.monotonic()
     try:
         async with (asyncio.timeout(timeout),
                     httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
                                       transport=None if allow_private else public_transport()) as client,
                     client.stream("POST", url, content=body, headers=headers) as response):
-            status = response.status_code
+            answer = Answer(response.status_code, seconds=time.monotonic() - started)
     except (httpx.TimeoutException, TimeoutError):
-        return f"no answer in {timeout:g}s"
+        answer = Answer(timed_out=True, seconds=time.monotonic() - started)
     except (httpx.HTTPError, OSError, ValueError) as exc:
-        text = str(exc).replace(url, redact(url))[:200] or "connection failed"
-        return f"{type(exc).__name__}: {text}"
-    return None if 200 <= status < 300 else f"answered HTTP {status}"
+        answer = Answer(error=exc, seconds=time.monotonic() - started)
+    return postlog.PostRecord(at=stamp, url=url, events=1, status=answer.status, seconds=answer.seconds,
+                              error=failure(answer, url, timeout), test=True)

@@ -11,8 +11,9 @@ Events SendGrid posts and we never make (open, click, spam_report, unsubscribe, 
 switched like the others; they simply never come.
 
 Security: the test POST goes to a URL the caller names, with the same rules as the dispatcher's
-posts (events.webhook.post_sample: no redirects, no proxies, the answer's body unread, its
-status only), bounded by the webhook timeout.
+posts (events.webhook.sample_post: no redirects, no proxies, the answer's body unread, its
+status only), bounded by the webhook timeout; it is logged with the
+account's last POSTs (events.postlog).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from mailrelay.accounts.domains import MAX_WEBHOOK_URL, Domain, DomainService
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.domains import DomainError
 from mailrelay.core.status import SENDGRID_EVENTS
-from mailrelay.events import signing
+from mailrelay.events import postlog, signing
 from mailrelay.events.hooks import EventSettings, WebhookService, validate_url
-from mailrelay.events.webhook import post_sample
+from mailrelay.events.webhook import sample_post
 from mailrelay.http.auth import Caller, needs, services
 from mailrelay.http.errors import APIError, Problem
 
@@ -180,11 +181,13 @@ async def test_event_webhook(request: Request, body: TestIn,
     url = _url(request, body.url)
     svc = services(request)
     found = await asyncio.get_running_loop().run_in_executor(svc.executor, _hooks(request).settings, who.account.id)
-    error = await post_sample(url, secret=found.secret, signing_key=found.signing_key,
-                              timeout=min(svc.settings.webhooks.timeout, MAX_TEST_TIMEOUT),
-                              allow_private=svc.settings.webhooks.allow_private_targets)
-    if error is not None:
-        raise APIError(400, [Problem(f"the test POST failed: {error}", "url")])
+    done = await sample_post(url, secret=found.secret, signing_key=found.signing_key,
+                             timeout=min(svc.settings.webhooks.timeout, MAX_TEST_TIMEOUT),
+                             allow_private=svc.settings.webhooks.allow_private_targets)
+    await asyncio.get_running_loop().run_in_executor(svc.executor, postlog.record_one, svc.engine,
+                                                     who.account.id, done)
+    if done.error is not None:
+        raise APIError(400, [Problem(f"the test POST failed: {done.error}", "url")])
     return Response(status_code=204)
 
 

@@ -308,3 +308,20 @@ web_sessions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
+
+# The event webhook's newest POSTs per account (events.postlog keeps the last 50): when, the
+# URL (redacted), how many events, the HTTP status or why none, how long the answer took.
+webhook_posts = sa.Table(
+    "webhook_posts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),  # null: no answer (timeout, refused, ...)
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),  # the settings' test POST
+    sa.Index("ix_webhook_posts_account_id", "account_id", "id"),
+)
