@@ -4,7 +4,7 @@ serious or critical violation of WCAG 2 A/AA rules."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,15 @@ from playwright.sync_api import Browser, Page
 
 from tests.integration.http.conftest import APINode
 from tests.integration.web.support import send, sign_in_by_keyboard
+from tests.integration.web.test_sandbox import capture, mime, sandbox_api
+from tests.support.dnsserver import FakeDNS
 
 AXE = Path(__file__).parents[2] / "node" / "node_modules" / "axe-core" / "axe.min.js"
 REQUIRE = os.environ.get("MAILRELAY_TEST_REQUIRE_NODE") == "1"
-PAGES = ["/activity"]  # and the first message's page
+# What axe checks is the markup, the same on either database.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+PAGES = ["/activity", "/sandbox", "/domains", "/keys", "/webhooks", "/webhooks/parse", "/suppressions",
+         "/suppressions/groups", "/usage"]  # and the first message's page
 
 
 @pytest.fixture
@@ -51,13 +56,24 @@ def test_sign_in_page_has_no_serious_violation(axe_page: Page, api: APINode) -> 
     assert serious(axe_page) == []
 
 
-def test_main_pages_have_no_serious_violation(axe_page: Page, api: APINode) -> None:
+def test_every_account_page_has_no_serious_violation(
+        axe_page: Page, api_factory: Callable[..., APINode], fake_dns: FakeDNS, mx_port: int) -> None:
+    api = sandbox_api(api_factory, fake_dns, mx_port, "bob")
     send(api, "alice", "accessible")
+    api.node.app.domains.add("sender.test", "alice")
     sign_in_by_keyboard(axe_page, api)
-    queue_id = axe_page.locator("td a code").first.inner_text().split("@")[0].split(".")[-1]
+    message = axe_page.locator("td a").first.get_attribute("href") or ""
     checked = {}
-    for path in [*PAGES, axe_page.locator("td a").first.get_attribute("href") or ""]:
+    for path in [*PAGES, message, "/domains/sender.test"]:
         axe_page.goto(f"{api.url}{path}")
         checked[path] = serious(axe_page)
+    axe_page.get_by_role("button", name="Sign out").click()
+    captured = capture(api, mime("accessible", "<p>Hello <a href='https://example.com/'>there</a></p>",
+                                 sender="bob@sender.test"), user="bob", sender="bob@sender.test")
+    sign_in_by_keyboard(axe_page, api, "bob")
+    for path in ["/sandbox", f"/sandbox/{captured}"]:
+        axe_page.goto(f"{api.url}{path}")
+        checked[f"{path} (sandbox account)"] = serious(axe_page)
     bad = {p: v for p, v in checked.items() if v}
-    assert queue_id and not bad, "\n".join(f"{p}: {v}" for p, v in bad.items())
+    assert message.startswith("/messages/") and len(checked) == len(PAGES) + 4
+    assert not bad, "\n".join(f"{p}: {v}" for p, v in bad.items())
