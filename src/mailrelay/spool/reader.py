@@ -1,5 +1,5 @@
-"""Read side of the queue for the operator (CLI and API): list messages, show one in detail, and
-count what waits per destination domain.
+"""Read side of the queue for the operator (CLI, API and dashboard): list messages, show one in
+detail, count what waits per destination domain, by state, and by domain and age (`qshape`).
 
 `show` includes the attempts and events of a message, so that it says why a message waits.
 Read-only: it never changes a message or a recipient status.
@@ -8,6 +8,7 @@ Read-only: it never changes a message or a recipient status.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -43,6 +44,20 @@ class DomainSummary:
     deferred: int
     oldest_at: float  # when the oldest of their messages was accepted
     next_attempt_at: float | None  # the soonest one is due (None: due now)
+
+
+# Postfix qshape's age buckets, in minutes: a column holds the recipients whose message is at most
+# that old (and older than the column before); the last holds the rest.
+SHAPE_BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainShape:
+    """One row of `qshape`: a destination domain's recipients by the age of their message."""
+
+    domain: str  # "" for the total of every domain
+    total: int
+    ages: tuple[int, ...]  # one count per SHAPE_BUCKETS column, then the older ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +199,9 @@ class QueueReader:
             for r in rows
         ]
 
-    def by_domain(self, limit: int = 100) -> builtins.list[DomainSummary]:
-        """Pending (queued and deferred) recipients per destination domain, most first."""
+    def by_domain(self, limit: int = 100, *, domain: str | None = None) -> builtins.list[DomainSummary]:
+        """Pending (queued and deferred) recipients per destination domain, most first (only
+        `domain`'s, if given)."""
         r = recipients
         pending = sa.func.count().label("pending")
         query = (
@@ -198,10 +214,51 @@ class QueueReader:
             .where(r.c.status.in_(PENDING))
             .group_by(r.c.domain).order_by(pending.desc(), r.c.domain).limit(max(0, limit))
         )
+        if domain is not None:
+            query = query.where(r.c.domain == domain)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [DomainSummary(domain=row.domain, queued=int(row.queued), deferred=int(row.deferred),
                               oldest_at=float(row.oldest_at), next_attempt_at=row.next_at) for row in rows]
+
+    def by_state(self) -> dict[str, int]:
+        """How many recipients are in each status (one GROUP BY)."""
+        r = recipients
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(r.c.status, sa.func.count()).group_by(r.c.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def shape(self, now: float, *, statuses: tuple[str, ...] = PENDING,
+              limit: int = 100) -> tuple[DomainShape, builtins.list[DomainShape]]:
+        """Postfix's `qshape`: recipients in `statuses` by destination domain and the age of
+        their message (SHAPE_BUCKETS), most first: (the total row, at most `limit` domains).
+
+        Counted in the database (one GROUP BY, one sum per column), never row by row."""
+        r = recipients
+        age = now - messages.c.created_at  # seconds
+        edges = [None, *SHAPE_BUCKETS, None]
+        columns = []
+        for i, (low, high) in enumerate(itertools.pairwise(edges)):
+            test = []
+            if low is not None:
+                test.append(age > low * 60)
+            if high is not None:
+                test.append(age <= high * 60)
+            columns.append(sa.func.sum(sa.case((sa.and_(*test), 1), else_=0)).label(f"a{i}"))
+        total = sa.func.count().label("total")
+        base = (sa.select(total, *columns).select_from(r).join(messages, messages.c.id == r.c.message_id)
+                .where(r.c.status.in_(statuses)))
+        by_domain = (base.add_columns(r.c.domain).group_by(r.c.domain)
+                     .order_by(total.desc(), r.c.domain).limit(max(0, limit)))
+        n = len(columns)
+        with self._engine.connect() as conn:
+            everything = conn.execute(base).one()
+            rows = conn.execute(by_domain).all()
+
+        def row_of(domain: str, row: Any) -> DomainShape:
+            return DomainShape(domain, int(row.total), tuple(int(row[1 + i] or 0) for i in range(n)))
+
+        return row_of("", everything), [row_of(row.domain, row) for row in rows]
 
     def show(self, queue_id: str) -> MessageDetail | None:
         with self._engine.connect() as conn:
