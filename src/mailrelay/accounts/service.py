@@ -67,6 +67,7 @@ class Account:
     created_at: float
     sandbox: bool = False  # mail is captured, never delivered
     chaos: str | None = None  # JSON: the sandbox's simulated failures, see mailrelay.sandbox
+    operator: bool = False  # may use the dashboard's operator pages (`mailrelay operator grant`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,8 @@ def validate_scopes(requested: Iterable[str] | None) -> tuple[str, ...] | None:
 
 def _account(row: Any) -> Account:
     return Account(id=row.id, name=row.name, plan=row.plan, status=row.status,
-                   created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos)
+                   created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos,
+                   operator=bool(row.operator))
 
 
 def _api_key(row: Any) -> ApiKey:
@@ -149,7 +151,7 @@ def _api_key(row: Any) -> ApiKey:
 
 
 _ACCOUNT_COLS = (accounts.c.id, accounts.c.name, accounts.c.plan, accounts.c.status,
-                 accounts.c.created_at, accounts.c.sandbox, accounts.c.chaos)
+                 accounts.c.created_at, accounts.c.sandbox, accounts.c.chaos, accounts.c.operator)
 _KEY_COLS = (api_keys.c.id, accounts.c.name.label("account_name"), api_keys.c.label,
              api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.last_used_at,
              api_keys.c.scopes)
@@ -264,8 +266,7 @@ class AccountService:
             row = self._require(conn, name)
             conn.execute(accounts.update().where(accounts.c.id == row.id)
                          .values(status=status, updated_at=self._clock()))
-        return Account(id=row.id, name=row.name, plan=row.plan, status=status,
-                       created_at=row.created_at, sandbox=bool(row.sandbox), chaos=row.chaos)
+        return replace(_account(row), status=status)
 
     def set_sandbox(self, name: str, on: bool, chaos: str | None = None) -> Account:
         """Switch sandbox (capture) mode; `chaos` is the JSON of mailrelay.sandbox.chaos, and
@@ -276,8 +277,16 @@ class AccountService:
             row = self._require(conn, name)
             conn.execute(accounts.update().where(accounts.c.id == row.id)
                          .values(sandbox=on, chaos=chaos, updated_at=self._clock()))
-        return Account(id=row.id, name=row.name, plan=row.plan, status=row.status,
-                       created_at=row.created_at, sandbox=on, chaos=chaos)
+        return replace(_account(row), sandbox=on, chaos=chaos)
+
+    def set_operator(self, name: str, on: bool) -> Account:
+        """Let the account use the dashboard's operator pages, or no longer; its sessions see
+        the change at their next request."""
+        with self._engine.begin() as conn:
+            row = self._require(conn, name)
+            conn.execute(accounts.update().where(accounts.c.id == row.id)
+                         .values(operator=on, updated_at=self._clock()))
+        return replace(_account(row), operator=on)
 
     def set_password(self, name: str, password: str) -> None:
         validate_password(password)

@@ -25,6 +25,7 @@ class WebSession:
     account: str  # the account's name
     csrf: str
     expires_at: float
+    operator: bool = False  # the account may use the operator pages (read at every request)
 
 
 def _hash(token: str) -> str:
@@ -51,11 +52,13 @@ class WebSessions:
         if not token or len(token) > 128:
             return None
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(T.c.account_id, accounts.c.name, T.c.csrf, T.c.expires_at)
+            row = conn.execute(sa.select(T.c.account_id, accounts.c.name, T.c.csrf, T.c.expires_at,
+                                         accounts.c.operator)
                                .join(accounts, accounts.c.id == T.c.account_id)
                                .where(T.c.token_hash == _hash(token), T.c.expires_at > now,
                                       accounts.c.status == "active")).first()
-        return None if row is None else WebSession(row.account_id, row.name, row.csrf, row.expires_at)
+        return None if row is None else WebSession(row.account_id, row.name, row.csrf, row.expires_at,
+                                                   bool(row.operator))
 
     def end(self, token: str) -> None:
         with self._engine.begin() as conn:

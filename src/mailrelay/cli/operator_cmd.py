@@ -1,6 +1,9 @@
-"""`mailrelay operator key create | list | revoke`: the keys of the operator's API (/admin/v1).
+"""`mailrelay operator grant | revoke | list`: the accounts that may use the dashboard's operator
+pages; `mailrelay operator key create | list | revoke`: the keys of the operator's API (/admin/v1).
 
-An operator key belongs to no account: it cannot send mail, and an account key cannot reach
+An operator account signs in to the dashboard as any account does (the same /login, password and
+lock-out) and sees /operator besides its own pages; the flag is in the database, so it holds on
+every node. An operator key belongs to no account: it cannot send mail, and an account key cannot reach
 /admin/v1. Keys are kept in `<data_dir>/operator_keys.json` (mailrelay.accounts.operators), so
 a key works on the node where it was created; the full key is printed once.
 """
@@ -12,15 +15,30 @@ from typing import Any
 
 from mailrelay.accounts.operators import OperatorKey, OperatorKeys, key_path
 from mailrelay.accounts.passwords import make_hasher
-from mailrelay.cli.common import load_config
+from mailrelay.accounts.service import AccountService
+from mailrelay.cli.common import load_config, open_from_args
 from mailrelay.cli.output import format_table, format_time, to_json
 
 SHOWN_ONCE = "Store it now: it cannot be shown again."
 
 
 def add_arguments(sub: Any) -> None:
-    operator = sub.add_parser("operator", help="keys of the operator's HTTP API (/admin/v1)")
+    operator = sub.add_parser("operator", help="operator accounts of the dashboard; keys of the operator's "
+                                               "HTTP API (/admin/v1)")
     op = operator.add_subparsers(dest="operator_command", metavar="COMMAND", required=True)
+
+    p = op.add_parser("grant", help="let an account use the dashboard's operator pages (/operator)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_grant, on=True)
+
+    p = op.add_parser("revoke", help="take an account's operator pages away (its own pages stay)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_grant, on=False)
+
+    p = op.add_parser("list", help="list the operator accounts")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_operators)
+
     key = op.add_parser("key", help="manage operator keys (Authorization: Bearer on /admin/v1)")
     keys = key.add_subparsers(dest="key_command", metavar="COMMAND", required=True)
 
@@ -35,6 +53,33 @@ def add_arguments(sub: Any) -> None:
     p = keys.add_parser("revoke", help="revoke an operator key by id")
     p.add_argument("key_id", metavar="KEY_ID")
     p.set_defaults(func=cmd_revoke)
+
+
+def _accounts(args: argparse.Namespace) -> AccountService:
+    _, engine = open_from_args(args)
+    return AccountService(engine, make_hasher())
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    account = _accounts(args).set_operator(args.name, args.on)
+    if args.on:
+        print(f"account {account.name} is now an operator: it sees /operator after signing in to the dashboard")
+    else:
+        print(f"account {account.name} is no longer an operator")
+    if account.status != "active":
+        print(f"(the account is {account.status}: it cannot sign in until `mailrelay account enable {account.name}`)")
+    return 0
+
+
+def cmd_operators(args: argparse.Namespace) -> int:
+    found = [a for a in _accounts(args).list() if a.operator]
+    if args.json:
+        print(to_json([{"name": a.name, "status": a.status} for a in found]))
+    elif not found:
+        print("no operator accounts; make one with `mailrelay operator grant NAME`")
+    else:
+        print(format_table(("name", "status"), [(a.name, a.status) for a in found]))
+    return 0
 
 
 def _store(args: argparse.Namespace) -> OperatorKeys:

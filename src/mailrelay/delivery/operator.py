@@ -1,4 +1,5 @@
-"""Operator actions on the queue, as postqueue -f / postsuper -d users expect: retry, delete, bounce.
+"""Operator actions on the queue, as postqueue -f / postsuper -d users expect: retry, delete, bounce;
+for one message, or (retry, bounce) for every waiting recipient of one destination domain.
 
 Each function runs inside the caller's transaction (`with engine.begin() as conn: ...`), so the
 CLI can act while a server delivers from the same database: the change commits at once or not at
@@ -20,6 +21,7 @@ Exceptions: `NoSuchMessage(LookupError)` for an unknown queue id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -55,8 +57,9 @@ class NoSuchMessage(LookupError):
         self.queue_id = queue_id
 
 
-def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
-    """Make pending recipients of one message (None: of all) due now; returns how many.
+def retry(conn: Connection, queue_id: str | None, *, now: float, domain: str | None = None) -> int:
+    """Make pending recipients of one message (None: of all) due now, only those of
+    destination `domain` if given; returns how many.
 
     Writes one "retried-by-operator" event per message that had pending recipients.
     """
@@ -65,7 +68,10 @@ def retry(conn: Connection, queue_id: str | None, *, now: float) -> int:
     if queue_id is not None:
         _account_id(conn, queue_id)  # raises for an unknown id
         where.append(r.c.message_id == queue_id)
-    per_message = Counter(row.message_id for row in conn.execute(sa.select(r.c.message_id).where(*where)))
+    if domain is not None:
+        where.append(r.c.domain == domain)
+    per_message = {row.message_id: int(row.n) for row in conn.execute(
+        sa.select(r.c.message_id, sa.func.count().label("n")).where(*where).group_by(r.c.message_id))}
     if not per_message:
         return 0
     # Only leases nobody holds any more are cleared: a live one is an attempt in progress, and
@@ -102,8 +108,9 @@ def delete(conn: Connection, queue_id: str, *, now: float) -> int:
     return len(statuses)
 
 
-def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int:
-    """Bounce every pending recipient not in flight; returns how many.
+def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain: str | None = None) -> int:
+    """Bounce every pending recipient not in flight (only those of destination `domain`, if
+    given); returns how many.
 
     Each becomes `bounced` (attempt counts untouched) with a "bounced-by-operator" event, and
     one DSN about them all is queued to the sender: none for a null sender (RFC 3464 §2), and
@@ -113,10 +120,11 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str) -> int
     if m is None:
         raise NoSuchMessage(queue_id)
     r = recipients
+    where = [r.c.message_id == queue_id, r.c.status.in_(PENDING), lease_free(now)]
+    if domain is not None:
+        where.append(r.c.domain == domain)
     rows = conn.execute(
-        sa.select(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status)
-        .where(r.c.message_id == queue_id, r.c.status.in_(PENDING), lease_free(now))
-        .order_by(r.c.id)
+        sa.select(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status).where(*where).order_by(r.c.id)
     ).all()
     if not rows:
         return 0
@@ -164,6 +172,43 @@ def bounce_message(engine: sa.Engine, queue_id: str, *, now: float, hostname: st
         busy = sum(1 for r in detail.recipients
                    if r.status in PENDING and r.lease_until is not None and r.lease_until >= now)
     return Bounced(queue_id, n, dsn, busy)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainBounced:
+    """What `bounce_domain` did."""
+
+    domain: str
+    recipients: int  # bounced now
+    messages: int  # that many messages had one or more of them (each sender gets at most one DSN)
+    in_delivery: int  # waiting recipients of the domain left alone: an attempt is in progress
+
+
+BOUNCE_CHUNK = 100  # messages per transaction in bounce_domain: short write locks on SQLite
+
+
+def bounce_domain(engine: sa.Engine, domain: str, *, now: float, hostname: str) -> DomainBounced:
+    """`bounce` for every message with a waiting recipient of `domain`, only those recipients.
+
+    A few messages per transaction, so a large domain neither holds the database's write lock
+    for long nor loses everything to one failure; running it again bounces what is left."""
+    r = recipients
+    with engine.connect() as conn:
+        ids = list(conn.execute(sa.select(r.c.message_id).where(r.c.domain == domain, r.c.status.in_(PENDING),
+                                                                lease_free(now))
+                                .group_by(r.c.message_id).order_by(r.c.message_id)).scalars())
+    n = touched = 0
+    for start in range(0, len(ids), BOUNCE_CHUNK):
+        with engine.begin() as conn:
+            for queue_id in ids[start:start + BOUNCE_CHUNK]:
+                with contextlib.suppress(NoSuchMessage):  # deleted meanwhile
+                    done = bounce(conn, queue_id, now=now, hostname=hostname, domain=domain)
+                    n += done
+                    touched += 1 if done else 0
+    with engine.connect() as conn:
+        busy = conn.execute(sa.select(sa.func.count()).select_from(r).where(
+            r.c.domain == domain, r.c.status.in_(PENDING), sa.not_(lease_free(now)))).scalar_one()
+    return DomainBounced(domain, n, touched, int(busy))
 
 
 def _account_id(conn: Connection, queue_id: str) -> int:

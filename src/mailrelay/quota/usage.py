@@ -126,3 +126,9 @@ def counts(conn: Connection, account_id: int, now: float) -> tuple[int, int]:
                         .where(usage.c.account_id == account_id, usage.c.period.in_([day, month])))
     found: dict[str, int] = {period: count for period, count in rows}
     return found.get(day, 0), found.get(month, 0)
+
+
+def counts_today(conn: Connection, now: float) -> dict[int, int]:
+    """Today's count of every account that sent something today, by account id (one query)."""
+    rows = conn.execute(sa.select(usage.c.account_id, usage.c.count).where(usage.c.period == day_period(now)))
+    return {int(account_id): int(count) for account_id, count in rows}

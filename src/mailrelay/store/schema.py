@@ -31,6 +31,9 @@ accounts = sa.Table(
     sa.Column("webhook_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("webhook_events", sa.Text, nullable=True),
     sa.Column("webhook_signing_key", sa.Text, nullable=True),
+    # An operator signs in to the dashboard's operator pages (every account, the queue, the
+    # nodes); set only by `mailrelay operator grant`.
+    sa.Column("operator", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # Emails counted against plan limits: one row per account and period ("D2026-11-27" for a

@@ -60,7 +60,7 @@ def signed_in_page(request: Request, session: WebSession, template: str, status:
     """A page of the signed-in account: the header knows who it is and carries the CSRF token,
     and the notice the URL names is shown."""
     return page(template, status, account=session.account, csrf=session.csrf, notice=notice(request),
-                path=request.url.path, **values)
+                path=request.url.path, operator=session.operator, **values)
 
 
 def not_found(request: Request, session: WebSession, what: str = "message") -> HTMLResponse:
