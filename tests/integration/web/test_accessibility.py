@@ -37,6 +37,9 @@ def axe_page(chromium: Browser) -> Iterator[Page]:
     context.close()
 
 
+OPERATOR_PAGES = ["/operator", "/operator/accounts", "/operator/queue", "/operator/nodes"]
+
+
 def violations(page: Page) -> list[dict[str, Any]]:
     if not page.evaluate("typeof axe !== 'undefined'"):
         page.add_script_tag(path=str(AXE))
@@ -61,10 +64,11 @@ def test_every_account_page_has_no_serious_violation(
     api = sandbox_api(api_factory, fake_dns, mx_port, "bob")
     send(api, "alice", "accessible")
     api.node.app.domains.add("sender.test", "alice")
+    api.node.app.accounts.set_operator("alice", True)
     sign_in_by_keyboard(axe_page, api)
     message = axe_page.locator("td a").first.get_attribute("href") or ""
     checked = {}
-    for path in [*PAGES, message, "/domains/sender.test"]:
+    for path in [*PAGES, *OPERATOR_PAGES, message, "/domains/sender.test"]:
         axe_page.goto(f"{api.url}{path}")
         checked[path] = serious(axe_page)
     axe_page.get_by_role("button", name="Sign out").click()
@@ -75,5 +79,5 @@ def test_every_account_page_has_no_serious_violation(
         axe_page.goto(f"{api.url}{path}")
         checked[f"{path} (sandbox account)"] = serious(axe_page)
     bad = {p: v for p, v in checked.items() if v}
-    assert message.startswith("/messages/") and len(checked) == len(PAGES) + 4
+    assert message.startswith("/messages/") and len(checked) == len(PAGES) + len(OPERATOR_PAGES) + 4
     assert not bad, "\n".join(f"{p}: {v}" for p, v in bad.items())
