@@ -143,6 +143,8 @@ def main() -> None:
         folder = Path(tmp)
         cli(folder, "account", "create", "shop", "--plan", "unlimited", "--password-stdin", stdin=PASSWORD + "\n")
         cli(folder, "account", "create", "qa", "--sandbox", "--password-stdin", stdin=PASSWORD + "\n")
+        cli(folder, "account", "create", "ops", "--password-stdin", stdin=PASSWORD + "\n")
+        cli(folder, "operator", "grant", "ops")
         key = key_of(cli(folder, "account", "key", "create", "shop", "--label", "website"))
         qa_key = key_of(cli(folder, "account", "key", "create", "qa", "--label", "ci"))
         cli(folder, "domain", "add", "shop.example", "--account", "shop")
@@ -160,11 +162,16 @@ def main() -> None:
             sign_in(page, url, "shop")
             shoot(page, url, "/activity", "activity")
             shoot(page, url, page.locator("td a").nth(4).get_attribute("href") or "/activity", "message")
-            for path in ("/domains", "/keys", "/webhooks", "/suppressions", "/usage"):
-                shoot(page, url, path, path.strip("/"))
+            for path in ("/domains", "/domains/shop.example", "/keys", "/webhooks", "/suppressions", "/usage"):
+                shoot(page, url, path, path.strip("/").replace("/", "-").replace(".", "-"))
             page.context.clear_cookies()
             sign_in(page, url, "qa")
             shoot(page, url, "/sandbox", "sandbox")
+            shoot(page, url, page.locator("td a").first.get_attribute("href") or "/sandbox", "sandbox-message")
+            page.context.clear_cookies()
+            sign_in(page, url, "ops")
+            for path in ("/operator/queue", "/operator/accounts", "/operator/nodes"):
+                shoot(page, url, path, path.strip("/").replace("/", "-"))
             browser.close()
     sink.stop()
 
