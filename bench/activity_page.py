@@ -23,20 +23,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-from mailrelay.core.ids import _encode  # noqa: E402
-from mailrelay.events.activity import STATUSES  # noqa: E402
-from mailrelay.events.activity import Cursor, Search, _query, activity_page  # noqa: E402
-from mailrelay.store import migrate  # noqa: E402
-from mailrelay.store.db import create_engine  # noqa: E402
-from mailrelay.store.schema import accounts, message_categories, messages, recipients  # noqa: E402
-from mailrelay.web.common import page  # noqa: E402
+from mailrelay.core.ids import _encode
+from mailrelay.events.activity import STATUSES, Cursor, Search, activity_page, query_plan
+from mailrelay.store import migrate
+from mailrelay.store.db import create_engine
+from mailrelay.store.schema import accounts, message_categories, messages, recipients
+from mailrelay.web.common import page
 
 PG_URL = os.environ.get("MAILRELAY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 10_000
@@ -97,7 +93,8 @@ def fill(engine: sa.Engine, n: int, start: float) -> tuple[int, list[str]]:
     return ids[0], queue_ids
 
 
-def cases(queue_ids: list[str], start: float, rid_of: Callable[[str], int]) -> Iterator[tuple[str, Search, dict[str, Any]]]:
+def cases(queue_ids: list[str], start: float,
+          rid_of: Callable[[str], int]) -> Iterator[tuple[str, Search, dict[str, Any]]]:
     n = len(queue_ids)
     mid = queue_ids[n // 2]
     deep = Cursor(mid, rid_of(mid))
@@ -129,15 +126,7 @@ def server_work(engine: sa.Engine, account_id: int, search: Search, kw: dict[str
 
 
 def plan(engine: sa.Engine, account_id: int, search: Search, kw: dict[str, Any]) -> str:
-    q = _query(account_id, search, limit=ROWS + 1, **kw)
-    compiled = q.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            params = tuple(compiled.params[k] for k in compiled.positiontup or ())
-            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params).all()
-            return "\n".join(f"    {r[3]}" for r in rows)
-        rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + str(compiled), compiled.params).all()
-        return "\n".join(f"    {r[0]}" for r in rows)
+    return "\n".join(f"    {line}" for line in query_plan(engine, account_id, search, limit=ROWS, **kw))
 
 
 def run(name: str, url: str, n: int, repeat: int, plans: bool) -> list[tuple[str, float, float]]:

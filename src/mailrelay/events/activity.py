@@ -178,12 +178,13 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> Cursor | None:
         queue_id, _, rid = text.partition(".")
-        if not QUEUE_ID.fullmatch(queue_id) or not rid.isdigit() or len(rid) > 18:
+        if not QUEUE_ID.fullmatch(queue_id) or not rid.isdigit() or len(rid) > 10 or int(rid) > MAX_ROW_ID:
             return None
         return cls(queue_id, int(rid))
 
 
 QUEUE_ID = re.compile(r"[0-9A-Z]{16}")
+MAX_ROW_ID = 2**31 - 1  # recipients.id is an INTEGER: a larger one in a cursor fails on PostgreSQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,20 @@ def activity_page(engine: sa.Engine, account_id: int, search: Search, limit: int
         older, newer = (last if more else None), (first if older_than is not None else None)
     found = [_summary(r) | {"queue_id": r.id, "recipient_id": r.rid} for r in rows]
     return Page(found, older, newer)
+
+
+def query_plan(engine: sa.Engine, account_id: int, search: Search, *, older_than: Cursor | None = None,
+               newer_than: Cursor | None = None, limit: int = 50) -> list[str]:
+    """How the database runs `activity_page`'s query (SQLite EXPLAIN QUERY PLAN, PostgreSQL
+    EXPLAIN ANALYZE, which runs it): for the benchmark and the test that keeps the indexes used."""
+    query = _query(account_id, search, older_than=older_than, newer_than=newer_than, limit=limit + 1)
+    compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+            return [str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params)]
+        return [str(r[0]) for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + str(compiled),
+                                                        compiled.params)]
 
 
 def _event(row: Any) -> dict[str, Any]:
