@@ -12,8 +12,8 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -200,6 +200,8 @@ NOTICES.update({
     "deleted": "The message was deleted from the queue.",
     "unconfirmed": "Nothing was done: tick the box to confirm first.",
     "nothing-pending": "Nothing was done: no recipient of this message is waiting any more.",
+    "busy": "Nothing was done: the waiting recipients are being delivered right now; try again after.",
+    "gone": "The message is no longer in the queue.",
 })
 
 
@@ -221,21 +223,21 @@ async def message_action(request: Request, queue_id: str, action: str) -> Respon
     if not pending(found):
         return back(here, "nothing-pending")
     svc = services(request)
+    code = await run(request, _act, svc.engine, action, found.id, svc.settings.server.hostname)
+    return back("/activity" if code == "deleted" else here, code)
+
+
+def _act(engine: sa.Engine, action: str, queue_id: str, hostname: str) -> str:
+    """Run one action on the queue (in a transaction of its own); the notice for what came of it."""
     now = time.time()
-    if action == "retry":
-        await run(request, _in_transaction, svc.engine, lambda conn: operator.retry(conn, found.id, now=now))
-        return back(here, "retried")
-    if action == "bounce":
-        await run(request, lambda: operator.bounce_message(svc.engine, found.id, now=now,
-                                                           hostname=svc.settings.server.hostname))
-        return back(here, "bounced")
-    await run(request, _in_transaction, svc.engine, lambda conn: operator.delete(conn, found.id, now=now))
-    return back("/activity", "deleted")
-
-
-def _in_transaction(engine: Any, fn: Any) -> Any:
     try:
+        if action == "bounce":
+            done = operator.bounce_message(engine, queue_id, now=now, hostname=hostname)
+            return "bounced" if done.recipients else "busy" if done.in_delivery else "nothing-pending"
         with engine.begin() as conn:
-            return fn(conn)
-    except operator.NoSuchMessage:
-        return None  # deleted meanwhile: the page says so
+            if action == "retry":
+                return "retried" if operator.retry(conn, queue_id, now=now) else "nothing-pending"
+            operator.delete(conn, queue_id, now=now)
+            return "deleted"
+    except operator.NoSuchMessage:  # deleted meanwhile
+        return "gone"
