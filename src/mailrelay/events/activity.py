@@ -154,15 +154,19 @@ _COLUMNS = (messages.c.id, messages.c.mail_from, messages.c.subject, messages.c.
             recipients.c.address, recipients.c.status, recipients.c.updated_at, recipients.c.id.label("rid"))
 
 
-def _base(account_id: int, owner: sa.ColumnElement[int] | None = None) -> sa.Select[Any]:
+def _base(account_id: int, owner: sa.ColumnElement[int] | None = None, dialect: str = "") -> sa.Select[Any]:
     # `owner`: the account id column of the table whose index leads, when not messages' (it has
-    # the message's account, written with it); compared to that column, not to the number, so
-    # no planner starts from the account's messages and sorts, and none misjudges how many
-    # rows the test keeps (PostgreSQL has no statistics for an expression like account_id + 0).
+    # the message's account, written with it). The messages' account is compared to it, not to
+    # the number, so no planner starts from the account's messages and sorts them. SQLite would
+    # carry the number over from `owner` all the same; `+ 0` stops that (SQLite plans without
+    # statistics), while PostgreSQL needs the bare column to estimate how many rows it keeps.
+    if owner is None:
+        mine = messages.c.account_id == account_id
+    else:
+        mine = (messages.c.account_id + 0 if dialect == "sqlite" else messages.c.account_id) == owner
     return (sa.select(*_COLUMNS)
             .select_from(messages.join(recipients, recipients.c.message_id == messages.c.id))
-            .where(messages.c.account_id == (account_id if owner is None else owner),
-                   messages.c.direction == "out"))
+            .where(mine, messages.c.direction == "out"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +203,7 @@ class Page:
 
 
 def _query(account_id: int, search: Search, *, older_than: Cursor | None = None,
-           newer_than: Cursor | None = None, limit: int) -> sa.Select[Any]:
+           newer_than: Cursor | None = None, limit: int, dialect: str) -> sa.Select[Any]:
     """The activity query: newest first (oldest first after `newer_than`), at most `limit` rows.
 
     Each filter reads its own index, which starts with the account and ends with the order
@@ -220,9 +224,11 @@ def _query(account_id: int, search: Search, *, older_than: Cursor | None = None,
     merge = len(statuses) > 1 and not ({"to_email", "from_email", "subject", "category"} & eq.keys())
     ascending = newer_than is not None
     if not merge:
-        return _ranged(account_id, search, statuses, older_than=older_than, newer_than=newer_than, limit=limit)
+        return _ranged(account_id, search, statuses, older_than=older_than, newer_than=newer_than, limit=limit,
+                       dialect=dialect)
     # One ordered range per status of the group, merged: an IN list on the index would need a sort.
-    parts = [_ranged(account_id, search, (one,), older_than=older_than, newer_than=newer_than, limit=limit)
+    parts = [_ranged(account_id, search, (one,), older_than=older_than, newer_than=newer_than, limit=limit,
+                     dialect=dialect)
              .subquery().select() for one in statuses]
     merged = sa.union_all(*parts).subquery()
     order = (merged.c.id.asc(), merged.c.rid.asc()) if ascending else (merged.c.id.desc(), merged.c.rid.desc())
@@ -230,7 +236,7 @@ def _query(account_id: int, search: Search, *, older_than: Cursor | None = None,
 
 
 def _ranged(account_id: int, search: Search, statuses: tuple[str, ...], *, older_than: Cursor | None,
-            newer_than: Cursor | None, limit: int) -> sa.Select[Any]:
+            newer_than: Cursor | None, limit: int, dialect: str) -> sa.Select[Any]:
     """`_query` with at most one index leading: rows of `statuses` (all when empty)."""
     eq = search.equals
     # The leading index, and the order's first column on its table (all equal the queue id).
@@ -244,7 +250,7 @@ def _ranged(account_id: int, search: Search, statuses: tuple[str, ...], *, older
             key = recipients.c.message_id
     owner = (recipients.c.account_id if key is recipients.c.message_id
              else message_categories.c.account_id if key is message_categories.c.message_id else None)
-    query = _base(account_id, owner)
+    query = _base(account_id, owner, dialect)
     if "msg_id" in eq:
         query = query.where(messages.c.id == split_msg_id(eq["msg_id"])[1])  # the primary key
     if "to_email" in eq:
@@ -287,7 +293,7 @@ def _ranged(account_id: int, search: Search, statuses: tuple[str, ...], *, older
 
 def search_messages(engine: sa.Engine, account_id: int, search: Search, limit: int) -> list[dict[str, Any]]:
     """The account's sent messages matching `search`, one entry per recipient, newest first."""
-    query = _query(account_id, search, limit=max(1, min(limit, MAX_LIMIT)))
+    query = _query(account_id, search, limit=max(1, min(limit, MAX_LIMIT)), dialect=engine.dialect.name)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     found = [_summary(r) for r in rows]
@@ -304,7 +310,7 @@ def activity_page(engine: sa.Engine, account_id: int, search: Search, limit: int
     limit = max(1, min(limit, MAX_LIMIT))
     with engine.connect() as conn:
         rows = conn.execute(_query(account_id, search, older_than=older_than, newer_than=newer_than,
-                                   limit=limit + 1)).all()
+                                   limit=limit + 1, dialect=engine.dialect.name)).all()
     more = len(rows) > limit
     rows = list(rows[:limit])
     if newer_than is not None:
@@ -323,7 +329,8 @@ def query_plan(engine: sa.Engine, account_id: int, search: Search, *, older_than
                newer_than: Cursor | None = None, limit: int = 50) -> list[str]:
     """How the database runs `activity_page`'s query (SQLite EXPLAIN QUERY PLAN, PostgreSQL
     EXPLAIN ANALYZE, which runs it): for the benchmark and the test that keeps the indexes used."""
-    query = _query(account_id, search, older_than=older_than, newer_than=newer_than, limit=limit + 1)
+    query = _query(account_id, search, older_than=older_than, newer_than=newer_than, limit=limit + 1,
+                   dialect=engine.dialect.name)
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
