@@ -113,6 +113,8 @@ def cases(queue_ids: list[str], start: float,
     yield "date range (one day)", Search(sent_from=day, sent_before=day + DAY), {}
     yield "recipient + date range", Search(equals={"to_email": "user4242@dest.test"},
                                            sent_from=start, sent_before=day), {}
+    yield "sender + status processing (1%)", Search(equals={"from_email": "sender2@bench.test",
+                                                            "status": "processing"}), {}
     yield "sender + status, none match (worst case)", Search(equals={"from_email": "sender7@bench.test",
                                                           "status": "not_delivered"}), {}
 

@@ -216,8 +216,10 @@ def _query(account_id: int, search: Search, *, older_than: Cursor | None = None,
     - category: message_categories (account_id, category, message_id);
     - status: recipients (account_id, status, message_id, id), one range per status of the
       group, merged (UNION ALL of ordered parts: no sort of the account's rows).
-    The first of these that is given leads; the other filters are checked on its rows. The
-    sent-time range is a range of queue ids, so it narrows whichever index leads.
+    One index leads (recipient first, then msg_id, subject or sender, then category, then
+    status); the other filters are checked on its rows, so a combination reads the leading
+    range until the page is full (all of it when nothing matches). The sent-time range is a
+    range of queue ids, so it narrows whichever index leads.
     """
     eq = search.equals
     statuses = STATUSES.get(eq.get("status", ""), ())
