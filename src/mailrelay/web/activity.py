@@ -185,14 +185,14 @@ def pending(m: MessageDetail) -> int:
     return sum(1 for r in m.recipients if r.status in PENDING)
 
 
-# name: (button, what it does); each only on a message with pending recipients.
+# name: (button, what it does, the confirmation box's label); only on a message with pending recipients.
 ACTIONS = {
     "retry": ("Retry now", "Every queued or deferred recipient is due at once (one that is being delivered "
-                           "right now is left to that attempt)."),
+                           "right now is left to that attempt).", "Yes, retry them now"),
     "bounce": ("Bounce", "Every pending recipient is marked bounced and the sender gets one bounce report "
-                         "(DSN) about them; none is delivered any more."),
+                         "(DSN) about them; none is delivered any more.", "Yes, bounce them"),
     "delete": ("Delete", "The message and its recipients are removed from the queue without a bounce "
-                         "report; nothing more is delivered and its page is gone."),
+                         "report; nothing more is delivered and its page is gone.", "Yes, delete this message"),
 }
 NOTICES.update({
     "retried": "The pending recipients are due now.",
