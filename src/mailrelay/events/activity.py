@@ -209,7 +209,8 @@ def _query(account_id: int, search: Search, *, older_than: Cursor | None = None,
     Each filter reads its own index, which starts with the account and ends with the order
     (queue id, recipient id), so a page costs one index range however many messages the account
     has (store.schema: ix_messages_activity*, ix_recipients_activity_*, message_categories):
-    - none, a date range, msg_id: messages (account_id, direction, id) joined to recipients;
+    - none, a date range: recipients (account_id, message_id, id);
+    - msg_id: the messages' primary key;
     - recipient: recipients (account_id, lower(address), message_id, id);
     - subject: messages (account_id, direction, substr(subject, 1, 200), id), exact match;
     - sender: messages (account_id, direction, lower(mail_from), id);
@@ -242,22 +243,20 @@ def _ranged(account_id: int, search: Search, statuses: tuple[str, ...], *, older
     """`_query` with at most one index leading: rows of `statuses` (all when empty)."""
     eq = search.equals
     # The leading index, and the order's first column on its table (all equal the queue id).
-    key: sa.ColumnElement[str] = messages.c.id
-    if "to_email" in eq:
-        key = recipients.c.message_id
-    elif not {"msg_id", "from_email", "subject"} & eq.keys():
-        if "category" in eq:
-            key = message_categories.c.message_id
-        elif len(statuses) == 1:
-            key = recipients.c.message_id
+    key: sa.ColumnElement[str] = recipients.c.message_id
+    if "to_email" not in eq and {"msg_id", "from_email", "subject"} & eq.keys():
+        key = messages.c.id
+    elif "to_email" not in eq and "category" in eq:
+        key = message_categories.c.message_id
     owner = (recipients.c.account_id if key is recipients.c.message_id
              else message_categories.c.account_id if key is message_categories.c.message_id else None)
-    query = _base(account_id, owner, dialect)
+    # The recipients' own copy of the account too, whichever table leads: without it PostgreSQL
+    # may merge-join the messages with every account's recipients, read from the newest down.
+    query = _base(account_id, owner, dialect).where(recipients.c.account_id == account_id)
     if "msg_id" in eq:
         query = query.where(messages.c.id == split_msg_id(eq["msg_id"])[1])  # the primary key
     if "to_email" in eq:
-        query = query.where(recipients.c.account_id == account_id,
-                            sa.func.lower(recipients.c.address) == eq["to_email"].lower())
+        query = query.where(sa.func.lower(recipients.c.address) == eq["to_email"].lower())
     if "from_email" in eq:
         query = query.where(sa.func.lower(messages.c.mail_from) == eq["from_email"].lower())
     if "subject" in eq:
@@ -269,7 +268,7 @@ def _ranged(account_id: int, search: Search, statuses: tuple[str, ...], *, older
         query = query.join(message_categories, message_categories.c.message_id == messages.c.id).where(
             message_categories.c.account_id == account_id, message_categories.c.category == eq["category"])
     if len(statuses) == 1:
-        query = query.where(recipients.c.account_id == account_id, recipients.c.status == statuses[0])
+        query = query.where(recipients.c.status == statuses[0])
     elif statuses:
         query = query.where(recipients.c.status.in_(statuses))
     if search.after is not None and search.before is not None:

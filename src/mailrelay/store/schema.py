@@ -137,6 +137,7 @@ recipients = sa.Table(
     # written before migration 0010 by a writer that did not know the column).
     sa.Column("account_id", sa.Integer, nullable=True),
     sa.Index("ix_recipients_status_next", "status", "next_attempt_at"),
+    sa.Index("ix_recipients_activity", "account_id", "message_id", "id"),
     sa.Index("ix_recipients_activity_status", "account_id", "status", "message_id", "id"),
     # Partial: only recipients waiting to be reported, so the sweep for them stays cheap.
     sa.Index("ix_recipients_dsn_pending", "message_id", sqlite_where=sa.text("dsn_pending IS NOT NULL"),

@@ -174,8 +174,9 @@ def test_the_activity_queries_read_an_index_in_order(tmp_path: Path) -> None:
         migrate.upgrade(engine)
         deep = Cursor("1" * 16, 42)
         cases = {
-            "ix_messages_activity ": (Search(), {}),
-            "ix_messages_activity (": (Search(sent_from=1e9, sent_before=2e9), {"older_than": deep}),
+            "ix_recipients_activity ": (Search(), {}),
+            "ix_recipients_activity (": (Search(sent_from=1e9, sent_before=2e9), {"older_than": deep}),
+            "ix_messages_activity_from ": (Search(equals={"from_email": "a@b.test"}), {}),
             "ix_recipients_activity_to ": (Search(equals={"to_email": "a@b.test"}), {}),
             "ix_messages_activity_subject ": (Search(equals={"subject": "Hello"}), {"older_than": deep}),
             "sqlite_autoindex_message_categories_1 ": (Search(equals={"category": "news"}), {}),

@@ -61,11 +61,13 @@ def upgrade() -> None:
     op.create_index("ix_messages_activity_subject", "messages", ["account_id", "direction", _subject_key(), "id"])
     op.create_index("ix_recipients_activity_to", "recipients",
                     ["account_id", sa.func.lower(sa.column("address")), "message_id", "id"])
+    op.create_index("ix_recipients_activity", "recipients", ["account_id", "message_id", "id"])
     op.create_index("ix_recipients_activity_status", "recipients", ["account_id", "status", "message_id", "id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_recipients_activity_status", "recipients")
+    op.drop_index("ix_recipients_activity", "recipients")
     op.drop_index("ix_recipients_activity_to", "recipients")
     op.drop_index("ix_messages_activity_subject", "messages")
     op.drop_index("ix_messages_activity_from", "messages")
