@@ -224,7 +224,11 @@ def _query(account_id: int, search: Search, *, older_than: Cursor | None = None,
     """
     eq = search.equals
     statuses = STATUSES.get(eq.get("status", ""), ())
-    merge = len(statuses) > 1 and not ({"to_email", "from_email", "subject", "category"} & eq.keys())
+    # With a sender or subject too, PostgreSQL merge-joins each status's range with that
+    # filter's (one IN list made it read every recipient of the account); SQLite looks each row
+    # up instead, where one IN list is one lookup.
+    others = {"to_email", "category"} | ({"from_email", "subject"} if dialect != "postgresql" else set())
+    merge = len(statuses) > 1 and not (others & eq.keys())
     ascending = newer_than is not None
     if not merge:
         return _ranged(account_id, search, statuses, older_than=older_than, newer_than=newer_than, limit=limit,
