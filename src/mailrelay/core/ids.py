@@ -74,3 +74,10 @@ def random_id(length: int) -> str:
         n, r = divmod(n, len(_ALNUM))
         out.append(_ALNUM[r])
     return "".join(out)
+
+
+def queue_id_floor(at: float) -> str:
+    """The smallest queue id made at or after `at` (epoch seconds): a time bound as a range of
+    queue ids, which sort by the time they were made."""
+    ms = max(0, min(int(at * 1000), _BASE ** 9 - 1))
+    return _encode(ms, 9) + _ALPHABET[0] * 7

@@ -43,7 +43,7 @@ from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
 from mailrelay.spool.reader import QueueReader
 from mailrelay.store.eventlog import add_events
-from mailrelay.store.schema import attempts, messages, recipients
+from mailrelay.store.schema import attempts, message_categories, messages, recipients
 
 BOUNCE_STATUS = "5.0.0"  # RFC 3463 §3.1: other or undefined permanent status
 BOUNCE_TEXT = "bounced by the operator"
@@ -101,6 +101,7 @@ def delete(conn: Connection, queue_id: str, *, now: float) -> int:
     # pragma, where ON DELETE CASCADE would silently do nothing.
     conn.execute(attempts.delete().where(attempts.c.message_id == queue_id))
     conn.execute(recipients.delete().where(recipients.c.message_id == queue_id))
+    conn.execute(message_categories.delete().where(message_categories.c.message_id == queue_id))
     conn.execute(messages.delete().where(messages.c.id == queue_id))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(statuses).items())) or "no recipients"
     add_events(conn, [{"account_id": account_id, "message_id": queue_id, "recipient": None,

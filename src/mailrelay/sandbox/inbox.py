@@ -29,7 +29,7 @@ from mailrelay.accounts.service import AccountError
 from mailrelay.core.linelength import fit_lines
 from mailrelay.core.status import CAPTURED, EV_DELETED_BY_OPERATOR, EV_RELEASED, PENDING, QUEUED
 from mailrelay.store.eventlog import add_events
-from mailrelay.store.schema import accounts, attempts, messages, recipients
+from mailrelay.store.schema import accounts, attempts, message_categories, messages, recipients
 
 SEARCH_PAGE = 200  # messages read per query while searching
 
@@ -195,6 +195,7 @@ class MessageBox(Generic[M]):
                 # Children first: correct even where SQLite's foreign_keys pragma is off.
                 conn.execute(attempts.delete().where(attempts.c.message_id.in_(chunk)))
                 conn.execute(recipients.delete().where(recipients.c.message_id.in_(chunk)))
+                conn.execute(message_categories.delete().where(message_categories.c.message_id.in_(chunk)))
                 conn.execute(messages.delete().where(messages.c.id.in_(chunk)))
             add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
                                "type": EV_DELETED_BY_OPERATOR, "detail": "inbox clear", "at": now} for r in rows])

@@ -28,7 +28,7 @@ from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
-from mailrelay.store.schema import messages, recipients
+from mailrelay.store.schema import message_categories, messages, recipients
 
 log = logging.getLogger("mailrelay.spool")
 
@@ -79,10 +79,18 @@ class SpoolRecord:
         rcpts = [
             {"message_id": self.queue_id, "address": addr, "domain": domain_of(addr),
              "params": json.dumps(params), "status": self.initial_status, "attempts": 0,
-             "next_attempt_at": self.not_before or self.created_at, "updated_at": self.created_at}
+             "next_attempt_at": self.not_before or self.created_at, "updated_at": self.created_at,
+             "account_id": self.account_id}
             for addr, params in self.recipients
         ]
         return msg, rcpts
+
+    def category_rows(self) -> list[dict[str, Any]]:
+        """The message's categories for `message_categories` (the activity page's filter)."""
+        found = (self.tags or {}).get("category")
+        names = [found] if isinstance(found, str) else found if isinstance(found, list) else []
+        return [{"account_id": self.account_id, "category": name, "message_id": self.queue_id}
+                for name in dict.fromkeys(n for n in names if isinstance(n, str) and n)]
 
 
 _Item = tuple[Any, "asyncio.Future[Any]", Any]  # (SpoolRecord, tuple of them, or op; future; result)
@@ -218,6 +226,7 @@ class SpoolWriter:
         """One transaction: all new messages in two bulk inserts, then the ops in order."""
         msg_rows: list[dict[str, Any]] = []
         rcpt_rows: list[dict[str, Any]] = []
+        category_rows: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
         usage: dict[int, int] = {}
         batch_ids: list[str] = []
@@ -226,6 +235,7 @@ class SpoolWriter:
                 m, r = record.rows()
                 msg_rows.append(m)
                 rcpt_rows.extend(r)
+                category_rows.extend(record.category_rows())
                 if record.processed_event:
                     event_rows.extend(
                         {"account_id": record.account_id, "message_id": record.queue_id, "recipient": addr,
@@ -242,6 +252,8 @@ class SpoolWriter:
                 if msg_rows:
                     conn.execute(messages.insert(), msg_rows)
                     conn.execute(recipients.insert(), rcpt_rows)
+                    if category_rows:
+                        conn.execute(message_categories.insert(), category_rows)
                     add_events(conn, event_rows)
                     if usage:
                         add_usage(conn, usage, msg_rows[0]["created_at"])

@@ -1,23 +1,27 @@
-"""The account's activity (live) and one message's page."""
+"""The account's activity (live, filtered, paged by cursor) and one message's page with its
+actions (retry now, bounce, delete), each the queue's own operation (mailrelay.delivery.operator,
+as `mailrelay queue retry | bounce | delete` runs it) on a message of the signed-in account."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from mailrelay.core.status import BOUNCED, DEFERRED, DELIVERED, PENDING
-from mailrelay.events.activity import STATUSES, Search, latest_activity, search_messages, split_msg_id
+from mailrelay.delivery import operator
+from mailrelay.events.activity import STATUSES, Cursor, Page, Search, activity_page, latest_activity
 from mailrelay.spool.reader import MessageDetail, QueueReader, RecipientDetail, why_waiting
-from mailrelay.web.common import not_found, page, run, services, signed_in, signed_in_page
+from mailrelay.web.common import NOTICES, back, not_found, page, posted, run, services, signed_in, signed_in_page
 
 ACTIVITY_ROWS = 50
 QUEUE_ID = re.compile(r"[0-9A-Z]{16}")
@@ -33,20 +37,22 @@ async def activity(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     search, given = _search(request)
-    rows = await _rows(request, session.account_id, search)
+    older, newer = _cursor(request, "older"), _cursor(request, "newer")
+    found = await _page(request, session.account_id, search, older, newer)
     query = urllib.parse.urlencode({k: v for k, v in given.items() if v})
-    return signed_in_page(request, session, "activity.html", title="Activity", rows=rows, given=given,
-                          statuses=sorted(STATUSES), query=query)
+    return signed_in_page(request, session, "activity.html", title="Activity", rows=found.rows, given=given,
+                          statuses=sorted(STATUSES), query=query, older=found.older, newer=found.newer,
+                          first=older is None and newer is None)
 
 
 @router.get("/activity/rows")
 async def activity_rows(request: Request) -> Response:
-    """The activity table's rows, for the page's live updates."""
+    """The activity table's first page of rows, for the page's live updates."""
     session = await signed_in(request, page=False)
     if isinstance(session, Response):
         return session
-    rows = await _rows(request, session.account_id, _search(request)[0])
-    return page("activity_rows.html", rows=rows)
+    found = await _page(request, session.account_id, _search(request)[0], None, None)
+    return page("activity_rows.html", rows=found.rows)
 
 
 @router.get("/activity/stream")
@@ -80,24 +86,50 @@ async def activity_stream(request: Request) -> Response:
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-FILTERS = {"to": "to_email", "from": "from_email", "subject": "subject", "status": "status"}
+FILTERS = {"to": "to_email", "from": "from_email", "subject": "subject", "status": "status",
+           "category": "category"}
+DATES = ("from_date", "to_date")  # YYYY-MM-DD, UTC, both inclusive
 
 
 def _search(request: Request) -> tuple[Search, dict[str, str]]:
-    """The activity filters of the query string (exact recipient, sender or subject; a status
-    group), as the API's activity search reads them; unknown statuses are left out."""
-    given = {k: request.query_params.get(k, "").strip()[:320] for k in FILTERS}
+    """The activity filters of the query string (exact recipient, sender, subject or category;
+    a status group; the days the mail was sent, UTC, both inclusive), as the API's activity
+    search reads them; unknown statuses and malformed dates are left out."""
+    given = {k: request.query_params.get(k, "").strip()[:320] for k in (*FILTERS, *DATES)}
     if given["status"] not in STATUSES:
         given["status"] = ""
-    return Search(equals={FILTERS[k]: v for k, v in given.items() if v}), given
+    days = {k: _day(given[k]) for k in DATES}
+    for k, day in days.items():
+        if day is None:
+            given[k] = ""
+    search = Search(equals={FILTERS[k]: given[k] for k in FILTERS if given[k]})
+    if (start := days["from_date"]) is not None:
+        search.sent_from = _midnight(start)
+    if (end := days["to_date"]) is not None:
+        search.sent_before = _midnight(end + dt.timedelta(days=1))
+    return search, given
 
 
-async def _rows(request: Request, account_id: int, search: Search) -> list[dict[str, Any]]:
+def _day(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        return None
+
+
+def _midnight(day: dt.date) -> float:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+def _cursor(request: Request, name: str) -> Cursor | None:
+    return Cursor.parse(request.query_params.get(name, "")[:40])
+
+
+async def _page(request: Request, account_id: int, search: Search, older: Cursor | None,
+                newer: Cursor | None) -> Page:
     svc = services(request)
-    rows = await run(request, search_messages, svc.engine, account_id, search, ACTIVITY_ROWS)
-    for row in rows:
-        row["queue_id"] = split_msg_id(row["msg_id"])[1]
-    return rows
+    return await run(request, lambda: activity_page(svc.engine, account_id, search, ACTIVITY_ROWS,
+                                                    older_than=older, newer_than=None if older else newer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +172,72 @@ async def message(request: Request, queue_id: str) -> Response:
         return not_found(request, session)
     now = time.time()
     return signed_in_page(request, session, "message.html", title=f"Message {found.id}", m=found,
-                          timeline=timeline(found), waiting=lambda r: _waiting(r, now))
+                          timeline=timeline(found), waiting=lambda r: _waiting(r, now),
+                          actions=ACTIONS if pending(found) else {})
 
 
 def _waiting(r: RecipientDetail, now: float) -> str:
     return why_waiting(r, now) if r.status in PENDING else ""
+
+
+def pending(m: MessageDetail) -> int:
+    """How many of the message's recipients still wait for delivery: the actions are for those."""
+    return sum(1 for r in m.recipients if r.status in PENDING)
+
+
+# name: (button, what it does, the confirmation box's label); only on a message with pending recipients.
+ACTIONS = {
+    "retry": ("Retry now", "Every queued or deferred recipient is due at once (one that is being delivered "
+                           "right now is left to that attempt).", "Yes, retry them now"),
+    "bounce": ("Bounce", "Every pending recipient is marked bounced and the sender gets one bounce report "
+                         "(DSN) about them; none is delivered any more.", "Yes, bounce them"),
+    "delete": ("Delete", "The message and its recipients are removed from the queue without a bounce "
+                         "report; nothing more is delivered and its page is gone.", "Yes, delete this message"),
+}
+NOTICES.update({
+    "retried": "The pending recipients are due now.",
+    "bounced": "The pending recipients were bounced; a bounce report went to the sender where asked for.",
+    "deleted": "The message was deleted from the queue.",
+    "unconfirmed": "Nothing was done: tick the box to confirm first.",
+    "nothing-pending": "Nothing was done: no recipient of this message is waiting any more.",
+    "busy": "Nothing was done: the waiting recipients are being delivered right now; try again after.",
+    "gone": "The message is no longer in the queue.",
+})
+
+
+@router.post("/messages/{queue_id}/{action}")
+async def message_action(request: Request, queue_id: str, action: str) -> Response:
+    """Retry, bounce or delete a message of the signed-in account; asked for with a ticked
+    confirmation box, else nothing happens. Another account's message is a 404, as is an
+    unknown action."""
+    done = await posted(request)
+    if isinstance(done, Response):
+        return done
+    session, fields = done
+    found = await find_message(request, queue_id, session.account)
+    if found is None or action not in ACTIONS:
+        return not_found(request, session)
+    here = f"/messages/{found.id}"
+    if fields.get("confirm") != "yes":
+        return back(here, "unconfirmed")
+    if not pending(found):
+        return back(here, "nothing-pending")
+    svc = services(request)
+    code = await run(request, _act, svc.engine, action, found.id, svc.settings.server.hostname)
+    return back("/activity" if code == "deleted" else here, code)
+
+
+def _act(engine: sa.Engine, action: str, queue_id: str, hostname: str) -> str:
+    """Run one action on the queue (in a transaction of its own); the notice for what came of it."""
+    now = time.time()
+    try:
+        if action == "bounce":
+            done = operator.bounce_message(engine, queue_id, now=now, hostname=hostname)
+            return "bounced" if done.recipients else "busy" if done.in_delivery else "nothing-pending"
+        with engine.begin() as conn:
+            if action == "retry":
+                return "retried" if operator.retry(conn, queue_id, now=now) else "nothing-pending"
+            operator.delete(conn, queue_id, now=now)
+            return "deleted"
+    except operator.NoSuchMessage:  # deleted meanwhile
+        return "gone"
