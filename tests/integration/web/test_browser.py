@@ -6,6 +6,7 @@ import time
 
 from playwright.sync_api import Page
 
+from tests.integration.delivery.test_delivery import submit
 from tests.integration.http.conftest import APINode
 from tests.integration.web.support import HOSTILE, send, sign_in_by_keyboard
 
@@ -33,15 +34,22 @@ def test_hostile_message_content_runs_nothing_and_leaves_the_page_intact(page: P
     assert page.get_by_role("cell", name="<script>", exact=False).first.is_visible()  # as text
 
 
-def test_mail_sent_while_the_page_is_open_appears_within_two_seconds(api: APINode, page: Page) -> None:
+def test_mail_sent_over_smtp_while_the_page_is_open_appears_within_two_seconds_and_opens_with_its_timeline(
+        api: APINode, page: Page) -> None:
     sign_in_by_keyboard(page, api)
     assert page.get_by_text("No mail yet").is_visible()
     page.wait_for_timeout(500)  # the page's event stream is open
     sent = time.monotonic()
-    send(api, "alice", "live one")
+    queue_id = submit(api.node, ["carol@dest.test"], b"From: alice@sender.test\r\nSubject: live one\r\n\r\nhi\r\n")
     page.get_by_role("cell", name="live one").wait_for(timeout=5000)
     assert time.monotonic() - sent < 2.0
     assert not page.get_by_text("No mail yet").is_visible()
+    page.get_by_role("link", name=queue_id).click()
+    page.wait_for_url(f"**/messages/{queue_id}")
+    timeline = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Reply"))
+    assert timeline.get_by_role("cell", name="carol@dest.test").first.is_visible()
+    assert timeline.get_by_role("cell", name="processed").is_visible()  # accepted over SMTP
+    assert page.get_by_text("Subject: live one").is_visible()  # the header section
 
 
 def test_an_account_cannot_open_another_accounts_message_by_its_url(page: Page, api: APINode) -> None:
