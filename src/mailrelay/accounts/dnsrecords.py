@@ -27,6 +27,7 @@ class DNSRecord:
     type: str  # "TXT", "MX"
     name: str  # no trailing dot
     value: str
+    next_key: bool = False  # the next key of a DKIM rotation: publish now, signs once finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ def dns_records(domain: Domain, *, hostname: str, source_address: str = "") -> l
     host = bare_domain(hostname)
     records = [DNSRecord("dkim", "TXT", f"{k.selector}._domainkey.{domain.name}", k.record)
                for k in domain.dkim]
+    records += next_key_records(domain)
     records.append(DNSRecord("spf", "TXT", domain.name,
                              " ".join(["v=spf1", *_spf_mechanisms(host, source_address), "~all"])))
     # p=none: collect reports before enforcing (RFC 7489 §6.7's advice for a new sender).
@@ -49,6 +51,13 @@ def dns_records(domain: Domain, *, hostname: str, source_address: str = "") -> l
                              f"v=DMARC1; p=none; rua=mailto:postmaster@{domain.name}"))
     records.append(DNSRecord("mx", "MX", domain.name, f"10 {host}."))
     return records
+
+
+def next_key_records(domain: Domain) -> list[DNSRecord]:
+    """The DKIM records of the domain's next key (none unless a rotation is under way): what a
+    rotation's finish checks."""
+    return [DNSRecord("dkim", "TXT", f"{k.selector}._domainkey.{domain.name}", k.record, next_key=True)
+            for k in domain.next_dkim]
 
 
 def _spf_mechanisms(host: str, source_address: str) -> list[str]:

@@ -15,6 +15,13 @@ addresses of inbound domains in `accounts.addresses`.
 Selectors: the RSA key is published under `selector`; with both algorithms the Ed25519 key is
 under `<selector>-ed`, alone it is under `selector` (RFC 8463 §4: one selector per key).
 
+Rotation (`start_rotation`, `finish_rotation`, `cancel_rotation`): a new key pair of the same
+algorithms is made under a new selector and kept as the domain's *next* key while mail is still
+signed with the current one; its record is published, and once DNS shows it (the caller checks:
+`accounts.dnsrecords`) the next key takes over in one transaction. The replaced key's selectors
+are remembered (`previous_selectors`, `retired_at`): their records should stay published a few
+days, for mail still in transit.
+
 Exceptions: `core.domains.DomainError` (a user mistake: bad name, unknown account or domain,
 taken, bad key). Database failures surface as SQLAlchemy errors.
 
@@ -79,10 +86,20 @@ class Domain:
     inbound_raw: bool = False
     dmarc_policy: str = "monitor"  # "monitor": only record; "enforce": apply p=reject/quarantine
     verified_at: float | None = None  # None: not usable for sending yet
+    # Rotation: the next key (published, not signing yet), and the selectors it last replaced.
+    next_selector: str | None = None
+    next_dkim: tuple[DKIMSelector, ...] = ()
+    rotation_started_at: float | None = None
+    previous_selectors: tuple[str, ...] = ()
+    retired_at: float | None = None
 
     @property
     def verified(self) -> bool:
         return self.verified_at is not None
+
+    @property
+    def rotating(self) -> bool:
+        return self.next_selector is not None
 
 
 def ed25519_selector(selector: str, *, dual: bool) -> str:
@@ -94,25 +111,37 @@ def ed25519_selector(selector: str, *, dual: bool) -> str:
 _COLS = (domains.c.id, domains.c.name, accounts.c.name.label("account_name"), domains.c.selector,
          domains.c.rsa_private_key, domains.c.ed25519_private_key, domains.c.created_at,
          domains.c.inbound, domains.c.catch_all, domains.c.inbound_webhook, domains.c.inbound_raw,
-         domains.c.dmarc_policy, domains.c.verified_at)
+         domains.c.dmarc_policy, domains.c.verified_at, domains.c.next_selector,
+         domains.c.next_rsa_private_key, domains.c.next_ed25519_private_key,
+         domains.c.rotation_started_at, domains.c.previous_selectors, domains.c.retired_at)
+
+
+def _selectors(selector: str, rsa_pem: str | None, ed_pem: str | None) -> builtins.list[DKIMSelector]:
+    from mailrelay.mailauth.dkimsign import public_key_record
+
+    dual = bool(rsa_pem and ed_pem)
+    keys: builtins.list[DKIMSelector] = []
+    if rsa_pem:
+        keys.append(DKIMSelector("rsa", selector, public_key_record(rsa_pem.encode())))
+    if ed_pem:
+        keys.append(DKIMSelector("ed25519", ed25519_selector(selector, dual=dual),
+                                 public_key_record(ed_pem.encode())))
+    return keys
 
 
 def _domain(row: Any) -> Domain:
-    from mailrelay.mailauth.dkimsign import public_key_record
-
-    dual = bool(row.rsa_private_key and row.ed25519_private_key)
-    keys: list[DKIMSelector] = []
-    if row.rsa_private_key:
-        keys.append(DKIMSelector("rsa", row.selector,
-                                 public_key_record(row.rsa_private_key.encode())))
-    if row.ed25519_private_key:
-        keys.append(DKIMSelector("ed25519", ed25519_selector(row.selector, dual=dual),
-                                 public_key_record(row.ed25519_private_key.encode())))
+    keys = _selectors(row.selector, row.rsa_private_key, row.ed25519_private_key)
+    next_keys = (_selectors(row.next_selector, row.next_rsa_private_key, row.next_ed25519_private_key)
+                 if row.next_selector else [])
     return Domain(id=row.id, name=row.name, account_name=row.account_name, selector=row.selector,
                   algorithms=tuple(k.kind for k in keys), created_at=row.created_at,
                   dkim=tuple(keys), inbound=bool(row.inbound), catch_all=bool(row.catch_all),
                   inbound_webhook=row.inbound_webhook, inbound_raw=bool(row.inbound_raw),
-                  dmarc_policy=row.dmarc_policy, verified_at=row.verified_at)
+                  dmarc_policy=row.dmarc_policy, verified_at=row.verified_at,
+                  next_selector=row.next_selector, next_dkim=tuple(next_keys),
+                  rotation_started_at=row.rotation_started_at,
+                  previous_selectors=tuple((row.previous_selectors or "").split()),
+                  retired_at=row.retired_at)
 
 
 class DomainService:
@@ -236,6 +265,69 @@ class DomainService:
             with self._engine.begin() as conn:
                 conn.execute(domains.update().where(domains.c.id == found.id)
                              .where(domains.c.verified_at.is_(None)).values(verified_at=self._clock()))
+        return self.require(found.name)
+
+    # -- key rotation ----------------------------------------------------------------------
+
+    def start_rotation(self, name: str, selector: str | None = None) -> Domain:
+        """Make the next key (the same algorithms as the current one) under `selector`, or
+        under mrYYYYMM (a letter added if taken); mail is still signed with the current key."""
+        found = self.require(name)
+        if found.rotating:
+            raise DomainError(f"domain {found.name} is already rotating to selector {found.next_selector}: "
+                              "finish or cancel that rotation first")
+        dual = len(found.dkim) == 2
+        taken = {k.selector for k in found.dkim} | set(found.previous_selectors)
+
+        def clashes(s: str) -> bool:
+            return bool({s, ed25519_selector(s, dual=dual)} & taken)
+
+        if selector is None or not selector.strip():
+            base = "mr" + time.strftime("%Y%m", time.gmtime(self._clock()))
+            selector = next(c for c in (base, *(base + chr(ord("b") + i) for i in range(25)), "mr" + str(found.id))
+                            if not clashes(c))
+        selector = _check_selector(selector.strip())
+        if clashes(selector):
+            raise DomainError(f"selector {selector} is in use (or was until the last rotation) for "
+                              f"{found.name}: choose another")
+        rsa_pem, ed_pem = self._keys("both" if dual else found.algorithms[0], None)
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                domains.update().where(domains.c.id == found.id).where(domains.c.next_selector.is_(None))
+                .values(next_selector=selector, next_rsa_private_key=rsa_pem,
+                        next_ed25519_private_key=ed_pem, rotation_started_at=self._clock())).rowcount
+        if changed != 1:
+            raise DomainError(f"domain {found.name} was removed or started rotating meanwhile")
+        return self.require(found.name)
+
+    def finish_rotation(self, name: str, selector: str) -> Domain:
+        """The next key (under `selector`: the one whose records were checked) becomes the
+        current one, in one transaction; the old selectors are remembered as retired."""
+        found = self.require(name)
+        if not found.rotating:
+            raise DomainError(f"domain {found.name} is not rotating its DKIM key: start with "
+                              f"`mailrelay domain rotate {found.name}`")
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                domains.update().where(domains.c.id == found.id).where(domains.c.next_selector == selector)
+                .values(selector=domains.c.next_selector, rsa_private_key=domains.c.next_rsa_private_key,
+                        ed25519_private_key=domains.c.next_ed25519_private_key,
+                        previous_selectors=" ".join(k.selector for k in found.dkim),
+                        retired_at=self._clock(), next_selector=None, next_rsa_private_key=None,
+                        next_ed25519_private_key=None, rotation_started_at=None)).rowcount
+        if changed != 1:
+            raise DomainError(f"the rotation of {found.name} changed meanwhile: look again")
+        return self.require(found.name)
+
+    def cancel_rotation(self, name: str) -> Domain:
+        """Drop the next key (the current one stays)."""
+        found = self.require(name)
+        if not found.rotating:
+            raise DomainError(f"domain {found.name} is not rotating its DKIM key")
+        with self._engine.begin() as conn:
+            conn.execute(domains.update().where(domains.c.id == found.id)
+                         .values(next_selector=None, next_rsa_private_key=None,
+                                 next_ed25519_private_key=None, rotation_started_at=None))
         return self.require(found.name)
 
     # -- receiving -------------------------------------------------------------------------

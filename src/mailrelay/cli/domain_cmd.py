@@ -1,5 +1,6 @@
 """`mailrelay domain ...`: add sender domains with DKIM keys, list, show, verify DNS, remove;
-`domain add --inbound` / `domain inbound` make a domain receive mail on port 25.
+`domain add --inbound` / `domain inbound` make a domain receive mail on port 25; `domain rotate`
+replaces a domain's DKIM key in two steps (a next key to publish, then the switch once DNS has it).
 
 A domain is added unverified and sends (require_own_domain, DKIM signing) only once `domain
 verify` found all its records, or an operator used `domain verify --force` (closed networks).
@@ -14,7 +15,14 @@ import argparse
 import asyncio
 from typing import Any
 
-from mailrelay.accounts.dnsrecords import DNSRecord, RecordCheck, check_records, dns_records
+from mailrelay.accounts.dnsrecords import (
+    DNSRecord,
+    RecordCheck,
+    check_bounded,
+    check_records,
+    dns_records,
+    next_key_records,
+)
 from mailrelay.accounts.domains import (
     ALGORITHM_CHOICES,
     DEFAULT_SELECTOR,
@@ -100,6 +108,19 @@ def add_arguments(sub: Any) -> None:
                    help="mark the domain verified WITHOUT checking DNS (operators, closed networks)")
     _json(p)
     p.set_defaults(func=cmd_verify)
+
+    p = dom.add_parser("rotate", help="replace the domain's DKIM key: start (a next key to publish), then "
+                                      "--finish once DNS has it (or --cancel)")
+    p.add_argument("domain")
+    p.add_argument("--selector", help="start: the next key's selector (default mrYYYYMM, made unique)")
+    step = p.add_mutually_exclusive_group()
+    step.add_argument("--finish", action="store_true",
+                      help="check DNS for the next key's record and, when it is there, sign with the next key")
+    step.add_argument("--cancel", action="store_true", help="drop the next key; the current one stays")
+    p.add_argument("--force", action="store_true",
+                   help="with --finish: switch WITHOUT checking DNS (operators, closed networks)")
+    _json(p)
+    p.set_defaults(func=cmd_rotate)
 
     p = dom.add_parser("remove", help="remove a domain and delete its DKIM keys")
     p.add_argument("domain")
@@ -219,7 +240,20 @@ def _describe_keys(domain: Domain) -> list[str]:
 
 
 def _records_table(records: list[DNSRecord]) -> str:
-    return format_table(("type", "name", "value"), [(r.type, r.name, r.value) for r in records])
+    return format_table(("type", "name", "value"),
+                        [(r.type, r.name + (" (next key: publish now)" if r.next_key else ""), r.value)
+                         for r in records])
+
+
+def _describe_rotation(d: Domain) -> str:
+    if d.rotating:
+        return (f"next key under selector {', '.join(k.selector for k in d.next_dkim)} since "
+                f"{format_time(d.rotation_started_at or 0)}: publish its record, then "
+                f"`mailrelay domain rotate {d.name} --finish`")
+    if d.previous_selectors:
+        return (f"none; selector {', '.join(d.previous_selectors)} retired {format_time(d.retired_at or 0)} "
+                "(remove its TXT record a few days after: mail in transit is still checked against it)")
+    return "none"
 
 
 def _record_json(r: DNSRecord) -> dict[str, Any]:
@@ -234,6 +268,10 @@ def _domain_json(d: Domain, records: list[DNSRecord] | None = None) -> dict[str,
         "dkim": [{"algorithm": k.kind, "selector": k.selector, "record": k.record} for k in d.dkim],
         "inbound": {"enabled": d.inbound, "catch_all": d.catch_all, "webhook": d.inbound_webhook,
                     "raw": d.inbound_raw, "dmarc": d.dmarc_policy},
+        "rotation": {"next_selector": d.next_selector, "started_at": d.rotation_started_at,
+                     "next_dkim": [{"algorithm": k.kind, "selector": k.selector, "record": k.record}
+                                   for k in d.next_dkim],
+                     "previous_selectors": list(d.previous_selectors), "retired_at": d.retired_at},
     }
     if records is not None:
         out["dns_records"] = [_record_json(r) for r in records]
@@ -267,6 +305,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"created:  {format_time(domain.created_at)}")
     print(f"verified: {_describe_verified(domain)}")
     print(f"inbound:  {_describe_inbound(domain)}")
+    print(f"rotation: {_describe_rotation(domain)}")
     print()
     print("DNS records:")
     print(_records_table(records))
@@ -345,6 +384,79 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"domain {domain.name} stays unverified: it is not used for sending (From: refused under "
                   "require_own_domain, never DKIM-signed) until every record is in place")
     return 0 if ok else 1
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    if args.force and not args.finish:
+        raise UsageError("--force goes with --finish (it switches keys without checking DNS)")
+    if args.selector is not None and (args.finish or args.cancel):
+        raise UsageError("--selector is for starting a rotation, not with --finish or --cancel")
+    settings, svc = _service(args)
+    if args.cancel:
+        domain = svc.cancel_rotation(args.domain)
+        if args.json:
+            print(to_json(_domain_json(domain)))
+        else:
+            print(f"rotation of {domain.name} cancelled: the next key is deleted, mail is still signed with "
+                  f"selector {domain.selector} (remove the next key's TXT record if you published it)")
+        return 0
+    if args.finish:
+        return _finish_rotation(settings, svc, args)
+    domain = svc.start_rotation(args.domain, args.selector)
+    records = next_key_records(domain)
+    if args.json:
+        print(to_json(_domain_json(domain, _records(settings, domain))))
+        return 0
+    print(f"rotation of {domain.name} started: new {'/'.join(domain.algorithms)} key under selector "
+          f"{domain.next_selector}; mail is still signed with selector {domain.selector}")
+    print()
+    print("Publish this DNS record now (the next key):")
+    print(_records_table([DNSRecord(r.purpose, r.type, r.name, r.value) for r in records]))
+    print()
+    print(TXT_NOTE)
+    print(f"Then run `mailrelay domain rotate {domain.name} --finish`: it checks the record and switches "
+          "signing to the next key.")
+    return 0
+
+
+def _finish_rotation(settings: Settings, svc: DomainService, args: argparse.Namespace) -> int:
+    domain = svc.require(args.domain)
+    if not domain.rotating or domain.next_selector is None:
+        raise UsageError(f"domain {domain.name} is not rotating its DKIM key: start with "
+                         f"`mailrelay domain rotate {domain.name}`")
+    checks: list[RecordCheck] = []
+    if not args.force:
+        from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
+
+        try:
+            resolver = DNSResolver(settings.dns.nameservers, settings.dns.timeout)
+        except DNSConfigError as exc:
+            raise ConfigError(settings.source, exc.key, str(exc)) from None
+        checks = asyncio.run(check_bounded(domain, next_key_records(domain), resolver,
+                                           bound=settings.dns.timeout + 1.0))
+    ok = all(c.status == "ok" for c in checks)
+    old = domain.selector
+    if ok:
+        domain = svc.finish_rotation(domain.name, domain.next_selector)
+    if args.json:
+        print(to_json({"domain": domain.name, "ok": ok, "forced": bool(args.force), "selector": domain.selector,
+                       "checks": [_check_json(c) for c in checks], **_domain_json(domain)}))
+        return 0 if ok else 1
+    for c in checks:
+        if c.status != "ok":
+            print(f"DKIM TXT {c.record.name}: {c.status}" + (f" ({c.note})" if c.note else ""))
+            print(f"  expected: {c.record.value}")
+            for value in c.found:
+                print(f"  found:    {value}")
+    if not ok:
+        print(f"the next key's record is not in place yet: mail is still signed with selector {old}; "
+              f"publish it, wait for DNS, then run `mailrelay domain rotate {domain.name} --finish` again")
+        return 1
+    how = " WITHOUT checking DNS (--force)" if args.force else " (its record is in place)"
+    print(f"domain {domain.name} now signs with selector {domain.selector}{how}")
+    print(f"keep the TXT record of selector {', '.join(domain.previous_selectors)} a few days (mail in transit "
+          "is still checked against it), then remove it")
+    return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

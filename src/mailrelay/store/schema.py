@@ -314,6 +314,15 @@ domains = sa.Table(
     # When its DNS records were checked and found right (or an operator forced it): only a
     # verified domain is usable for sending (require_own_domain, DKIM signing).
     sa.Column("verified_at", sa.Float, nullable=True),
+    # DKIM key rotation: the next key, made and published but not signing yet (its selector;
+    # the same algorithms as the current key), and once it took over, the selectors of the key
+    # it replaced (space-separated) and when (their records may be removed a few days later).
+    sa.Column("next_selector", sa.String(63), nullable=True),
+    sa.Column("next_rsa_private_key", sa.Text, nullable=True),
+    sa.Column("next_ed25519_private_key", sa.Text, nullable=True),
+    sa.Column("rotation_started_at", sa.Float, nullable=True),
+    sa.Column("previous_selectors", sa.String(127), nullable=True),
+    sa.Column("retired_at", sa.Float, nullable=True),
 )
 
 # Known recipient addresses of inbound domains (`mailrelay address add user@example.com`).

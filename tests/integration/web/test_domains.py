@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import dkim
 import httpx
 
+from tests.integration.delivery.test_dkim_and_domains import dns_lookup
 from tests.integration.http.conftest import APINode
 from tests.integration.http.test_domains import dns_toml, publish
 from tests.integration.web.support import HOSTILE, browser, form_token, sign_in
@@ -154,3 +156,78 @@ def test_a_silent_dns_server_bounds_the_check_and_never_holds_up_other_pages(
     assert statuses(r) == ["ok", "ok", "error", "ok"] and "lookup failed" in r.text
     assert api.node.app.domains.require("slow.test").verified_at is None
 
+
+
+def rotate(http: httpx.Client, domain: str, step: str = "", **fields: str) -> httpx.Response:
+    token = form_token(http.get(f"/domains/{domain}"))
+    return http.post(f"/domains/{domain}/rotate{step}", data={"csrf": token, **fields})
+
+
+def test_rotation_finishes_only_once_dns_has_the_next_key_then_mail_is_signed_with_it(
+        api_factory: Callable[..., APINode], fake_dns: FakeDNS) -> None:
+    api = api_factory(dns_toml(fake_dns))
+    app = api.node.app
+    alice = app.accounts.get("alice")
+    assert alice is not None
+    with browser(api) as http:
+        sign_in(http)
+        add(http, "sender.test")
+        app.domains.mark_verified("sender.test")
+        page = http.get("/domains/sender.test").text
+        assert "Start rotation" in page and "not available yet" not in page and "Finish rotation" not in page
+
+        r = rotate(http, "sender.test", selector="next1")
+        assert r.status_code == 303 and r.headers["location"] == "/domains/sender.test?notice=rotation-started"
+        page = http.get(r.headers["location"]).text
+        assert "publish now (next key)" in page and ">next1._domainkey.sender.test</code>" in page
+        assert "Finish rotation" in page and "Cancel rotation" in page and "Start rotation" not in page
+        [next_key] = app.domains.require("sender.test").next_dkim
+        assert html.escape(next_key.record) in page
+
+        r = rotate(http, "sender.test", "/finish")
+        assert r.status_code == 200 and "not in DNS yet" in r.text
+        assert re.findall(r'class="rotation-check" data-status="(\w+)"', r.text) == ["missing"]
+        fake_dns.txt("next1._domainkey.sender.test", "v=DKIM1; k=rsa; p=AAAAold")
+        r = rotate(http, "sender.test", "/finish")
+        assert re.findall(r'class="rotation-check" data-status="(\w+)"', r.text) == ["different"]
+        assert "p=AAAAold" in r.text  # what DNS holds, shown
+        assert app.domains.require("sender.test").selector == "mr1"
+
+        fake_dns.clear()
+        fake_dns.txt("next1._domainkey.sender.test", next_key.record)
+        r = rotate(http, "sender.test", "/finish")
+        assert r.status_code == 303 and r.headers["location"].endswith("notice=rotation-finished")
+        page = http.get(r.headers["location"]).text
+        assert "Selector <code>mr1</code>" in page and "you may remove its TXT record after a few days" in page
+    assert app.domains.require("sender.test").selector == "next1"
+    msg = b"From: alice@sender.test\r\nTo: bob@example.net\r\nSubject: x\r\n\r\nbody\r\n"
+    header = app.signer(alice.id, msg)
+    assert header.startswith(b"DKIM-Signature: ") and b"s=next1;" in header and b"d=sender.test;" in header
+    assert dkim.verify(header + msg, dnsfunc=dns_lookup(fake_dns)), "verifies against the published next key"
+
+
+def test_rotation_cancel_another_accounts_domain_and_csrf(api_factory: Callable[..., APINode],
+                                                         fake_dns: FakeDNS) -> None:
+    api = api_factory(dns_toml(fake_dns))
+    api.node.app.domains.add("bob.test", "bob")
+    with browser(api) as http:
+        sign_in(http)
+        add(http, "mine.test")
+        r = rotate(http, "mine.test", selector="mr1")
+        assert r.status_code == 400 and "selector mr1 is in use" in r.text
+        r = rotate(http, "mine.test", selector=HOSTILE)
+        assert r.status_code == 400 and "<script>alert" not in r.text
+        assert rotate(http, "mine.test", "/finish").status_code == 400  # nothing to finish
+        assert rotate(http, "mine.test").status_code == 303  # default selector
+        assert api.node.app.domains.require("mine.test").next_selector == time.strftime("mr%Y%m", time.gmtime())
+        r = rotate(http, "mine.test", "/cancel")
+        assert r.status_code == 303 and r.headers["location"].endswith("notice=rotation-cancelled")
+        assert "Start rotation" in http.get("/domains/mine.test").text
+
+        token = form_token(http.get("/domains"))
+        for step in ("", "/finish", "/cancel"):
+            assert http.post(f"/domains/bob.test/rotate{step}", data={"csrf": token}).status_code == 404
+            assert http.post(f"/domains/mine.test/rotate{step}", data={"csrf": "forged"}).status_code == 403
+    assert api.node.app.domains.require("bob.test").next_selector is None
+    assert api.node.app.domains.require("mine.test").next_selector is None
+    assert fake_dns.queries == []
