@@ -66,7 +66,8 @@ messages = sa.Table(
     "messages",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),  # queue id
-    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    # indexed by ix_messages_activity, which leads with it
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("mail_from", sa.String(320), nullable=False),
     sa.Column("mail_params", sa.Text, nullable=False, server_default="{}"),  # JSON object
     sa.Column("client_ip", sa.String(64), nullable=False),

@@ -61,7 +61,7 @@ def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
     assert diff == []
     assert names == TABLES
     assert {ix.name for t in metadata.tables.values() for ix in t.indexes} <= indexes
-    assert {"ix_api_keys_account_id", "ix_messages_account_id", "ix_messages_created_at",
+    assert {"ix_api_keys_account_id", "ix_messages_activity", "ix_messages_created_at",
             "ix_recipients_message_id", "ix_recipients_status_next"} <= indexes
 
 
