@@ -128,6 +128,19 @@ async def _own(request: Request, session: WebSession, name: str) -> Domain | Non
     return found if found is not None and found.account_name == session.account else None
 
 
+async def _posted_own(request: Request, name: str) -> tuple[WebSession, dict[str, str], Domain] | Response:
+    """A form posted about the account's domain `name`: the session, the form and the domain, or
+    the answer (sign in, 403 without the token, the 404 for a domain that is not the account's)."""
+    answer = await posted(request)
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
+    domain = await _own(request, session, name)
+    if domain is None:
+        return not_found(request, session, "domain")
+    return session, fields, domain
+
+
 def _domain_page(request: Request, session: WebSession, domain: Domain, rows: list[Row], *,
                  checked: bool = False, error: str = "", status: int = 200, selector: str = "",
                  rotation_rows: list[Row] | None = None) -> HTMLResponse:
@@ -151,13 +164,10 @@ async def domain_page(request: Request, name: str) -> Response:
 @router.post("/domains/{name}/verify")
 async def verify_domain(request: Request, name: str) -> Response:
     """The API's validate: ask DNS for every record; all in place marks the domain verified."""
-    answer = await posted(request)
+    answer = await _posted_own(request, name)
     if isinstance(answer, Response):
         return answer
-    session, _ = answer
-    domain = await _own(request, session, name)
-    if domain is None:
-        return not_found(request, session, "domain")
+    session, _, domain = answer
     svc = services(request)
     settings = svc.settings
     records = _records(settings, domain)
@@ -182,13 +192,10 @@ async def verify_domain(request: Request, name: str) -> Response:
 @router.post("/domains/{name}/rotate")
 async def start_rotation(request: Request, name: str) -> Response:
     """A next key under the selector given (or mrYYYYMM), published before it signs."""
-    answer = await posted(request)
+    answer = await _posted_own(request, name)
     if isinstance(answer, Response):
         return answer
-    session, fields = answer
-    domain = await _own(request, session, name)
-    if domain is None:
-        return not_found(request, session, "domain")
+    session, fields, domain = answer
     svc = services(request)
     selector = fields.get("selector", "").strip()[:MAX_SELECTOR + 1]
     try:
@@ -202,13 +209,10 @@ async def start_rotation(request: Request, name: str) -> Response:
 @router.post("/domains/{name}/rotate/finish")
 async def finish_rotation(request: Request, name: str) -> Response:
     """Sign with the next key, only once DNS has its record (asked now, bounded as Verify)."""
-    answer = await posted(request)
+    answer = await _posted_own(request, name)
     if isinstance(answer, Response):
         return answer
-    session, _ = answer
-    domain = await _own(request, session, name)
-    if domain is None:
-        return not_found(request, session, "domain")
+    session, _, domain = answer
     svc = services(request)
     settings = svc.settings
     if domain.next_selector is None:
@@ -237,13 +241,10 @@ async def finish_rotation(request: Request, name: str) -> Response:
 
 @router.post("/domains/{name}/rotate/cancel")
 async def cancel_rotation(request: Request, name: str) -> Response:
-    answer = await posted(request)
+    answer = await _posted_own(request, name)
     if isinstance(answer, Response):
         return answer
-    session, _ = answer
-    domain = await _own(request, session, name)
-    if domain is None:
-        return not_found(request, session, "domain")
+    session, _, domain = answer
     svc = services(request)
     try:
         await run(request, DomainService(svc.engine).cancel_rotation, domain.name)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from mailrelay.events import activity
 from mailrelay.store import migrate
 from mailrelay.store.db import StorageError, create_engine
 from mailrelay.store.schema import metadata
@@ -19,6 +20,21 @@ TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events"
           "usage", "addresses", "auth_failures", "nodes", "asm_groups", "asm_suppressions", "templates",
           "template_versions", "mail_batches", "web_sessions", "webhook_posts",
           "message_categories", "alembic_version"}
+
+
+def migrate_to(engine: sa.Engine, revision: str, step: str = "upgrade") -> None:
+    """Run alembic's upgrade (or downgrade) of `engine` to `revision`, to test one migration's data."""
+    from alembic import command
+    from alembic.config import Config
+
+    from mailrelay.store.db import MIGRATIONS_DIR
+
+    with engine.connect() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        cfg.attributes["connection"] = conn
+        getattr(command, step)(cfg, revision)
+        conn.commit()
 
 
 def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
@@ -135,23 +151,9 @@ def test_unopenable_sqlite_file_is_a_storage_error(tmp_path: Path) -> None:
 
 
 def test_0006_gives_existing_api_keys_full_access_and_downgrades(db_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from mailrelay.store.db import MIGRATIONS_DIR
-
     engine = create_engine(db_url)
-
-    def to(revision: str, step: str = "upgrade") -> None:
-        with engine.connect() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-            cfg.attributes["connection"] = conn
-            getattr(command, step)(cfg, revision)
-            conn.commit()
-
     try:
-        to("0005")
+        migrate_to(engine, "0005")
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, "
                                  "updated_at) VALUES (7, 'keep', 'h', 1, 1)"))
@@ -161,7 +163,7 @@ def test_0006_gives_existing_api_keys_full_access_and_downgrades(db_url: str) ->
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT id, label, scopes FROM api_keys")).all() == [
                 ("OldKeyId12345678", "ci", None)]
-        to("0005", "downgrade")
+        migrate_to(engine, "0005", "downgrade")
         with engine.connect() as conn:
             columns = {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}
             assert "scopes" not in columns and "label" in columns
@@ -172,19 +174,9 @@ def test_0006_gives_existing_api_keys_full_access_and_downgrades(db_url: str) ->
 
 
 def test_0007_keeps_every_row_and_counts_existing_sender_domains_as_verified(db_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from mailrelay.store.db import MIGRATIONS_DIR
-
     engine = create_engine(db_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     try:
-        with engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0006")
-            conn.commit()
+        migrate_to(engine, "0006")
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, updated_at) "
                                  "VALUES (7, 'keep', 'h', 1, 1)"))
@@ -197,5 +189,32 @@ def test_0007_keeps_every_row_and_counts_existing_sender_domains_as_verified(db_
             assert conn.execute(sa.text("SELECT id FROM api_keys")).scalars().all() == ["Kept"]
             assert conn.execute(sa.text("SELECT name, verified_at FROM domains")).all() == [("shop.example", 5.0)]
             assert conn.execute(sa.text("SELECT webhook_enabled FROM accounts")).scalar() in (True, 1)
+    finally:
+        engine.dispose()
+
+
+def test_migration_0012_gives_old_recipients_their_account_and_old_messages_their_categories(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        migrate_to(engine, "0011")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, updated_at) "
+                                 "VALUES (7, 'keep', 'h', 1, 1)"))
+            for qid, tags in (("A" * 16, '{"category": ["news", "news", "weekly"]}'), ("B" * 16, '{"category": "one"}'),
+                              ("C" * 16, None), ("D" * 16, "not json")):
+                conn.execute(sa.text(
+                    "INSERT INTO messages (id, account_id, mail_from, client_ip, helo, listener, size, "
+                    "trace_headers, body, created_at, tags) "
+                    "VALUES (:id, 7, 'a@b.test', '127.0.0.1', 'h', 'api', 1, :b, :b, 1, :tags)"),
+                    {"id": qid, "b": b"x", "tags": tags})
+                conn.execute(sa.text("INSERT INTO recipients (message_id, address, domain, updated_at) "
+                                     "VALUES (:id, 'r@c.test', 'c.test', 1)"), {"id": qid})
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert set(conn.execute(sa.text("SELECT account_id FROM recipients")).scalars()) == {7}
+            assert sorted(conn.execute(sa.text("SELECT message_id, category FROM message_categories")).all()) == [
+                ("A" * 16, "news"), ("A" * 16, "weekly"), ("B" * 16, "one")]
+        found = activity.activity_page(engine, 7, activity.Search(equals={"category": "weekly"}), 50)
+        assert [r["queue_id"] for r in found.rows] == ["A" * 16]
     finally:
         engine.dispose()

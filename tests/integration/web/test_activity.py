@@ -12,7 +12,7 @@ import httpx
 import sqlalchemy as sa
 
 from mailrelay.core.status import EV_RETRIED_BY_OPERATOR
-from mailrelay.events.activity import Cursor, Search, activity_page, query_plan
+from mailrelay.events.activity import Cursor, Search, query_plan
 from mailrelay.store import migrate
 from mailrelay.store.db import create_engine
 from mailrelay.store.schema import messages, recipients
@@ -186,42 +186,5 @@ def test_the_activity_queries_read_an_index_in_order(tmp_path: Path) -> None:
             plan = query_plan(engine, 1, search, **kw)
             assert "USING INDEX " + index in plan[0] or "USING COVERING INDEX " + index in plan[0], plan
             assert not any("SCAN" in line or "TEMP B-TREE FOR ORDER BY" in line for line in plan), plan
-    finally:
-        engine.dispose()
-
-
-def test_migration_0012_gives_old_recipients_their_account_and_old_messages_their_categories(db_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from mailrelay.store.db import MIGRATIONS_DIR
-
-    engine = create_engine(db_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-    try:
-        with engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0011")
-            conn.commit()
-        with engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, updated_at) "
-                                 "VALUES (7, 'keep', 'h', 1, 1)"))
-            for qid, tags in (("A" * 16, '{"category": ["news", "news", "weekly"]}'), ("B" * 16, '{"category": "one"}'),
-                              ("C" * 16, None), ("D" * 16, "not json")):
-                conn.execute(sa.text(
-                    "INSERT INTO messages (id, account_id, mail_from, client_ip, helo, listener, size, "
-                    "trace_headers, body, created_at, tags) "
-                    "VALUES (:id, 7, 'a@b.test', '127.0.0.1', 'h', 'api', 1, :b, :b, 1, :tags)"),
-                    {"id": qid, "b": b"x", "tags": tags})
-                conn.execute(sa.text("INSERT INTO recipients (message_id, address, domain, updated_at) "
-                                     "VALUES (:id, 'r@c.test', 'c.test', 1)"), {"id": qid})
-        migrate.upgrade(engine)
-        with engine.connect() as conn:
-            assert set(conn.execute(sa.text("SELECT account_id FROM recipients")).scalars()) == {7}
-            assert sorted(conn.execute(sa.text("SELECT message_id, category FROM message_categories")).all()) == [
-                ("A" * 16, "news"), ("A" * 16, "weekly"), ("B" * 16, "one")]
-        found = activity_page(engine, 7, Search(equals={"category": "weekly"}), 50)
-        assert [r["queue_id"] for r in found.rows] == ["A" * 16]
     finally:
         engine.dispose()
