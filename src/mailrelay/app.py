@@ -36,7 +36,7 @@ from mailrelay.resolver.dnspython import BlockingDNSResolver, DNSConfigError, DN
 from mailrelay.router import PolicyRouter
 from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.listener import EngineLimits, Listener
-from mailrelay.smtp.server import BindFailure, SMTPServer
+from mailrelay.smtp.server import BindFailure, ListenerState, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.open import open_storage
@@ -170,13 +170,17 @@ class App:
         return SMTPServer(hostname=s.server.hostname, banner=s.smtp.banner, limits=limits,
                           auth_limiter=self.lockout, listeners=listeners)
 
-    def build_http(self) -> HTTPServer:
-        """The HTTP API over this node's services (served by the `serve` process's HTTP child)."""
+    def build_http(self, listeners: ListenerState | None = None) -> HTTPServer:
+        """The HTTP API over this node's services (served by the `serve` process's HTTP child).
+
+        `listeners`: what the node's SMTP listeners bound, as the `serve` process told its HTTP
+        child (for /readyz); by default this process's own listeners."""
         s = self.settings
         self._serves_logins = True
         services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
                             auth_limiter=self.lockout, executor=self.auth_executor,
-                            engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher))
+                            engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher),
+                            listeners=self.smtp.state if listeners is None else lambda: listeners)
         api = build_api(services)
         web.install(api, WebServices(settings=s, accounts=self.accounts, sessions=WebSessions(self.engine),
                                      lockout=self.lockout, engine=self.engine, executor=self.auth_executor,

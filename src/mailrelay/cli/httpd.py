@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from mailrelay.app import App
 from mailrelay.logs import setup_logging
 from mailrelay.settings import Settings
+from mailrelay.smtp.server import ListenerState
 from mailrelay.store.db import create_engine
 
 log = logging.getLogger("mailrelay")
@@ -40,15 +41,19 @@ class HTTPChild:
     wake_fd: int  # where the child says "new mail committed"
 
 
-def start_http(settings: Settings, on_enqueued: Callable[[], None] | None) -> list[HTTPChild]:
-    return [_start_one(settings, index, on_enqueued) for index in range(settings.http.processes)]
+def start_http(settings: Settings, on_enqueued: Callable[[], None] | None,
+               listeners: ListenerState) -> list[HTTPChild]:
+    """`listeners`: what the SMTP listeners bound (started after them: /readyz tells it)."""
+    return [_start_one(settings, index, on_enqueued, listeners) for index in range(settings.http.processes)]
 
 
-def _start_one(settings: Settings, index: int, on_enqueued: Callable[[], None] | None) -> HTTPChild:
+def _start_one(settings: Settings, index: int, on_enqueued: Callable[[], None] | None,
+               listeners: ListenerState) -> HTTPChild:
     ctx = multiprocessing.get_context("spawn")
     alive_r, alive_w = ctx.Pipe(duplex=False)
     wake_r, wake_w = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(settings, alive_r, wake_w), name=f"http-{index}", daemon=False)
+    process = ctx.Process(target=_child_main, args=(settings, alive_r, wake_w, listeners),
+                          name=f"http-{index}", daemon=False)
     process.start()
     alive_r.close()
     wake_w.close()
@@ -97,7 +102,7 @@ async def stop_http(children: list[HTTPChild], timeout: float) -> None:
 
 
 def _child_main(settings: Settings, alive: multiprocessing.connection.Connection,
-                wake: multiprocessing.connection.Connection) -> None:
+                wake: multiprocessing.connection.Connection, listeners: ListenerState) -> None:
     setup_logging(settings.server.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     engine = create_engine(settings.storage_url, connect_timeout=settings.storage.connect_timeout)
@@ -105,13 +110,13 @@ def _child_main(settings: Settings, alive: multiprocessing.connection.Connection
     try:
         import uvloop
     except ImportError:  # pragma: no cover
-        code = asyncio.run(_child(app, alive.fileno(), wake.fileno()))
+        code = asyncio.run(_child(app, alive.fileno(), wake.fileno(), listeners))
     else:
-        code = uvloop.run(_child(app, alive.fileno(), wake.fileno()))
+        code = uvloop.run(_child(app, alive.fileno(), wake.fileno(), listeners))
     raise SystemExit(code)
 
 
-async def _child(app: App, alive_fd: int, wake_fd: int) -> int:
+async def _child(app: App, alive_fd: int, wake_fd: int, listeners: ListenerState) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -133,7 +138,7 @@ async def _child(app: App, alive_fd: int, wake_fd: int) -> int:
 
     loop.add_reader(alive_fd, parent_gone)
     app.writer.on_enqueued = committed
-    server = app.build_http()
+    server = app.build_http(listeners)
     await app.start()
     # What start-up built (the app, its routes and OpenAPI models, the ORM's tables) lives as
     # long as the process: out of the collector's sight, and fewer collections of what each

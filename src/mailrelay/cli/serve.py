@@ -68,8 +68,10 @@ async def _serve(app: App) -> int:
         app.writer.on_enqueued = functools.partial(wake, workers)
     http: list[HTTPChild] = []
     if app.settings.http.enabled:
-        # Mail the API commits wakes delivery as SMTP mail does.
-        http = start_http(app.settings, lambda: app.writer.on_enqueued() if app.writer.on_enqueued else None)
+        # Mail the API commits wakes delivery as SMTP mail does. Started after the SMTP
+        # listeners are bound: each child's /readyz tells what they bound.
+        http = start_http(app.settings, lambda: app.writer.on_enqueued() if app.writer.on_enqueued else None,
+                          app.smtp.state())
     log.info("mailrelay ready as %s: %s", app.settings.server.hostname, bound)
     await stop.wait()
     log.info("stopping: finishing sessions in flight (at most %.0fs)", app.settings.server.shutdown_timeout)

@@ -41,6 +41,7 @@ class HTTPServer:
             ssl_keyfile=str(settings.key_path) if settings.http.tls else None,
         )
         self._server = _Server(config)
+        self.app = app
         # Set at stop: long responses (the dashboard's event streams) end on it, so stopping
         # does not wait for them until the graceful timeout.
         app.state.stopping = asyncio.Event()

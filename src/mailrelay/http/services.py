@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from mailrelay.accounts.operators import OperatorKeys
 from mailrelay.accounts.service import AccountService
 from mailrelay.settings import Settings
 from mailrelay.smtp.limits import AuthFailureLimiter
+from mailrelay.smtp.server import ListenerState
 from mailrelay.submission.api import APISubmission
 
 
@@ -23,3 +25,4 @@ class Services:
     executor: Executor  # argon2 checks, off the event loop
     engine: sa.Engine  # read-only queries (stats, email activity) from sync handlers
     operator_keys: OperatorKeys  # the keys of /admin/v1, in this node's data_dir
+    listeners: Callable[[], ListenerState] = ListenerState  # the node's SMTP listeners, for /readyz

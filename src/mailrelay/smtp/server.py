@@ -44,6 +44,18 @@ class BindFailure:
                 f"change listener.{self.listener}.listen in the config")
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerState:
+    """What a node's SMTP listeners bound at start: told to its HTTP processes for /readyz."""
+
+    bound: tuple[str, ...] = ()  # "name host:port" of each bound address
+    unbound: tuple[str, ...] = ()  # "name host:port" of each address that could not be bound
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.bound) and not self.unbound
+
+
 class SMTPServer:
     """All listeners of one process and the sessions they carry (their `Host`, see smtp.base)."""
 
@@ -59,6 +71,7 @@ class SMTPServer:
         self.draining = False
         self._servers: list[asyncio.Server] = []
         self.bound: dict[str, list[tuple[str, int]]] = {}
+        self.failures: list[BindFailure] = []
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> list[BindFailure]:
@@ -83,7 +96,13 @@ class SMTPServer:
                     addr = sock.getsockname()
                     self.bound.setdefault(listener.name, []).append((str(addr[0]), int(addr[1])))
         self._sweeper = loop.create_task(self._sweep())
+        self.failures = failures
         return failures
+
+    def state(self) -> ListenerState:
+        return ListenerState(
+            bound=tuple(f"{name} {host}:{port}" for name, addrs in self.bound.items() for host, port in addrs),
+            unbound=tuple(f"{f.listener} {f.address}:{f.port}" for f in self.failures))
 
     def admit(self, session: SessionBase) -> Reply | None:
         """Count a new connection; a Reply means refuse it (the caller closes)."""

@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import time
 
+import sqlalchemy
 import sqlalchemy.exc
 
 log = logging.getLogger("mailrelay.store")
@@ -79,6 +80,12 @@ class StorageHealth:
         self.down_since = None
         log.warning("database back after %.1f s; %d messages refused and %d writes failed meanwhile",
                     took, self.refused_messages, self.failed_writes)
+
+
+def ping(engine: sqlalchemy.Engine) -> None:
+    """One `SELECT 1`: the database answers (raises the driver's error when it does not)."""
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT 1"))
 
 
 def describe(exc: BaseException) -> str:

@@ -57,6 +57,9 @@ def test_the_api_answers_from_its_own_process_and_stops_with_sigterm(
         tmp_path: Path, db_url: str, servers: list[Server]) -> None:
     server, url, key, child = _start(tmp_path, db_url, servers)
     assert child != server.proc.pid
+    # /readyz of the child: the parent bound its SMTP listeners before starting it, and said so.
+    ready = httpx.get(f"{url}/readyz", trust_env=False)
+    assert ready.status_code == 200 and ready.json()["checks"]["listeners"] == "ok", ready.text
     r = httpx.post(f"{url}/v3/mail/send", json=MAIL, headers={"Authorization": f"Bearer {key}"}, trust_env=False)
     assert r.status_code == 202, r.text
     server.proc.send_signal(signal.SIGTERM)
