@@ -27,6 +27,7 @@ from mailrelay.cli import (
     node_cmd,
     operator_cmd,
     queue_cmd,
+    status_cmd,
     suppression_cmd,
 )
 from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
@@ -81,6 +82,7 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     inbox_cmd.add_arguments(sub)
     node_cmd.add_arguments(sub)
     operator_cmd.add_arguments(sub)
+    status_cmd.add_arguments(sub)
     return parser
 
 

@@ -209,6 +209,27 @@ def listing(conn: Connection) -> list[NodeInfo]:
                      sum(counts.get(o, 0) for o in owned_by([r.name]))) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class HostSummary:
+    """The delivering processes of one host (`mailrelay status`, the operator's nodes page)."""
+
+    host: str
+    up: int  # processes whose heartbeat is younger than dead_after, by this machine's clock
+    workers: int  # processes with a row
+    leased: int
+    last_seen: float  # the newest heartbeat
+
+
+def by_host(found: Iterable[NodeInfo], now: float, dead_after: float) -> list[HostSummary]:
+    """The processes grouped by host, in host order."""
+    hosts: dict[str, list[NodeInfo]] = {}
+    for n in found:
+        hosts.setdefault(n.host, []).append(n)
+    return [HostSummary(host, sum(1 for n in rows if node_state(now - n.heartbeat_at, dead_after) == "alive"),
+                        len(rows), sum(n.leased for n in rows), max(n.heartbeat_at for n in rows))
+            for host, rows in sorted(hosts.items())]
+
+
 def node_state(silent: float, dead_after: float) -> str:
     """"alive" or "silent": an operator's hint from the wall clocks of two machines. The nodes
     themselves never compare clocks: they bury a node whose heartbeat stops changing."""

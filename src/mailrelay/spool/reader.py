@@ -227,6 +227,15 @@ class QueueReader:
             rows = conn.execute(sa.select(r.c.status, sa.func.count()).group_by(r.c.status)).all()
         return {status: int(n) for status, n in rows}
 
+    def oldest(self, status: str) -> float | None:
+        """When the oldest message with a recipient in `status` was accepted; None if none is."""
+        r = recipients
+        query = (sa.select(sa.func.min(messages.c.created_at)).join(messages, messages.c.id == r.c.message_id)
+                 .where(r.c.status == status))
+        with self._engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else float(found)
+
     def shape(self, now: float, *, statuses: tuple[str, ...] = PENDING,
               limit: int = 100) -> tuple[DomainShape, builtins.list[DomainShape]]:
         """Postfix's `qshape`: recipients in `statuses` by destination domain and the age of

@@ -12,20 +12,26 @@ from mailrelay.store import db, migrate
 log = logging.getLogger("mailrelay")
 
 
+def engine_for(settings: Settings) -> sa.Engine:
+    """The engine for `storage.url`, not connected yet (nor migrated); a URL that cannot be
+    used is a ConfigError naming storage.url."""
+    url = settings.storage_url
+    try:
+        return db.create_engine(url, connect_timeout=settings.storage.connect_timeout)
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
+        reason = str(exc).replace(url, redact_url(url))
+        raise ConfigError(settings.source, "storage.url",
+                          f"not a usable database URL ({reason}); expected sqlite:///PATH "
+                          "or postgresql://USER@HOST:PORT/DB") from None
+
+
 def open_storage(settings: Settings) -> sa.Engine:
     """The engine for `storage.url`, migrated to the current schema.
 
     A URL that cannot be used, or a PostgreSQL server that does not answer within
     `storage.connect_timeout`, is a ConfigError naming storage.url (one line, exit code 2).
     """
-    url = settings.storage_url
-    try:
-        engine = db.create_engine(url, connect_timeout=settings.storage.connect_timeout)
-    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
-        reason = str(exc).replace(url, redact_url(url))
-        raise ConfigError(settings.source, "storage.url",
-                          f"not a usable database URL ({reason}); expected sqlite:///PATH "
-                          "or postgresql://USER@HOST:PORT/DB") from None
+    engine = engine_for(settings)
     seconds = db.connect_timeout_seconds(settings.storage.connect_timeout)
     if engine.dialect.name == "postgresql":
         # Said before the wait, so that a slow or silent server is not a silent start.

@@ -27,7 +27,7 @@ from mailrelay.core.text import has_control_chars
 from mailrelay.delivery import operator as queue_ops
 from mailrelay.quota.plans import Plans, set_plan
 from mailrelay.quota.usage import counts_today
-from mailrelay.spool.nodes import NodeInfo, listing, node_state
+from mailrelay.spool.nodes import NodeInfo, by_host, listing, node_state
 from mailrelay.spool.reader import SHAPE_BUCKETS, DomainSummary, QueueReader, RecipientDetail, why_waiting
 from mailrelay.web import common
 from mailrelay.web.activity import find_message, timeline
@@ -332,15 +332,6 @@ class NodeRow:
     silent: float  # seconds since its heartbeat
 
 
-@dataclass(frozen=True, slots=True)
-class HostRow:
-    host: str
-    up: int  # delivering processes up
-    workers: int  # delivering processes with a row
-    leased: int
-    last_seen: float
-
-
 async def _nodes(request: Request) -> list[NodeRow]:
     svc = services(request)
 
@@ -353,22 +344,16 @@ async def _nodes(request: Request) -> list[NodeRow]:
             for n in await run(request, read)]
 
 
-def _hosts(rows: list[NodeRow]) -> list[HostRow]:
-    by_host: dict[str, list[NodeRow]] = {}
-    for row in rows:
-        by_host.setdefault(row.info.host, []).append(row)
-    return [HostRow(host, sum(1 for r in found if r.up), len(found), sum(r.info.leased for r in found),
-                    max(r.info.heartbeat_at for r in found)) for host, found in sorted(by_host.items())]
-
-
 @router.get("/operator/nodes")
 async def nodes(request: Request) -> Response:
     session = await _operator(request)
     if isinstance(session, Response):
         return session
     rows = await _nodes(request)
-    return signed_in_page(request, session, "operator_nodes.html", title="Nodes", rows=rows, hosts=_hosts(rows),
-                          dead_after=services(request).settings.delivery.dead_after, ago=_ago)
+    dead_after = services(request).settings.delivery.dead_after
+    return signed_in_page(request, session, "operator_nodes.html", title="Nodes", rows=rows,
+                          hosts=by_host([r.info for r in rows], time.time(), dead_after), dead_after=dead_after,
+                          ago=_ago)
 
 
 def _ago(seconds: float) -> str:
