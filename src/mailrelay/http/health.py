@@ -33,6 +33,7 @@ log = logging.getLogger("mailrelay.http")
 
 READY_TIMEOUT = 1.5  # seconds a /readyz waits for the database before answering 503
 OK = "ok"
+NOT_CHECKED = "not checked"
 
 router = APIRouter(include_in_schema=False)
 
@@ -57,10 +58,14 @@ class Readiness:
         """Each check's outcome: "ok" or a few words saying what is wrong."""
         database = await self._database()
         listeners = self._services.listeners()
+        unbound = sorted({address.split(" ", 1)[0] for address in listeners.unbound})
         checks = {"database": database.database, "schema": database.schema,
                   "listeners": OK if listeners.ready else
-                  ("not bound: " + ", ".join(listeners.unbound) if listeners.unbound else "none bound")}
-        self._log(checks, database.detail)
+                  f"not bound: {', '.join(unbound)}" if unbound else "none bound"}
+        details = [database.detail] if database.detail else []
+        if listeners.unbound:
+            details.append(f"listeners not bound: {', '.join(listeners.unbound)}")
+        self._log(checks, "; ".join(details))
         return checks
 
     async def _database(self) -> _Database:
@@ -70,7 +75,7 @@ class Readiness:
         try:
             result = await asyncio.wait_for(asyncio.shield(self._in_flight), READY_TIMEOUT)
         except TimeoutError:
-            return _Database(f"no answer within {READY_TIMEOUT:g}s", "not checked",
+            return _Database(f"no answer within {READY_TIMEOUT:g}s", NOT_CHECKED,
                              f"the database did not answer within {READY_TIMEOUT:g}s")
         if result.schema == OK:
             self._at_head = True
@@ -81,7 +86,7 @@ class Readiness:
         try:
             ping(engine)
         except Exception as exc:
-            return _Database("unreachable", "not checked", describe(exc))
+            return _Database("unreachable", NOT_CHECKED, describe(exc))
         if at_head:
             return _Database(OK, OK)
         try:
@@ -115,9 +120,8 @@ async def livez() -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     readiness: Readiness = request.app.state.readiness
     checks = await readiness.check()
-    if getattr(request.app.state, "stopping", None) is not None and request.app.state.stopping.is_set():
-        checks["process"] = "stopping"
-    failed = [name for name, outcome in checks.items() if outcome != OK]
+    # "not checked" (the schema, while the database does not answer) is not ok, but not a cause.
+    failed = [name for name, outcome in checks.items() if outcome not in (OK, NOT_CHECKED)]
     body: dict[str, Any] = {"status": "not ready" if failed else "ready", "checks": checks}
     if failed:
         body["failed"] = failed
