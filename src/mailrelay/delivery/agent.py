@@ -277,13 +277,17 @@ class DeliveryAgent:
             self._given_back.extend(r.id for r in claim.recipients)
             return
         except Exception as exc:  # a bug must defer one message, not stop the agent
-            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain)
+            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain,
+                          extra={"queue_id": claim.message.id, "account": claim.message.account})
             verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
             outcomes = [RecipientOutcome(r, verdict) for r in claim.recipients]
         for out in outcomes:
             log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
                      out.host or "none", out.ip or "", out.tls or "no", out.verdict.outcome, out.verdict.status,
-                     out.verdict.diagnostic[:200])
+                     out.verdict.diagnostic[:200],
+                     extra={"queue_id": claim.message.id, "account": claim.message.account,
+                            "event": out.verdict.outcome, "status": out.verdict.status,
+                            "recipient": out.recipient.address, "relay": out.host or "none"})
         try:
             bounce = await self._record(claim, outcomes)
         except Exception as exc:
@@ -379,7 +383,9 @@ class DeliveryAgent:
             log.warning("could not capture sandbox message %s: %s", msg.id, exc)
             return
         for r in claim.recipients:
-            log.info("%s: to=<%s> status=captured (sandbox%s)", msg.id, r.address, ", signed" if signature else "")
+            log.info("%s: to=<%s> status=captured (sandbox%s)", msg.id, r.address, ", signed" if signature else "",
+                     extra={"queue_id": msg.id, "account": msg.account, "event": "captured",
+                            "recipient": r.address})
 
     def _flush_captures(self) -> None:
         batch, self._captured = self._captured, []

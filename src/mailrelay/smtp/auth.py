@@ -119,7 +119,8 @@ class AuthPhase(SessionBase):
         if self._state == CLOSED:
             return
         if identity is None:
-            log.info("AUTH failed from %s user=%r", self.session.peer_ip, username[:64])
+            log.info("AUTH failed from %s user=%r", self.session.peer_ip, username[:64],
+                     extra={"event": "auth_failed", "client_ip": self.session.peer_ip, "user": username[:64]})
             delay = self.server.auth_limiter.record_failure(self.client_key)
             if delay:
                 await asyncio.sleep(delay)
@@ -131,7 +132,8 @@ class AuthPhase(SessionBase):
             self.close(R.AUTH_LOCKED_OUT)  # fail closed: never confirm a guess after a lockout
             return
         self.session.identity = identity
-        log.info("AUTH ok from %s user=%r", self.session.peer_ip, username[:64])
+        log.info("AUTH ok from %s user=%r", self.session.peer_ip, username[:64],
+                 extra={"event": "auth_ok", "client_ip": self.session.peer_ip, "user": username[:64]})
         self._resume(R.AUTH_OK)
 
     def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:
