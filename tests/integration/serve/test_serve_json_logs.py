@@ -1,5 +1,6 @@
-"""`[server] log_format = "json"`: a real `mailrelay serve` (SMTP process and a delivery
-worker) writes only JSON lines, with the queue id and account as fields, and never a secret."""
+"""`[server] log_format = "json"`: a real `mailrelay serve` (SMTP process, a delivery worker and
+the HTTP API process) writes only JSON lines, with the queue id and account as fields, and never
+a secret."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.integration.serve.test_serve_process import Server, base_env, free_port, run_cli, servers, write_config
 
@@ -54,7 +57,7 @@ def _submit(port: int, user: str, password: str, rcpt: str) -> str:
 
 
 def test_json_lines_carry_queue_id_and_account_and_no_secret(tmp_path: Path, servers: list[Server]) -> None:
-    submission, closed_mx = free_port(), free_port()  # nothing listens on closed_mx: deferred
+    submission, http, closed_mx = free_port(), free_port(), free_port()  # nothing listens on closed_mx
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", free_port(), f"""
 [server]
 log_format = "json"
@@ -67,6 +70,9 @@ enabled = true
 processes = 1
 allow_private_destinations = true
 connect_timeout = 2
+[http]
+enabled = true
+listen = "127.0.0.1:{http}"
 [delivery.routes."example.com"]
 host = "127.0.0.1"
 port = {closed_mx}
@@ -94,10 +100,21 @@ tls = "none"
     except smtplib.SMTPAuthenticationError:
         pass
     bad.close()
+    _wait_for(server, lambda lines: any("HTTP API listening" in ln["message"] for ln in lines))
+    mail = {"personalizations": [{"to": [{"email": "three@example.com"}]}], "from": {"email": "app@example.net"},
+            "subject": "json logs", "content": [{"type": "text/plain", "value": "hello"}]}
+    sent = httpx.post(f"http://127.0.0.1:{http}/v3/mail/send", json=mail, trust_env=False, timeout=10,
+                      headers={"Authorization": f"Bearer {key.group(1)}"})
+    assert sent.status_code == 202, sent.text
+    refused = httpx.post(f"http://127.0.0.1:{http}/v3/mail/send", json=mail, trust_env=False, timeout=10,
+                         headers={"Authorization": f"Bearer {key.group(1)[:-4]}xxxx"})
+    assert refused.status_code == 401, refused.text
 
     def finished(lines: list[dict[str, Any]]) -> bool:
         done = {ln.get("queue_id") for ln in lines if ln.get("event") in ("delivered", "deferred", "bounced")}
-        return {by_password, by_key} <= done and any(ln.get("event") == "auth_failed" for ln in lines)
+        by_http = [ln for ln in lines if ln.get("event") == "queued" and ln.get("via") == "http"]
+        return ({by_password, by_key} <= done and bool(by_http) and by_http[0]["queue_id"] in done
+                and any(ln.get("event") == "auth_failed" for ln in lines))
 
     lines = _wait_for(server, finished)
     text = server.text()
@@ -106,11 +123,14 @@ tls = "none"
     for line in lines:
         assert RFC3339_MS.match(line["time"]), line
         assert {"level", "logger", "message", "pid"} <= set(line), line
-    for queue_id in (by_password, by_key):
+    http_pids = {ln["pid"] for ln in lines if "HTTP API listening" in ln["message"]}  # one or more processes
+    by_http = next(ln for ln in lines if ln.get("event") == "queued" and ln.get("via") == "http")
+    assert by_http["pid"] in http_pids and by_http["account"] == "carol", by_http
+    for queue_id in (by_password, by_key, by_http["queue_id"]):
         queued = [ln for ln in lines if ln.get("event") == "queued" and ln.get("queue_id") == queue_id]
         assert len(queued) == 1, lines
         assert queued[0]["account"] == "carol" and queued[0]["client_ip"] == "127.0.0.1"
-        # The text stays in the message, as in the text format.
+        # The text stays the message, as in the text format.
         assert queued[0]["message"].startswith(f"{queue_id}: queued from=<app@example.net> nrcpt=1 ")
         outcome = next(ln for ln in lines if ln.get("queue_id") == queue_id and ln.get("event") == "deferred")
         assert outcome["account"] == "carol" and outcome["relay"] == "127.0.0.1"
