@@ -61,7 +61,6 @@ def test_json_lines_carry_queue_id_and_account_and_no_secret(tmp_path: Path, ser
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", free_port(), f"""
 [server]
 log_format = "json"
-demo_account = false
 [listener.submission]
 enabled = true
 listen = ["127.0.0.1:{submission}"]
@@ -78,6 +77,11 @@ host = "127.0.0.1"
 port = {closed_mx}
 tls = "none"
 """)
+    server = Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path))
+    servers.append(server)
+    server.wait_ready()  # with no account yet: the demo account is made, its password not shown
+    demo = next(ln for ln in _lines(server) if "demo account" in ln["message"])
+    assert demo["level"] == "warning" and "mailrelay account passwd demo" in demo["message"], demo
     created = subprocess.run([sys.executable, "-m", "mailrelay", "-c", str(config), "account", "create", "carol",
                               "--password-stdin"], input=PASSWORD + "\n", cwd=tmp_path, env=base_env(tmp_path),
                              capture_output=True, text=True, timeout=60)
@@ -86,9 +90,6 @@ tls = "none"
     key = re.search(r"key: (\S+)", made.stdout)
     assert key, made.stdout + made.stderr
     secret = key.group(1).rsplit(".", 1)[1]
-    server = Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path))
-    servers.append(server)
-    server.wait_ready()
 
     by_password = _submit(submission, "carol", PASSWORD, "one@example.com")
     by_key = _submit(submission, "apikey", key.group(1), "two@example.com")
@@ -120,6 +121,7 @@ tls = "none"
     text = server.text()
     for secret_text in (PASSWORD, key.group(1), secret):
         assert secret_text not in text, f"a secret in the log: {secret_text!r}"
+    assert "password:" not in text.lower()
     for line in lines:
         assert RFC3339_MS.match(line["time"]), line
         assert {"level", "logger", "message", "pid"} <= set(line), line
