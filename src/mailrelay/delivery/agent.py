@@ -293,7 +293,8 @@ class DeliveryAgent:
         except Exception as exc:
             # E.g. an operator deleted the message meanwhile (an outage is not here: those
             # outcomes are held until the database is back).
-            log.warning("could not record the outcome for %s: %s", claim.message.id, exc)
+            log.warning("could not record the outcome for %s: %s", claim.message.id, exc,
+                        extra={"queue_id": claim.message.id, "account": claim.message.account})
             return
         if bounce is not None:
             self.wake()
@@ -372,7 +373,7 @@ class DeliveryAgent:
             data = fit_lines(msg.data, left=left)
             if has_long_line(data):  # as _deliver says it
                 log.warning("%s: lines over 998 octets remain after re-encoding (%s)", msg.id,
-                            "; ".join(left) or "reason unknown")
+                            "; ".join(left) or "reason unknown", extra={"queue_id": msg.id, "account": msg.account})
             signature = self.signer(msg.account_id, data) if self.signer is not None else b""
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if not self._captured:
@@ -380,7 +381,8 @@ class DeliveryAgent:
             self._captured.append((claim, signature, fut))
             await fut
         except Exception as exc:  # the lease runs out and the message is captured later
-            log.warning("could not capture sandbox message %s: %s", msg.id, exc)
+            log.warning("could not capture sandbox message %s: %s", msg.id, exc,
+                        extra={"queue_id": msg.id, "account": msg.account})
             return
         for r in claim.recipients:
             log.info("%s: to=<%s> status=captured (sandbox%s)", msg.id, r.address, ", signed" if signature else "",
@@ -414,7 +416,8 @@ class DeliveryAgent:
         data = fit_lines(claim.message.data, left=left)
         if has_long_line(data):  # many receivers refuse such a line ("500 Line too long")
             log.warning("%s: lines over 998 octets remain after re-encoding (%s)", claim.message.id,
-                        "; ".join(left) or "reason unknown")
+                        "; ".join(left) or "reason unknown",
+                        extra={"queue_id": claim.message.id, "account": claim.message.account})
         if self.signer is not None:
             data = self.signer(claim.message.account_id, data) + data
         addresses = [r.address for r in claim.recipients]
