@@ -3,8 +3,11 @@ one format, to stderr.
 
 `text` is the classic one line per record. `json` writes one JSON object per line: time (RFC
 3339, UTC, milliseconds), level, logger, message, pid, the structured fields a log call passes
-as `extra=` (FIELDS: queue id, account, event, ...) and a traceback as one `exc` string. Log
-calls never pass a password, API key, AUTH payload or session token, in either format.
+as `extra=` (FIELDS: queue id, account, event, ...) and a traceback as one `exc` string.
+
+Security: log calls never pass a password, API key, AUTH payload or session token, in either
+format; the JSON formatter copies only the FIELDS named below from a record, never the rest of
+its attributes.
 """
 
 from __future__ import annotations
