@@ -103,16 +103,21 @@ async def stop_http(children: list[HTTPChild], timeout: float) -> None:
 
 def _child_main(settings: Settings, alive: multiprocessing.connection.Connection,
                 wake: multiprocessing.connection.Connection, listeners: ListenerState) -> None:
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     engine = create_engine(settings.storage_url, connect_timeout=settings.storage.connect_timeout)
     app = App(settings, engine=engine, deliver=False, serve_smtp=False, inline_writer=False)
     try:
         import uvloop
     except ImportError:  # pragma: no cover
-        code = asyncio.run(_child(app, alive.fileno(), wake.fileno(), listeners))
+        run = asyncio.run
     else:
-        code = uvloop.run(_child(app, alive.fileno(), wake.fileno(), listeners))
+        run = uvloop.run
+    try:
+        code = run(_child(app, alive.fileno(), wake.fileno(), listeners))
+    except Exception:  # logged in the node's format (multiprocessing would print it raw)
+        log.exception("HTTP API process failed")
+        code = 1
     raise SystemExit(code)
 
 

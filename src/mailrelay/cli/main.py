@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from types import ModuleType
@@ -32,6 +33,7 @@ from mailrelay.cli import (
 )
 from mailrelay.cli.common import CONFIG_ENV, DEFAULT_CONFIG_PATH, UsageError, resolve_config
 from mailrelay.core.domains import DomainError
+from mailrelay.logs import json_logging
 from mailrelay.settings import ConfigError
 from mailrelay.store.db import StorageError
 
@@ -96,6 +98,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _error(message: str) -> None:
     # One line, whatever the exception text holds.
     text = " ".join(message.split())
+    if json_logging():  # `serve` with log_format = "json" got this far: keep every line JSON
+        logging.getLogger("mailrelay").error("%s", text)
+        return
     print(f"{PROG}: error: {text}", file=sys.stderr)
 
 

@@ -25,18 +25,27 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.config_path)
-    if not path.exists() and not args.config_given:
+    wrote = not path.exists() and not args.config_given
+    if wrote:
         write_default_config(path)
-        print(f"mailrelay: wrote a default configuration to {path}", file=sys.stderr)
     settings = load_settings(path)
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
+    json_logs = settings.server.log_format == "json"
+    if wrote and json_logs:
+        log.info("wrote a default configuration to %s", path)
+    elif wrote:
+        print(f"mailrelay: wrote a default configuration to {path}", file=sys.stderr)
     app = App(settings)
     if getattr(args, "check", False):
         print(f"mailrelay: configuration {path} is valid", file=sys.stderr)
         app.engine.dispose()
         return 0
     demo = app.ensure_demo_account()
-    if demo is not None:
+    if demo is not None and json_logs:
+        # JSON lines go to a log store: no password there. The operator sets one instead.
+        log.warning("a demo account %r was created; its password is not logged with log_format = \"json\": "
+                    "set one with `mailrelay account passwd %s`", demo.username, demo.username)
+    elif demo is not None:
         print("\n  A demo account was created; its password is shown only this once:\n"
               f"    username: {demo.username}\n    password: {demo.password}\n"
               "  (manage accounts with `mailrelay account --help`)\n", file=sys.stderr, flush=True)

@@ -89,7 +89,7 @@ def worker_share(settings: Settings) -> Settings:
 
 def _child_main(settings: Settings, index: int, wake: multiprocessing.connection.Connection) -> None:
     settings = worker_share(settings)
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
     # Accepting comes first: a client is waiting for each 250, while delivery is throughput
     # work that can yield a few milliseconds. On a busy box this keeps the workers (DKIM
     # signing is their main cost) from starving the SMTP process of CPU; measured on 2 cores,
@@ -106,9 +106,14 @@ def _child_main(settings: Settings, index: int, wake: multiprocessing.connection
     try:
         import uvloop
     except ImportError:  # pragma: no cover
-        asyncio.run(_child(app, wake.fileno()))
+        run = asyncio.run
     else:
-        uvloop.run(_child(app, wake.fileno()))
+        run = uvloop.run
+    try:
+        run(_child(app, wake.fileno()))
+    except Exception:  # logged in the node's format (multiprocessing would print it raw)
+        log.exception("delivery worker %d failed", index)
+        raise SystemExit(1) from None
 
 
 async def _child(app: App, fd: int) -> None:

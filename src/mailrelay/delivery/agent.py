@@ -277,19 +277,24 @@ class DeliveryAgent:
             self._given_back.extend(r.id for r in claim.recipients)
             return
         except Exception as exc:  # a bug must defer one message, not stop the agent
-            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain)
+            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain,
+                          extra={"queue_id": claim.message.id, "account": claim.message.account})
             verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
             outcomes = [RecipientOutcome(r, verdict) for r in claim.recipients]
         for out in outcomes:
             log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
                      out.host or "none", out.ip or "", out.tls or "no", out.verdict.outcome, out.verdict.status,
-                     out.verdict.diagnostic[:200])
+                     out.verdict.diagnostic[:200],
+                     extra={"queue_id": claim.message.id, "account": claim.message.account,
+                            "event": out.verdict.outcome, "status": out.verdict.status,
+                            "recipient": out.recipient.address, "relay": out.host or "none"})
         try:
             bounce = await self._record(claim, outcomes)
         except Exception as exc:
             # E.g. an operator deleted the message meanwhile (an outage is not here: those
             # outcomes are held until the database is back).
-            log.warning("could not record the outcome for %s: %s", claim.message.id, exc)
+            log.warning("could not record the outcome for %s: %s", claim.message.id, exc,
+                        extra={"queue_id": claim.message.id, "account": claim.message.account})
             return
         if bounce is not None:
             self.wake()
@@ -368,7 +373,7 @@ class DeliveryAgent:
             data = fit_lines(msg.data, left=left)
             if has_long_line(data):  # as _deliver says it
                 log.warning("%s: lines over 998 octets remain after re-encoding (%s)", msg.id,
-                            "; ".join(left) or "reason unknown")
+                            "; ".join(left) or "reason unknown", extra={"queue_id": msg.id, "account": msg.account})
             signature = self.signer(msg.account_id, data) if self.signer is not None else b""
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if not self._captured:
@@ -376,10 +381,13 @@ class DeliveryAgent:
             self._captured.append((claim, signature, fut))
             await fut
         except Exception as exc:  # the lease runs out and the message is captured later
-            log.warning("could not capture sandbox message %s: %s", msg.id, exc)
+            log.warning("could not capture sandbox message %s: %s", msg.id, exc,
+                        extra={"queue_id": msg.id, "account": msg.account})
             return
         for r in claim.recipients:
-            log.info("%s: to=<%s> status=captured (sandbox%s)", msg.id, r.address, ", signed" if signature else "")
+            log.info("%s: to=<%s> status=captured (sandbox%s)", msg.id, r.address, ", signed" if signature else "",
+                     extra={"queue_id": msg.id, "account": msg.account, "event": "captured",
+                            "recipient": r.address})
 
     def _flush_captures(self) -> None:
         batch, self._captured = self._captured, []
@@ -408,7 +416,8 @@ class DeliveryAgent:
         data = fit_lines(claim.message.data, left=left)
         if has_long_line(data):  # many receivers refuse such a line ("500 Line too long")
             log.warning("%s: lines over 998 octets remain after re-encoding (%s)", claim.message.id,
-                        "; ".join(left) or "reason unknown")
+                        "; ".join(left) or "reason unknown",
+                        extra={"queue_id": claim.message.id, "account": claim.message.account})
         if self.signer is not None:
             data = self.signer(claim.message.account_id, data) + data
         addresses = [r.address for r in claim.recipients]

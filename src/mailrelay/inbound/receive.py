@@ -294,7 +294,9 @@ class InboundReceiver:
                  "dkim=%s dmarc=%s iprev=%s", queue_id, record.mail_from, len(rcpts),
                  len(prefix) + len(kept), state.account_name, session.peer_ip, session.helo,
                  checks.spf.result, ",".join(d.result for d in checks.dkim) or "none",
-                 checks.dmarc.result, checks.iprev.result)
+                 checks.dmarc.result, checks.iprev.result,
+                 extra={"queue_id": queue_id, "event": "received", "account": state.account_name,
+                        "client_ip": session.peer_ip})
         return R.OK.with_text(f"Ok: queued as {queue_id}")
 
 

@@ -12,6 +12,7 @@ class ServerSettings:
     hostname: str = field(default_factory=socket.gethostname)
     data_dir: str = "data"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (mailrelay.logs)
     shutdown_timeout: float = 30.0
     demo_account: bool = True
 

@@ -12,6 +12,7 @@ DEFAULT_CONFIG = """\
 [server]
 hostname = "{hostname}"
 data_dir = "data"            # SQLite database, TLS certificate
+# log_format = "json"        # one JSON object per log line; default "text"
 
 [storage]
 # url = "postgresql://user@127.0.0.1:5432/mailrelay"   # default: SQLite in data_dir

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Awaitable
 
 from mailrelay.core import reply as R
@@ -24,6 +25,15 @@ from mailrelay.smtp.base import AUTH_PASS, AUTH_PLAIN, AUTH_USER, CLOSED, CMD, M
 from mailrelay.smtp.handler import Identity
 
 log = logging.getLogger("mailrelay.smtp")
+
+# An API key's shape (`SG.<id>.<secret>`, `MR.<id>.<secret>`): a client that sends its key as
+# the user name (instead of user `apikey`) must not have it logged.
+_KEY_SHAPED = re.compile(r"[A-Za-z]{2}\.[A-Za-z0-9_-]{8,}\.")
+
+
+def logged_user(username: str) -> str:
+    """The user name as the log shows it: at most 64 characters, never a key's secret."""
+    return "(an API key, not logged)" if _KEY_SHAPED.match(username) else username[:64]
 
 
 class AuthPhase(SessionBase):
@@ -119,7 +129,9 @@ class AuthPhase(SessionBase):
         if self._state == CLOSED:
             return
         if identity is None:
-            log.info("AUTH failed from %s user=%r", self.session.peer_ip, username[:64])
+            user = logged_user(username)
+            log.info("AUTH failed from %s user=%r", self.session.peer_ip, user,
+                     extra={"event": "auth_failed", "client_ip": self.session.peer_ip, "user": user})
             delay = self.server.auth_limiter.record_failure(self.client_key)
             if delay:
                 await asyncio.sleep(delay)
@@ -131,7 +143,9 @@ class AuthPhase(SessionBase):
             self.close(R.AUTH_LOCKED_OUT)  # fail closed: never confirm a guess after a lockout
             return
         self.session.identity = identity
-        log.info("AUTH ok from %s user=%r", self.session.peer_ip, username[:64])
+        user = logged_user(username)
+        log.info("AUTH ok from %s user=%r", self.session.peer_ip, user,
+                 extra={"event": "auth_ok", "client_ip": self.session.peer_ip, "user": user})
         self._resume(R.AUTH_OK)
 
     def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:

@@ -278,7 +278,8 @@ class SessionBase(asyncio.Protocol):
                 self._error(refusal.reply, disconnect=refusal.disconnect)
             except Exception:
                 # A bug must cost one session, never the server or a silent hang.
-                log.exception("internal error in SMTP session from %s", self.session.peer_ip)
+                log.exception("internal error in SMTP session from %s", self.session.peer_ip,
+                              extra={"client_ip": self.session.peer_ip})
                 self.close(R.LOCAL_ERROR)
 
     def _resume(self, reply: Reply | None) -> None:

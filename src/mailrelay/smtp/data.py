@@ -76,7 +76,8 @@ class DataPhase(SessionBase):
         bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
         if bare and self.server.limits.bare_newline == "reject":
             self._drop_txn()
-            log.info("bare CR/LF in DATA from %s; message refused", self.session.peer_ip)
+            log.info("bare CR/LF in DATA from %s; message refused", self.session.peer_ip,
+                     extra={"client_ip": self.session.peer_ip})
             self._error(R.BARE_NEWLINE)
             return
         if b"\r\n." in data:
@@ -102,7 +103,8 @@ class DataPhase(SessionBase):
             # A bug in the policy costs this message, not the session: left busy, the
             # transaction's reservations would never be given back (and this may run straight
             # from data_received, outside _process's guard).
-            log.exception("accepting a message from %s failed", self.session.peer_ip)
+            log.exception("accepting a message from %s failed", self.session.peer_ip,
+                          extra={"client_ip": self.session.peer_ip})
             self._busy = False
             self._drop_txn()
             self._reply(R.LOCAL_ERROR)

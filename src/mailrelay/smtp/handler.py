@@ -81,5 +81,6 @@ class Handler(Protocol):
 def relay_denied(session: Session, rcpt: Path) -> Refusal:
     """The refusal of a recipient that no policy takes from this client (554 5.7.1: we are never
     an open relay), logged; a policy raises it."""
-    log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80])
+    log.info("relay denied from %s to <%s>", session.peer_ip, rcpt.address[:80],
+             extra={"event": "relay_denied", "client_ip": session.peer_ip, "recipient": rcpt.address[:80]})
     return Refusal(R.RELAY_DENIED.with_text(f"<{rcpt.address[:80]}>: Relay access denied"))

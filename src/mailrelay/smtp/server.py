@@ -137,7 +137,8 @@ class SMTPServer:
                 reply = session.overdue(now)
                 if reply is not None:
                     if reply is not R.IDLE_TIMEOUT:
-                        log.info("%s from %s", reply.text.partition(",")[0], session.session.peer_ip)
+                        log.info("%s from %s", reply.text.partition(",")[0], session.session.peer_ip,
+                                 extra={"client_ip": session.session.peer_ip})
                     session.close(reply)
             self.auth_limiter.prune()
 

@@ -127,7 +127,8 @@ class SMTPSession(AuthPhase, DataPhase):
             transport = await loop.start_tls(self.transport, self, ctx, server_side=True,
                                              ssl_handshake_timeout=30.0)
         except Exception as exc:  # any failure ends this connection alone
-            log.info("TLS handshake failed from %s: %s", self.session.peer_ip, exc)
+            log.info("TLS handshake failed from %s: %s", self.session.peer_ip, exc,
+                     extra={"client_ip": self.session.peer_ip})
             self._state = CLOSED
             self.transport.abort()
             self.server.release(self)  # asyncio reports no connection_lost for a failed handshake

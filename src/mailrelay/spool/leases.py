@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.core.status import PENDING
 from mailrelay.spool.nodes import lease_free
-from mailrelay.store.schema import messages, recipients
+from mailrelay.store.schema import accounts, messages, recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,7 @@ class ClaimedMessage:
     # lists (suppression kinds, or "groups") not checked, and its unsubscribe group.
     bypass: frozenset[str] = frozenset()
     asm_group: int | None = None
+    account: str = ""  # the account's name, for the log lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +121,11 @@ def load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, ClaimedMess
     return {
         row.id: ClaimedMessage(row.id, row.account_id, row.mail_from, _json(row.mail_params),
                                bytes(row.trace_headers) + bytes(row.body), row.created_at, bool(row.sandbox),
-                               *_rules(row.tags))
+                               *_rules(row.tags), account=row.name or "")
         for row in conn.execute(sa.select(m.id, m.account_id, m.mail_from, m.mail_params, m.trace_headers, m.body,
-                                          m.created_at, m.sandbox, m.tags).where(m.id.in_(sorted(set(ids)))))
+                                          m.created_at, m.sandbox, m.tags, accounts.c.name)
+                                .select_from(messages.outerjoin(accounts, accounts.c.id == m.account_id))
+                                .where(m.id.in_(sorted(set(ids)))))
     }
 
 

@@ -99,7 +99,9 @@ class APISubmission:
         for r in records:
             log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s via=http",
                      r.queue_id, r.mail_from, len(r.recipients), len(r.trace_headers) + len(r.body),
-                     account.name, client_ip)
+                     account.name, client_ip,
+                     extra={"queue_id": r.queue_id, "event": "queued", "account": account.name,
+                            "client_ip": client_ip, "via": "http"})
         return ids
 
     def _take_rate(self, account: Account, rate: int, n: int, now: float) -> int:

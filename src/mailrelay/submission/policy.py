@@ -319,4 +319,6 @@ def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -
     log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s helo=%s tls=%s",
              record.queue_id, record.mail_from, len(record.recipients),
              len(record.trace_headers) + len(record.body), account, record.client_ip, record.helo,
-             record.tls_version or "no")
+             record.tls_version or "no",
+             extra={"queue_id": record.queue_id, "event": "queued", "account": account,
+                    "client_ip": record.client_ip, "via": "smtp"})
