@@ -1,5 +1,6 @@
 """The wheel that `pip install .` builds runs `mailrelay serve` away from the repository: its
-templates, static files and migrations are inside the package, not read from the source tree.
+templates, static files and migrations are inside the package, not read from the source tree;
+and it runs with the configuration deploy/ ships for the systemd unit and the container.
 
 The wheel is built offline from a copy of the working tree (`--no-build-isolation`: the test
 venv's setuptools), so the repository gets no build/ or egg-info folders.
@@ -7,7 +8,9 @@ venv's setuptools), so the repository gets no build/ or egg-info folders.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -26,6 +29,7 @@ from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "src" / "mailrelay"
+DEPLOY = REPO / "deploy"
 
 
 @pytest.fixture(scope="module")
@@ -109,26 +113,16 @@ def test_the_installed_wheel_serves_from_outside_the_repository(
                            env=env, capture_output=True, text=True, timeout=30)
     assert Path(where.stdout.strip()).resolve().is_relative_to(target.resolve()), where.stdout + where.stderr
 
-    smtp_port, http_port = free_port(), free_port()
-    (run / "mailrelay.toml").write_text(f"""
-[server]
-hostname = "mx.mailrelay.test"
-data_dir = "data"
-shutdown_timeout = 10
-[listener.smtp]
-listen = ["127.0.0.1:{smtp_port}"]
-[listener.submission]
-enabled = false
-[listener.submissions]
-enabled = false
-[listener.alt]
-enabled = false
-[delivery]
-processes = 1
-[http]
-listen = "127.0.0.1:{http_port}"
-processes = 1
-""")
+    # The configuration deploy/ ships (systemd and container), moved onto loopback ports and a
+    # data folder of the test's by environment variables, as the container image does.
+    shutil.copy2(DEPLOY / "mailrelay.toml", run / "mailrelay.toml")
+    ports = {name: free_port() for name in ("SMTP", "SUBMISSION", "SUBMISSIONS", "HTTP")}
+    for name in ("SMTP", "SUBMISSION", "SUBMISSIONS"):
+        env[f"MAILRELAY_LISTENER_{name}_LISTEN"] = f"127.0.0.1:{ports[name]}"
+    http_port = ports["HTTP"]
+    env |= {"MAILRELAY_SERVER_DATA_DIR": str(run / "data"), "MAILRELAY_SERVER_SHUTDOWN_TIMEOUT": "10",
+            "MAILRELAY_HTTP_LISTEN": f"127.0.0.1:{http_port}", "MAILRELAY_HTTP_PROCESSES": "1",
+            "MAILRELAY_DELIVERY_PROCESSES": "1"}
     # The console script pip wrote into the target (as the entry point of an installed package).
     server = _Serve(run, [str(target / "bin" / "mailrelay"), "-c", "mailrelay.toml", "serve"], env)
     serve_processes.append(server)
@@ -149,6 +143,15 @@ processes = 1
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
     assert (run / "data" / "tls" / "cert.pem").exists()
 
+    # The container's HEALTHCHECK command, against this server's port: healthy now, not once stopped.
+    health = re.search(r"^HEALTHCHECK .*\\\n\s*CMD (\[.*\])$", (DEPLOY / "Containerfile").read_text(), re.M)
+    assert health, "no HEALTHCHECK CMD in deploy/Containerfile"
+    probe = [sys.executable if arg == "python" else arg.replace(":8025/", f":{http_port}/")
+             for arg in json.loads(health.group(1))]
+    env = {k: v for k, v in env.items() if "proxy" not in k.lower()}  # none in the container either
+    assert subprocess.run(probe, env=env, cwd=run, capture_output=True, timeout=30).returncode == 0
+
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(20) == 0, server.text()
+    assert subprocess.run(probe, env=env, cwd=run, capture_output=True, timeout=30).returncode != 0
     assert "Traceback" not in server.text(), server.text()
