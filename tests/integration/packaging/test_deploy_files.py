@@ -66,4 +66,4 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     unit.write_text((DEPLOY / "mailrelay.service").read_text().replace("/opt/mailrelay/bin/mailrelay", str(script)))
     checked = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stderr.strip() == "", checked.stderr
+    assert "mailrelay.service" not in checked.stderr, checked.stderr  # no warning about our unit
