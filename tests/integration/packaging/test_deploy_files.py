@@ -56,6 +56,11 @@ def test_the_container_runs_serve_as_a_user_with_the_data_on_a_volume() -> None:
     settings = load_settings(DEPLOY / "mailrelay.toml", env={"MAILRELAY_HTTP_LISTEN": listen.group(1)})
     assert settings.http.listen == "0.0.0.0:8025"
     assert "http://127.0.0.1:8025/login" in text  # the HEALTHCHECK asks the port the image listens on
+    # Every file the build copies from the context is let through by .dockerignore.
+    sources = {src for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M) for src in line.split()[:-1]}
+    assert sources == {"pyproject.toml", "README.md", "src", "deploy/mailrelay.toml"}
+    allowed = {line[1:] for line in (DEPLOY.parent / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert sources <= allowed
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
