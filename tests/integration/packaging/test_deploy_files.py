@@ -55,7 +55,7 @@ def test_the_container_runs_serve_as_a_user_with_the_data_on_a_volume() -> None:
     assert listen
     settings = load_settings(DEPLOY / "mailrelay.toml", env={"MAILRELAY_HTTP_LISTEN": listen.group(1)})
     assert settings.http.listen == "0.0.0.0:8025"
-    assert "http://127.0.0.1:8025/login" in text  # the HEALTHCHECK asks the port the image listens on
+    assert "http://127.0.0.1:8025/readyz" in text  # the HEALTHCHECK asks the port the image listens on
     # Every file the build copies from the context is let through by .dockerignore.
     sources = {src for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M) for src in line.split()[:-1]}
     assert sources == {"pyproject.toml", "README.md", "src", "deploy/mailrelay.toml"}
