@@ -38,6 +38,7 @@ from mailrelay.settings import ConfigError, Settings, parse_listen
 from mailrelay.smtp.listener import EngineLimits, Listener
 from mailrelay.smtp.server import BindFailure, ListenerState, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
+from mailrelay.spool.retention import RetentionSweeper
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.open import open_storage
 from mailrelay.store.space import for_url as disk_space_for
@@ -118,6 +119,9 @@ class App:
         self.inbound = (InboundDispatcher(settings.inbound, self.writer, node=self.agent.node,
                                           allow_private=settings.webhooks.allow_private_targets)
                         if self.agent is not None else None)
+        # Retention: one sweeper per node, in the process that serves SMTP (spool.retention).
+        self.retention = (RetentionSweeper(settings.retention, self.engine, self.writer)
+                          if serve_smtp and settings.retention.enabled else None)
 
     def _build_agent(self, node: str | None) -> DeliveryAgent:
         s = self.settings
@@ -225,11 +229,15 @@ class App:
             await self.webhooks.start()
         if self.inbound is not None:
             await self.inbound.start()
+        if self.retention is not None:
+            self.retention.start()
         return await self.smtp.start() if self.serve_smtp else []
 
     async def stop(self) -> None:
         await self.smtp.stop(self.settings.server.shutdown_timeout)
         await self.lockout.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.agent is not None:
             await self.agent.stop(self.settings.server.shutdown_timeout)
         if self.webhooks is not None:

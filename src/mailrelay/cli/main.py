@@ -28,6 +28,7 @@ from mailrelay.cli import (
     node_cmd,
     operator_cmd,
     queue_cmd,
+    retention_cmd,
     status_cmd,
     suppression_cmd,
 )
@@ -85,6 +86,7 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     node_cmd.add_arguments(sub)
     operator_cmd.add_arguments(sub)
     status_cmd.add_arguments(sub)
+    retention_cmd.add_arguments(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ raises `ConfigError` naming the file, the key and what was expected; the CLI tur
 line and exit code 2. `docs/configuration.md` documents every key.
 
 One module per group of sections (`server`, `storage`, `smtp`, `delivery`, `webhooks`,
-`plans`), `convert` for reading a value as its declared type, `load` for the file as a whole
+`plans`, `retention`), `convert` for reading a value as its declared type, `load` for the file as a whole
 and the rules across sections, `template` for the file written on first start. Code outside
 this package imports from here.
 """
@@ -16,6 +16,7 @@ from mailrelay.settings.delivery import DeliverySettings, Route, TLSPolicy
 from mailrelay.settings.http import HTTPSettings
 from mailrelay.settings.load import SECTIONS, Settings, load_settings
 from mailrelay.settings.plans import DEFAULT_PLANS, AccountSettings, PlanSettings
+from mailrelay.settings.retention import RetentionSettings
 from mailrelay.settings.server import DNSSettings, ServerSettings, TLSSettings
 from mailrelay.settings.smtp import AuthSettings, ListenerSettings, SMTPSettings, SubmissionSettings, parse_listen
 from mailrelay.settings.storage import StorageSettings, redact_url
@@ -36,6 +37,7 @@ __all__ = [
     "InboundSettings",
     "ListenerSettings",
     "PlanSettings",
+    "RetentionSettings",
     "Route",
     "SMTPSettings",
     "ServerSettings",

@@ -18,6 +18,7 @@ from mailrelay.settings.delivery import TABLE_KEYS as DELIVERY_TABLE_KEYS
 from mailrelay.settings.delivery import DeliverySettings, build_delivery_tables
 from mailrelay.settings.http import HTTPSettings
 from mailrelay.settings.plans import DEFAULT_PLANS, AccountSettings, PlanSettings, build_plans
+from mailrelay.settings.retention import RetentionSettings, check_retention
 from mailrelay.settings.server import DNSSettings, ServerSettings, TLSSettings
 from mailrelay.settings.smtp import (
     AuthSettings,
@@ -48,6 +49,7 @@ class Settings:
     webhooks: WebhookSettings = WebhookSettings()  # noqa: RUF009
     inbound: InboundSettings = InboundSettings()  # noqa: RUF009
     http: HTTPSettings = HTTPSettings()  # noqa: RUF009
+    retention: RetentionSettings = RetentionSettings()  # noqa: RUF009
     plans: tuple[PlanSettings, ...] = tuple(PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items())
 
     def plan(self, name: str) -> PlanSettings | None:
@@ -87,6 +89,7 @@ SECTIONS: dict[str, type] = {
     "webhooks": WebhookSettings,
     "inbound": InboundSettings,
     "http": HTTPSettings,
+    "retention": RetentionSettings,
 }
 
 
@@ -132,6 +135,7 @@ def _check(s: Settings) -> None:
     """Cross-field rules that a single type cannot express."""
     src = s.source
     check_storage(src, s.storage)
+    check_retention(src, s.retention)
     if s.smtp.max_recipients < 1:
         raise ConfigError(src, "smtp.max_recipients", "expected at least 1 (RFC 5321 §4.5.3.1.8 asks for 100)")
     if s.smtp.max_message_size < 1024:

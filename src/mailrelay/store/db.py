@@ -58,6 +58,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: str = "FULL")
     cur = dbapi_conn.cursor()
     # First, so that the pragmas below wait for a busy database instead of failing at once.
     cur.execute("PRAGMA busy_timeout=10000")
+    # Takes effect only on a database with no tables yet (a new one): then the free pages that
+    # retention leaves can be given back with `PRAGMA incremental_vacuum` (store.retention).
+    # On an older database it changes nothing; its free pages are reused for new rows.
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     # WAL lets readers (the CLI) run beside the writer; FULL fsyncs the WAL on every commit,
     # so a 250 reply after commit survives power loss, not only kill -9.
     cur.execute("PRAGMA journal_mode=WAL")
