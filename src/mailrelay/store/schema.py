@@ -160,6 +160,7 @@ message_categories = sa.Table(
     sa.Column("account_id", sa.Integer, primary_key=True),
     sa.Column("category", sa.String(255), primary_key=True),
     sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_message_categories_message_id", "message_id"),  # deleting a message (retention) finds them
 )
 
 # The processes that hold leases, each under a name unique to one start of one process
@@ -183,7 +184,9 @@ attempts = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False,
               index=True),
-    sa.Column("recipient_id", sa.Integer, sa.ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+    # indexed: deleting a recipient (retention) looks up its attempts
+    sa.Column("recipient_id", sa.Integer, sa.ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False,
+              index=True),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("mx_host", sa.String(255), nullable=True),
     sa.Column("ip", sa.String(64), nullable=True),

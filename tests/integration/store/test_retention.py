@@ -19,6 +19,7 @@ from mailrelay.spool.retention import RetentionSweeper
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store import retention as R
 from mailrelay.store.schema import attempts, events, message_categories, messages, recipients
+from tests.integration.smtp.conftest import Node
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -216,3 +217,16 @@ def test_settings_name_the_key_and_take_the_environment(tmp_path: Path) -> None:
     config.write_text("[retention]\nsandbox_days = -1\n")
     with pytest.raises(ConfigError, match=r"retention\.sandbox_days"):
         load_settings(config, env={})
+
+
+def test_the_serving_node_sweeps_in_the_background(node_factory: Callable[..., Node], engine: sa.Engine,
+                                                   add_message: Callable[..., str]) -> None:
+    node_factory("[retention]\ninterval = 0.2\npause = 0\nmessages_days = 0.0001\nbodies_days = 0.0001\n")
+    old = time.time() - 60  # a minute: older than 0.0001 days (8.64 s)
+    add_message("s01", created_at=old, rcpts=[("a@example.net", "delivered")])
+    add_message("s02", created_at=old, rcpts=[("a@example.net", "deferred")])
+    add_message("s03", created_at=time.time(), rcpts=[("a@example.net", "delivered")])
+    deadline = time.monotonic() + 10
+    while "s01" in _state(engine) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert set(_state(engine)) == {"s02", "s03"}
