@@ -19,8 +19,8 @@ from mailrelay.cli.output import format_size, format_table, to_json
 from mailrelay.spool.retention import plan_for
 from mailrelay.store import retention as R
 
-WHAT = {"bodies": "bodies cleared", "messages": "finished mail deleted", "sandbox": "sandbox captures deleted",
-        "inbound": "received mail deleted"}
+WHAT = {"bodies": "bodies of finished mail", "messages": "finished mail, with its rows",
+        "sandbox": "sandbox captures", "inbound": "received mail"}
 
 
 def add_arguments(sub: Any) -> None:
@@ -67,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows.append([kind, f"{days[kind]:g}", t.messages, t.recipients if kind != "bodies" else "-",
                      t.attempts if kind != "bodies" else "-", t.events if kind != "bodies" else "-",
                      format_size(t.bytes), WHAT[kind]])
-    print(format_table(["kind", "days", "messages", "recipients", "attempts", "events", "body bytes", "what"],
+    what = "would remove" if args.dry_run else "removed"
+    print(format_table(["kind", "days", "messages", "recipients", "attempts", "events", "body bytes", what],
                        rows, align="<>>>>>><"))
     if args.dry_run:
         print("dry run: nothing was changed")

@@ -175,7 +175,7 @@ def test_cli_dry_run_changes_nothing_and_the_run_matches_it(engine: sa.Engine, d
     table = subprocess.run([sys.executable, "-m", "mailrelay", "-c", str(config), "retention", "run", "--dry-run"],
                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path).stdout
     assert table.splitlines()[0].split() == ["KIND", "DAYS", "MESSAGES", "RECIPIENTS", "ATTEMPTS", "EVENTS",
-                                             "BODY", "BYTES", "WHAT"]
+                                             "BODY", "BYTES", "WOULD", "REMOVE"]
     assert "dry run: nothing was changed" in table
 
 
@@ -230,3 +230,17 @@ def test_the_serving_node_sweeps_in_the_background(node_factory: Callable[..., N
     while "s01" in _state(engine) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert set(_state(engine)) == {"s02", "s03"}
+
+
+def test_concurrent_sweepers_on_postgresql_skip_each_others_rows(engine: sa.Engine,
+                                                                 add_message: Callable[..., str]) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("several nodes share PostgreSQL only")
+    ids = [_add(engine, add_message, f"p{i:02}", 40, ("delivered",)) for i in range(4)]
+    cutoff = NOW - 30 * DAY
+    with engine.connect() as first, engine.connect() as second, first.begin():
+        assert R.apply(first, "messages", cutoff, ids[:3]).messages == 3  # locked until it commits
+        with second.begin():
+            second.exec_driver_sql("SET LOCAL lock_timeout = '2s'")  # a wait would fail the test, not hang it
+            assert R.apply(second, "messages", cutoff, ids).messages == 1  # skips the three, no wait
+    assert _state(engine) == {}
