@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -67,7 +68,7 @@ def _state(engine: sa.Engine) -> dict[str, tuple[int, int, int, int]]:
 
 @pytest.fixture
 def mail(engine: sa.Engine, add_message: Callable[..., str]) -> dict[str, str]:
-    a = functools_partial(_add, engine, add_message)
+    a = functools.partial(_add, engine, add_message)
     return {
         "old-done": a("m01", 40, ("delivered", "bounced")),
         "mid-done": a("m02", 10, ("delivered", "dropped", "expired")),
@@ -83,10 +84,6 @@ def mail(engine: sa.Engine, add_message: Callable[..., str]) -> dict[str, str]:
         "old-inbound-waiting": a("m12", 40, ("inbound",), direction="in"),
         "mid-old-done": a("m13", 12, ("delivered",)),
     }
-
-
-def functools_partial(fn: Callable[..., str], *args: object) -> Callable[..., str]:
-    return lambda *more, **kw: fn(*args, *more, **kw)
 
 
 def test_finished_mail_loses_its_body_then_goes_with_all_its_rows(engine: sa.Engine, mail: dict[str, str]) -> None:
