@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Connection
 
+from mailrelay import metrics
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
@@ -296,6 +297,7 @@ class DeliveryAgent:
             log.warning("could not record the outcome for %s: %s", claim.message.id, exc,
                         extra={"queue_id": claim.message.id, "account": claim.message.account})
             return
+        _count(claim, outcomes)
         if bounce is not None:
             self.wake()
 
@@ -451,3 +453,13 @@ class DeliveryAgent:
     def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:
         return [RecipientOutcome(r, result.verdicts[r.address], result.host, result.ip, result.tls)
                 for r in claim.recipients]
+
+
+def _count(claim: Claim, outcomes: list[RecipientOutcome]) -> None:
+    """Recorded outcomes into the metrics; for a 250, the time since the message was accepted."""
+    plan = claim.message.plan
+    now = time.time()
+    for out in outcomes:
+        metrics.recipients.labels(out.verdict.outcome, plan).inc()
+        if out.verdict.outcome == "delivered":
+            metrics.delivery_seconds.labels(plan).observe(max(0.0, now - claim.message.created_at))

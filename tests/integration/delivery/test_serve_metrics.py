@@ -1,0 +1,146 @@
+"""`/metrics` of a real `mailrelay serve`: the counters are the node's, summed over its processes.
+
+Mail goes in through the SMTP process and through the API processes, is delivered by two
+delivery worker processes to a loopback MX, and is scraped from an API process: the counts must
+be exactly what was sent and what the MX received, and the queue gauges what the database says.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.delivery.conftest import RemoteMX
+from tests.integration.serve.test_serve_process import Server, base_env, free_port, run_cli, write_config
+from tests.support.dnsserver import FakeDNS
+
+N_SMTP = 12
+N_API = 5
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def _start(tmp_path: Path, db_url: str, extra: str, api_processes: int = 2) -> tuple[Server, Path, int, str]:
+    smtp_port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, db_url, smtp_port, f'[http]\nenabled = true\nlisten = "127.0.0.1:{http_port}"\n'
+                                                       f'processes = {api_processes}\n' + extra)
+    server = Server(tmp_path, ["-c", str(config), "serve"], base_env(tmp_path))
+    server.wait_ready()
+    deadline = time.monotonic() + 30
+    while server.text().count("HTTP API listening") < api_processes:
+        assert time.monotonic() < deadline, server.text()
+        time.sleep(0.05)
+    return server, config, smtp_port, f"http://127.0.0.1:{http_port}"
+
+
+def test_metrics_count_what_was_sent_and_delivered_across_processes(
+        tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int,
+        remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    server, config, smtp_port, url = _start(tmp_path, db_url, f"""[dns]
+nameservers = ["{fake_dns.address}"]
+[delivery]
+enabled = true
+processes = 2
+mx_port = {mx_port}
+allow_private_destinations = true
+""")
+    try:
+        assert run_cli(tmp_path, config, "account", "plan", "demo", "unlimited").returncode == 0
+        created = run_cli(tmp_path, config, "account", "key", "create", "demo").stdout
+        key = re.search(r"key: (\S+)", created)
+        assert key, created
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:  # demo, by trusted network
+            for i in range(N_SMTP):
+                client.sendmail("app@example.net", [f"s{i}@dest.test"], f"Subject: s{i}\r\n\r\nbody\r\n")
+        auth = {"Authorization": f"Bearer {key.group(1)}"}
+        for i in range(N_API):  # a new connection each: both API processes take some
+            r = httpx.post(f"{url}/v3/mail/send", trust_env=False, headers=auth, json={
+                "personalizations": [{"to": [{"email": f"a{i}@dest.test"}]}],
+                "from": {"email": "demo@example.com"}, "subject": f"a{i}",
+                "content": [{"type": "text/plain", "value": "body"}]})
+            assert r.status_code == 202, r.text
+        mx.wait_for(N_SMTP + N_API)
+        # The MX's 250 comes before the worker records it: wait for the outcomes to be in.
+        engine = sa.create_engine(db_url)
+        count_by_status = sa.text("SELECT status, COUNT(*) FROM recipients GROUP BY status")
+        deadline = time.monotonic() + 15
+        while True:
+            with engine.connect() as conn:
+                queue = {s: int(n) for s, n in conn.execute(count_by_status)}
+            if queue.get("delivered") == N_SMTP + N_API:
+                break
+            assert time.monotonic() < deadline, queue
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while True:  # counters are written right after the record commits; one more moment
+            r = httpx.get(f"{url}/metrics", trust_env=False)
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"].startswith("text/plain")
+            samples = _samples(r.text)
+            if _value(samples, "mailrelay_recipients_total", outcome="delivered", plan="unlimited") \
+                    >= N_SMTP + N_API or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        with engine.connect() as conn:
+            assert {s: int(n) for s, n in conn.execute(count_by_status)} == queue  # nothing moved since
+        engine.dispose()
+
+        # Accepted by the SMTP parent and by the API processes, delivered by two workers.
+        assert _value(samples, "mailrelay_messages_accepted_total", listener="smtp", plan="unlimited") == N_SMTP
+        assert _value(samples, "mailrelay_messages_accepted_total", listener="http", plan="unlimited") == N_API
+        assert _value(samples, "mailrelay_recipients_total", outcome="delivered", plan="unlimited") \
+            == N_SMTP + N_API == len(mx.messages)
+        assert _value(samples, "mailrelay_recipients_total", outcome="bounced", plan="unlimited") == 0
+        assert _value(samples, "mailrelay_delivery_latency_seconds_count", plan="unlimited") == N_SMTP + N_API
+        assert _value(samples, "mailrelay_smtp_connections_total", listener="smtp") == 1
+        assert _value(samples, "mailrelay_smtp_accepted_tls_total", version="none") == N_SMTP
+        # 2xx: the greeting, EHLO, QUIT, and per message MAIL, RCPT, the end of data; 3xx: DATA's 354
+        assert _value(samples, "mailrelay_smtp_replies_total", listener="smtp", code="2xx") == 3 + 3 * N_SMTP
+        assert _value(samples, "mailrelay_smtp_replies_total", listener="smtp", code="3xx") == N_SMTP
+        # The gauges read at scrape time: the queue as the database has it, both workers alive.
+        for status, n in queue.items():
+            assert _value(samples, "mailrelay_queue_recipients", status=status) == n, status
+        assert _value(samples, "mailrelay_queue_recipients", status="deferred") == 0
+        assert _value(samples, "mailrelay_queue_oldest_deferred_seconds") == 0
+        assert _value(samples, "mailrelay_database_up") == 1
+        assert sum(v for (name, _), v in samples.items() if name == "mailrelay_delivery_workers_alive") == 2
+        # The other API process answers with the same sums (a new connection each: the kernel
+        # spreads them over both).
+        again = [_samples(httpx.get(f"{url}/metrics", trust_env=False).text) for _ in range(4)]
+        assert {_value(s, "mailrelay_messages_accepted_total", listener="smtp", plan="unlimited")
+                for s in again} == {N_SMTP}
+        assert "/metrics" not in httpx.get(f"{url}/v3/openapi.json", trust_env=False).text
+    finally:
+        server.stop()
+
+
+def test_metrics_are_refused_to_clients_outside_metrics_networks(tmp_path: Path) -> None:
+    # 127.0.0.1 is the only client address a test has: a range without it stands for the world.
+    # (The check does not touch the database: SQLite only.)
+    server, _, _, url = _start(tmp_path, f"sqlite:///{tmp_path / 'mailrelay.db'}",
+                               'metrics_networks = ["10.0.0.0/8", "::1/128"]\n', api_processes=1)
+    try:
+        r = httpx.get(f"{url}/metrics", trust_env=False)
+        assert r.status_code == 404, r.text
+        assert r.json() == httpx.get(f"{url}/no-such-path", trust_env=False).json()  # the same 404
+        assert "mailrelay_" not in r.text
+        assert httpx.get(f"{url}/livez", trust_env=False).status_code == 200
+    finally:
+        server.stop()
