@@ -460,6 +460,6 @@ def _count(claim: Claim, outcomes: list[RecipientOutcome]) -> None:
     plan = claim.message.plan
     now = time.time()
     for out in outcomes:
-        metrics.recipients.labels(out.verdict.outcome, plan).inc()
+        metrics.child(metrics.recipients, out.verdict.outcome, plan).inc()
         if out.verdict.outcome == "delivered":
-            metrics.delivery_seconds.labels(plan).observe(max(0.0, now - claim.message.created_at))
+            metrics.child(metrics.delivery_seconds, plan).observe(max(0.0, now - claim.message.created_at))

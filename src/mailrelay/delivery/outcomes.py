@@ -242,7 +242,7 @@ def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) 
             out.append(claim)
             continue
         record_dropped(conn, claim, dropped, now=now)
-        metrics.recipients.labels("dropped", msg.plan).inc(len(dropped))
+        metrics.child(metrics.recipients, "dropped", msg.plan).inc(len(dropped))
         rest = tuple(r for r in claim.recipients if r not in dropped)
         if rest:
             out.append(Claim(claim.message, claim.domain, rest))

@@ -134,14 +134,14 @@ class SessionBase(asyncio.Protocol):
         self.session = Session(self.listener.name, ip, int(peer[1]), self.listener.is_trusted(ip))
         self.client_key = client_key(ip)
         self._note_tls()
-        metrics.connections.labels(self.listener.name).inc()
+        metrics.child(metrics.connections, self.listener.name).inc()
         refusal = self.server.admit(self)
         if refusal is not None:
             self._state = CLOSED
             transport.write(self._said(refusal))  # type: ignore[attr-defined]
             transport.close()
             return
-        metrics.replies.labels(self.listener.name, "2xx").inc()  # the greeting
+        metrics.child(metrics.replies, self.listener.name, "2xx").inc()  # the greeting
         transport.write(  # type: ignore[attr-defined]
             f"220 {self.server.hostname} {self.server.banner}\r\n".encode()
         )
@@ -316,7 +316,7 @@ class SessionBase(asyncio.Protocol):
 
     def _said(self, reply: Reply) -> bytes:
         """`reply` on the wire, counted by class."""
-        metrics.replies.labels(self.listener.name, f"{reply.code // 100}xx").inc()
+        metrics.child(metrics.replies, self.listener.name, f"{reply.code // 100}xx").inc()
         return reply.render()
 
     def _reply(self, reply: Reply) -> None:

@@ -97,7 +97,7 @@ class APISubmission:
             if reserved:
                 p.writer.run(lambda conn: release(conn, account.id, reserved, now))
             raise
-        metrics.accepted.labels("http", account.plan).inc(len(records))
+        metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
         for r in records:
             log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s via=http",
                      r.queue_id, r.mail_from, len(r.recipients), len(r.trace_headers) + len(r.body),

@@ -316,8 +316,8 @@ def _log_release(held: Held, fut: asyncio.Future[None]) -> None:
 
 def _count_queued(plan: str, tls_version: str | None, fut: asyncio.Future[Reply]) -> None:
     if not fut.cancelled() and fut.exception() is None:
-        metrics.accepted.labels("smtp", plan).inc()
-        metrics.accepted_tls.labels(tls_version or "none").inc()
+        metrics.child(metrics.accepted, "smtp", plan).inc()
+        metrics.child(metrics.accepted_tls, tls_version or "none").inc()
 
 
 def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -> None:
