@@ -11,7 +11,7 @@ from __future__ import annotations
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core", "layers"),  # vocabulary without I/O: addresses, replies, statuses, headers, ids
-    ("settings", "resolver", "logs"),  # the config file, DNS behind an interface, log setup
+    ("settings", "resolver", "logs", "metrics"),  # the config file, DNS behind an interface, log setup, counters
     ("store",),  # the database: schema, migrations, health, the event log
     ("smtp", "mailauth", "quota"),  # the session engine; DKIM/SPF/DMARC; plans and usage
     ("accounts", "spool"),  # accounts, keys, domains, suppressions; the durable queue

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+from mailrelay import metrics
 from mailrelay.app import App
 from mailrelay.logs import setup_logging
 from mailrelay.settings import Settings
@@ -95,6 +96,7 @@ async def stop_http(children: list[HTTPChild], timeout: float) -> None:
             log.warning("HTTP API process %s did not stop in time; killing it", child.process.pid)
             child.process.kill()
             await loop.run_in_executor(None, child.process.join, 5)
+        metrics.process_gone(child.process.pid)
         with contextlib.suppress(Exception):
             loop.remove_reader(child.wake_fd)
         os.close(child.wake_fd)

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mailrelay import metrics
 from mailrelay.app import App, raise_file_limit
 from mailrelay.cli.httpd import HTTPChild, signal_http, start_http, stop_http
 from mailrelay.cli.workers import Worker, start_workers, stop_workers, wake
@@ -50,11 +51,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"    username: {demo.username}\n    password: {demo.password}\n"
               "  (manage accounts with `mailrelay account --help`)\n", file=sys.stderr, flush=True)
     raise_file_limit()
+    # Before any child starts: they inherit where to write their counters.
+    counters = metrics.enable(settings.data_dir) if settings.http.enabled else None
     try:
         import uvloop  # a faster loop; asyncio's own works the same, only slower
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency on POSIX
-        return asyncio.run(_serve(app))
-    return int(uvloop.run(_serve(app)))
+        code = asyncio.run(_serve(app))
+    else:
+        code = int(uvloop.run(_serve(app)))
+    if counters is not None:
+        metrics.disable(counters)
+    return code
 
 
 async def _serve(app: App) -> int:

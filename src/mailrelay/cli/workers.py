@@ -23,6 +23,7 @@ import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+from mailrelay import metrics
 from mailrelay.app import App
 from mailrelay.logs import setup_logging
 from mailrelay.settings import Settings
@@ -75,6 +76,7 @@ async def stop_workers(workers: list[Worker], timeout: float) -> None:
             log.warning("delivery worker %s did not stop in time; killing it", w.process.pid)
             w.process.kill()
             await loop.run_in_executor(None, w.process.join, 5)
+        metrics.process_gone(w.process.pid)
         os.close(w.wake_fd)
 
 

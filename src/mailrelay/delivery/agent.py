@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Connection
 
+from mailrelay import metrics
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
@@ -38,7 +39,7 @@ from mailrelay.sandbox.capture import record_captures
 from mailrelay.settings import DeliverySettings
 from mailrelay.spool import nodes
 from mailrelay.spool.leases import Claim, claim_due, hand_back
-from mailrelay.spool.schedule import backoff
+from mailrelay.spool.schedule import backoff, expired
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.health import is_unavailable
 
@@ -296,6 +297,7 @@ class DeliveryAgent:
             log.warning("could not record the outcome for %s: %s", claim.message.id, exc,
                         extra={"queue_id": claim.message.id, "account": claim.message.account})
             return
+        _count(claim, outcomes, self.settings.max_lifetime)
         if bounce is not None:
             self.wake()
 
@@ -451,3 +453,17 @@ class DeliveryAgent:
     def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:
         return [RecipientOutcome(r, result.verdicts[r.address], result.host, result.ip, result.tls)
                 for r in claim.recipients]
+
+
+def _count(claim: Claim, outcomes: list[RecipientOutcome], max_lifetime: float) -> None:
+    """Recorded outcomes into the metrics; for a 250, the time since the message was accepted.
+    A failure of a message past its lifetime is recorded as expired (outcomes.record_many)."""
+    plan = claim.message.plan
+    now = time.time()
+    for out in outcomes:
+        outcome: str = out.verdict.outcome
+        if outcome == "deferred" and expired(claim.message.created_at, now, max_lifetime):
+            outcome = "expired"
+        metrics.child(metrics.recipients, outcome, plan).inc()
+        if outcome == "delivered":
+            metrics.child(metrics.delivery_seconds, plan).observe(max(0.0, now - claim.message.created_at))

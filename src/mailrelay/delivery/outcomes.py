@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay import metrics
 from mailrelay.accounts.suppressions import GROUPS, SuppressionService
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.headers import header_section
@@ -241,6 +242,7 @@ def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) 
             out.append(claim)
             continue
         record_dropped(conn, claim, dropped, now=now)
+        metrics.child(metrics.recipients, "dropped", msg.plan).inc(len(dropped))
         rest = tuple(r for r in claim.recipients if r not in dropped)
         if rest:
             out.append(Claim(claim.message, claim.domain, rest))

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy.engine import Connection
 
-from mailrelay import __version__
+from mailrelay import __version__, metrics
 from mailrelay.core.status import EV_PROCESSED
 from mailrelay.events import outbox, postlog, signing
 from mailrelay.events.payload import EventRow, encode_batch
@@ -96,6 +96,7 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
             error, answer = await self._post(batch.url, batch.secret, encode_batch(rows), batch.signing_key)
             log_rows.append(postlog.PostRecord(at=at, url=batch.url, events=len(rows), status=answer.status,
                                                seconds=answer.seconds, error=error))
+            metrics.child(metrics.webhook_posts, outcome(answer)).inc()
             if error is None:
                 sent.extend(r.id for r in rows)
                 continue
@@ -140,6 +141,17 @@ def failure(answer: Answer, url: str, timeout: float) -> str | None:
     if answer.ok:
         return None
     return f"answered HTTP {answer.status}"
+
+
+def outcome(answer: Answer) -> str:
+    """A POST's outcome in a word, for the metrics: ok, timeout, error (no answer), or 2xx..5xx."""
+    if answer.timed_out:
+        return "timeout"
+    if answer.error is not None:
+        return "error"
+    if answer.ok or answer.status is None:
+        return "ok" if answer.ok else "error"
+    return f"{answer.status // 100}xx"
 
 
 def sample_body(now: float) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mailrelay import __version__
-from mailrelay.http import activity, admin, errors, health, keys, mail, webhooks
+from mailrelay.http import activity, admin, errors, health, keys, mail, metrics, webhooks
 from mailrelay.http import batches as batch_routes
 from mailrelay.http import domains as domain_routes
 from mailrelay.http import suppressions as suppression_routes
@@ -37,5 +37,6 @@ def build_api(services: Services) -> FastAPI:
     api.include_router(admin.router)
     api.include_router(domain_routes.router)
     health.install(api, services)
+    metrics.install(api, services)
     api.add_middleware(BodyLimit, max_body=services.settings.http.max_body)
     return api

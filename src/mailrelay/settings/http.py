@@ -3,8 +3,10 @@ its own."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
+from mailrelay.settings.convert import IPNetwork
 from mailrelay.settings.cpus import usable_cpus
 
 MAX_DEFAULT_PROCESSES = 2  # each is a Python process of about 100 MB, idle or not
@@ -13,6 +15,10 @@ MAX_DEFAULT_PROCESSES = 2  # each is a Python process of about 100 MB, idle or n
 def default_processes() -> int:
     """`http.processes` when not configured: one per CPU, at most two."""
     return max(1, min(usable_cpus(), MAX_DEFAULT_PROCESSES))
+
+
+def default_metrics_networks() -> tuple[IPNetwork, ...]:
+    return (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +36,6 @@ class HTTPSettings:
     # process uses one core, so two where there are two CPUs (a busy API took 1.6x the requests
     # a second with two); more when the API is busy and cores are free.
     processes: int = field(default_factory=default_processes)
+    # Clients that may read /metrics without a key (the connection's own address; the others
+    # get a 404): loopback by default, e.g. add the Prometheus server's address.
+    metrics_networks: tuple[IPNetwork, ...] = field(default_factory=default_metrics_networks)

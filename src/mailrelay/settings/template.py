@@ -34,6 +34,7 @@ enabled = true
 [http]
 # The HTTP API (SendGrid v3-compatible: POST /v3/mail/send with an API key as Bearer token).
 listen = "127.0.0.1:8025"    # loopback: put a TLS proxy in front, or set tls = true
+# metrics_networks = ["127.0.0.0/8", "::1/128"]   # who may read /metrics (Prometheus) without a key
 
 # Listeners (as Postfix's master.cf): 25 and 2525 offer STARTTLS; 587 and 465 require AUTH.
 [listener.smtp]

@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Awaitable
 
+from mailrelay import metrics
 from mailrelay.core import reply as R
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.core.text import has_control_chars
@@ -149,6 +150,7 @@ class AuthPhase(SessionBase):
         self._resume(R.AUTH_OK)
 
     def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:
+        metrics.child(metrics.auth_failures, self.listener.name).inc()
         if not counted:
             self.server.auth_limiter.record_failure(self.client_key)
         if self.server.auth_limiter.locked(self.client_key):

@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Any, Protocol
 
+from mailrelay import metrics
 from mailrelay.core import reply as R
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.smtp.handler import Session, Transaction
@@ -133,12 +134,14 @@ class SessionBase(asyncio.Protocol):
         self.session = Session(self.listener.name, ip, int(peer[1]), self.listener.is_trusted(ip))
         self.client_key = client_key(ip)
         self._note_tls()
+        metrics.child(metrics.connections, self.listener.name).inc()
         refusal = self.server.admit(self)
         if refusal is not None:
             self._state = CLOSED
-            transport.write(refusal.render())  # type: ignore[attr-defined]
+            transport.write(self._said(refusal))  # type: ignore[attr-defined]
             transport.close()
             return
+        metrics.child(metrics.replies, self.listener.name, "2xx").inc()  # the greeting
         transport.write(  # type: ignore[attr-defined]
             f"220 {self.server.hostname} {self.server.banner}\r\n".encode()
         )
@@ -170,7 +173,7 @@ class SessionBase(asyncio.Protocol):
             self.server.release(self)
             return
         if reply is not None:
-            self._out.append(reply.render())
+            self._out.append(self._said(reply))
         self._flush()
         self._state = CLOSED
         self.transport.close()
@@ -305,14 +308,19 @@ class SessionBase(asyncio.Protocol):
             self._errors += 1
         if disconnect or self._errors >= MAX_ERRORS:
             if not disconnect:
-                self._out.append(reply.render())
+                self._out.append(self._said(reply))
                 reply = R.Reply(421, "4.7.0", "Too many errors, closing connection")
             self.close(reply)
             return
-        self._out.append(reply.render())
+        self._out.append(self._said(reply))
+
+    def _said(self, reply: Reply) -> bytes:
+        """`reply` on the wire, counted by class."""
+        metrics.child(metrics.replies, self.listener.name, f"{reply.code // 100}xx").inc()
+        return reply.render()
 
     def _reply(self, reply: Reply) -> None:
-        self._out.append(reply.render())
+        self._out.append(self._said(reply))
 
     def _flush(self) -> None:
         if self._out:

@@ -46,6 +46,7 @@ class ClaimedMessage:
     bypass: frozenset[str] = frozenset()
     asm_group: int | None = None
     account: str = ""  # the account's name, for the log lines
+    plan: str = ""  # the account's plan, for the metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +122,9 @@ def load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, ClaimedMess
     return {
         row.id: ClaimedMessage(row.id, row.account_id, row.mail_from, _json(row.mail_params),
                                bytes(row.trace_headers) + bytes(row.body), row.created_at, bool(row.sandbox),
-                               *_rules(row.tags), account=row.name or "")
+                               *_rules(row.tags), account=row.name or "", plan=row.plan or "")
         for row in conn.execute(sa.select(m.id, m.account_id, m.mail_from, m.mail_params, m.trace_headers, m.body,
-                                          m.created_at, m.sandbox, m.tags, accounts.c.name)
+                                          m.created_at, m.sandbox, m.tags, accounts.c.name, accounts.c.plan)
                                 .select_from(messages.outerjoin(accounts, accounts.c.id == m.account_id))
                                 .where(m.id.in_(sorted(set(ids)))))
     }

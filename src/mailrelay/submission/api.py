@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from mailrelay import metrics
 from mailrelay.accounts.service import Account
 from mailrelay.core import reply as R
 from mailrelay.core.dates import rfc5322_date
@@ -96,6 +97,7 @@ class APISubmission:
             if reserved:
                 p.writer.run(lambda conn: release(conn, account.id, reserved, now))
             raise
+        metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
         for r in records:
             log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s via=http",
                      r.queue_id, r.mail_from, len(r.recipients), len(r.trace_headers) + len(r.body),

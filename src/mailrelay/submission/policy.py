@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
+from mailrelay import metrics
 from mailrelay.accounts.service import Account, AccountService
 from mailrelay.core import reply as R
 from mailrelay.core.address import Path
@@ -288,6 +289,7 @@ class SubmissionPolicy:
             count_usage=len(txn.recipients) - reserved,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
+        fut.add_done_callback(functools.partial(_count_queued, account.plan, record.tls_version))
         if log.isEnabledFor(logging.INFO):
             fut.add_done_callback(functools.partial(_log_queued, record, account.name))
         return fut
@@ -310,6 +312,12 @@ def _log_release(held: Held, fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and (exc := fut.exception()) is not None:
         log.error("could not give back %d reserved emails of account id %d: %s",
                   held.total, held.account_id, exc)
+
+
+def _count_queued(plan: str, tls_version: str | None, fut: asyncio.Future[Reply]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        metrics.child(metrics.accepted, "smtp", plan).inc()
+        metrics.child(metrics.accepted_tls, tls_version or "none").inc()
 
 
 def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from mailrelay.events import signing
 from mailrelay.events.hooks import WebhookService
@@ -62,6 +63,10 @@ def assert_signed(receiver: Receiver, secret: str) -> None:
                                   now=time.time())
 
 
+def _posts(outcome: str) -> float:
+    return REGISTRY.get_sample_value("mailrelay_webhook_posts_total", {"outcome": outcome}) or 0.0
+
+
 def event_ids(evs: list[dict[str, Any]]) -> list[int]:
     return [int(e["sg_event_id"].removeprefix("mr-")) for e in evs]
 
@@ -110,6 +115,7 @@ def test_receiver_failing_for_a_while_delays_events_but_loses_none(
         node_factory: Any, fake_dns: FakeDNS, mx_port: int, remote_mx: Callable[..., RemoteMX],
         receiver: Receiver) -> None:
     receiver.fail_first = 4
+    posts_before = {o: _posts(o) for o in ("ok", "5xx")}  # this process's counters (/metrics)
     node, _ = start(node_factory, fake_dns, mx_port, remote_mx)
     WebhookService(node.app.engine).set_url("alice", receiver.url)
     qids = [submit(node, [f"user{i}@dest.test"], message(i)) for i in range(4)]
@@ -132,6 +138,8 @@ def test_receiver_failing_for_a_while_delays_events_but_loses_none(
             break
         time.sleep(0.05)
     assert pending == 0 and retried >= 1
+    assert _posts("5xx") - posts_before["5xx"] == 4
+    assert _posts("ok") - posts_before["ok"] == len([p for p in receiver.posts if p.status == 200])
 
 
 def test_a_dead_webhook_does_not_slow_delivery(node_factory: Any, fake_dns: FakeDNS, mx_port: int,

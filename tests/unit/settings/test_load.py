@@ -37,6 +37,7 @@ def test_defaults_have_four_listeners_and_sendgrid_ports() -> None:
     }
     assert s.smtp.max_recipients == 1000
     assert s.storage_url.startswith("sqlite:///") and s.storage_url.endswith("data/mailrelay.db")
+    assert [str(n) for n in s.http.metrics_networks] == ["127.0.0.0/8", "::1/128"]  # /metrics: loopback only
 
 
 def test_written_default_config_loads(tmp_path: Path) -> None:
@@ -83,6 +84,8 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ('[smtp]\nbare_newline = "sometimes"\n', "smtp.bare_newline", '"reject"'),
         ('[submission]\ntrusted_networks = ["10.0.0.300/8"]\n', "submission.trusted_networks", "networks"),
         ('[submission]\ntrusted_networks = ["10.0.0.0/8"]\n', "submission.trusted_account", "required"),
+        ('[http]\nmetrics_networks = ["127.0.0.0/33"]\n', "http.metrics_networks", "networks"),
+        ('[http]\nmetrics_networks = "127.0.0.1"\n', "http.metrics_networks", "networks"),
         ('[listener.new]\ntls = "implicit"\n', "listener.new.listen", "required"),
         ('[listener.alt]\nlisten = ["example.com:25"]\n', "listener.alt.listen", "IP address"),
         ('[listener.alt]\nlisten = ["0.0.0.0:99999"]\n', "listener.alt.listen", "HOST:PORT"),
