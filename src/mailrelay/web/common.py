@@ -10,7 +10,7 @@ import asyncio
 import hmac
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,6 +126,21 @@ async def posted(request: Request) -> tuple[WebSession, dict[str, str]] | Respon
 # What a page says after an action, by code: the code travels in the URL (`?notice=`), the text
 # never does, so a link made elsewhere cannot put words on our page. Modules add their own.
 NOTICES: dict[str, str] = {}
+
+
+async def posted_about(request: Request, find: Callable[[WebSession], Awaitable[T | None]],
+                       what: str) -> tuple[WebSession, dict[str, str], T] | Response:
+    """A form posted about one of the account's objects: the session, the form and the object
+    `find` returns, or the answer (sign in, 403 without the token, the 404 for an object that is
+    not the account's)."""
+    answer = await posted(request)
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
+    found = await find(session)
+    if found is None:
+        return not_found(request, session, what)
+    return session, fields, found
 
 
 def back(to: str, notice: str = "") -> RedirectResponse:

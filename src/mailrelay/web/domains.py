@@ -26,7 +26,17 @@ from mailrelay.accounts.websessions import WebSession
 from mailrelay.core.domains import DomainError
 from mailrelay.resolver.dnspython import DNSConfigError, DNSResolver
 from mailrelay.settings import Settings
-from mailrelay.web.common import NOTICES, back, not_found, posted, run, services, signed_in, signed_in_page
+from mailrelay.web.common import (
+    NOTICES,
+    back,
+    not_found,
+    posted,
+    posted_about,
+    run,
+    services,
+    signed_in,
+    signed_in_page,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -128,19 +138,6 @@ async def _own(request: Request, session: WebSession, name: str) -> Domain | Non
     return found if found is not None and found.account_name == session.account else None
 
 
-async def _posted_own(request: Request, name: str) -> tuple[WebSession, dict[str, str], Domain] | Response:
-    """A form posted about the account's domain `name`: the session, the form and the domain, or
-    the answer (sign in, 403 without the token, the 404 for a domain that is not the account's)."""
-    answer = await posted(request)
-    if isinstance(answer, Response):
-        return answer
-    session, fields = answer
-    domain = await _own(request, session, name)
-    if domain is None:
-        return not_found(request, session, "domain")
-    return session, fields, domain
-
-
 def _domain_page(request: Request, session: WebSession, domain: Domain, rows: list[Row], *,
                  checked: bool = False, error: str = "", status: int = 200, selector: str = "",
                  rotation_rows: list[Row] | None = None) -> HTMLResponse:
@@ -164,7 +161,7 @@ async def domain_page(request: Request, name: str) -> Response:
 @router.post("/domains/{name}/verify")
 async def verify_domain(request: Request, name: str) -> Response:
     """The API's validate: ask DNS for every record; all in place marks the domain verified."""
-    answer = await _posted_own(request, name)
+    answer = await posted_about(request, lambda session: _own(request, session, name), "domain")
     if isinstance(answer, Response):
         return answer
     session, _, domain = answer
@@ -192,7 +189,7 @@ async def verify_domain(request: Request, name: str) -> Response:
 @router.post("/domains/{name}/rotate")
 async def start_rotation(request: Request, name: str) -> Response:
     """A next key under the selector given (or mrYYYYMM), published before it signs."""
-    answer = await _posted_own(request, name)
+    answer = await posted_about(request, lambda session: _own(request, session, name), "domain")
     if isinstance(answer, Response):
         return answer
     session, fields, domain = answer
@@ -209,7 +206,7 @@ async def start_rotation(request: Request, name: str) -> Response:
 @router.post("/domains/{name}/rotate/finish")
 async def finish_rotation(request: Request, name: str) -> Response:
     """Sign with the next key, only once DNS has its record (asked now, bounded as Verify)."""
-    answer = await _posted_own(request, name)
+    answer = await posted_about(request, lambda session: _own(request, session, name), "domain")
     if isinstance(answer, Response):
         return answer
     session, _, domain = answer
@@ -241,7 +238,7 @@ async def finish_rotation(request: Request, name: str) -> Response:
 
 @router.post("/domains/{name}/rotate/cancel")
 async def cancel_rotation(request: Request, name: str) -> Response:
-    answer = await _posted_own(request, name)
+    answer = await posted_about(request, lambda session: _own(request, session, name), "domain")
     if isinstance(answer, Response):
         return answer
     session, _, domain = answer

@@ -28,8 +28,8 @@ from mailrelay.web.common import (
     NOTICES,
     back,
     form_lists,
-    not_found,
     posted,
+    posted_about,
     run,
     services,
     signed_in,
@@ -205,14 +205,12 @@ async def add_parse(request: Request) -> Response:
 
 @router.post("/webhooks/parse/{hostname}")
 async def change_parse(request: Request, hostname: str) -> Response:
-    got = await posted(request)
+    svc = services(request)
+    got = await posted_about(request, lambda session: run(request, _own, svc, session.account, hostname, True),
+                             "receiving domain")
     if isinstance(got, Response):
         return got
-    session, fields = got
-    svc = services(request)
-    domain = await run(request, _own, svc, session.account, hostname, True)
-    if domain is None:
-        return not_found(request, session, "receiving domain")
+    session, fields, domain = got
     try:
         await run(request, _set_parse, svc, domain, fields.get("url", "").strip(), fields.get("raw") == "on")
     except (AccountError, DomainError) as exc:
@@ -223,13 +221,11 @@ async def change_parse(request: Request, hostname: str) -> Response:
 @router.post("/webhooks/parse/{hostname}/delete")
 async def delete_parse(request: Request, hostname: str) -> Response:
     """Stop receiving mail for the domain (it stays a sender domain), as the API's delete."""
-    got = await posted(request)
+    svc = services(request)
+    got = await posted_about(request, lambda session: run(request, _own, svc, session.account, hostname, True),
+                             "receiving domain")
     if isinstance(got, Response):
         return got
-    session, _ = got
-    svc = services(request)
-    domain = await run(request, _own, svc, session.account, hostname, True)
-    if domain is None:
-        return not_found(request, session, "receiving domain")
+    _, _, domain = got
     await run(request, lambda: _domains(svc).set_inbound(domain.name, inbound=False, clear_webhook=True))
     return back("/webhooks/parse", "parse_deleted")
