@@ -145,6 +145,12 @@ class DeliveryAgent:
             if self._heartbeat_task is not None:
                 self._heartbeat_task.cancel()
 
+    async def _stop_heartbeat(self) -> None:
+        task = self._heartbeat_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
     async def _leave_once(self) -> bool:
         # Outcomes first, and written before the lease goes: a recipient handed back with its
         # 250 unrecorded would be sent again.
@@ -160,6 +166,9 @@ class DeliveryAgent:
                 n = await self.writer.run(functools.partial(hand_back, node=self.node, ids=ids, now=time.time()))
                 self._given_back = self._given_back[len(ids):]
                 log.info("stopping: %d recipients not yet sent are due again now", n)
+            # The heartbeat stops first: a beat written after our row is gone would put it back
+            # (nodes.beat re-registers), and the next node to start would find us dead.
+            await self._stop_heartbeat()
             left = await self.writer.run(functools.partial(nodes.leave, name=self.node, now=time.time()))
         except Exception as exc:
             if is_unavailable(exc):
