@@ -14,13 +14,14 @@ import socket
 import threading
 
 FIRST = 20_000
-BLOCK = 2_000  # ports per worker: six workers fit below 32768
+BLOCK = 1_000  # ports per worker: twelve workers fit below 32768; a worker wraps around its block
+WORKERS = (32_768 - FIRST) // BLOCK
 _lock = threading.Lock()
 
 
 def _worker() -> int:
     name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ... (absent when not parallel)
-    return int(name[2:]) % 6 if name[2:].isdigit() else 0
+    return int(name[2:]) % WORKERS if name[2:].isdigit() else 0
 
 
 _start = FIRST + _worker() * BLOCK
