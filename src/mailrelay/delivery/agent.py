@@ -32,6 +32,7 @@ from mailrelay import metrics
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
+from mailrelay.delivery.providers import provider_of
 from mailrelay.delivery.routing import RouteCache, RoutingError
 from mailrelay.delivery.transfer import ConnectionPool, HostFailed, TransactionResult, connect, send
 from mailrelay.resolver.base import Resolver
@@ -473,6 +474,6 @@ def _count(claim: Claim, outcomes: list[RecipientOutcome], max_lifetime: float) 
         outcome: str = out.verdict.outcome
         if outcome == "deferred" and expired(claim.message.created_at, now, max_lifetime):
             outcome = "expired"
-        metrics.child(metrics.recipients, outcome, plan).inc()
+        metrics.count(metrics.recipients, outcome, plan, provider_of(out.host))
         if outcome == "delivered":
-            metrics.child(metrics.delivery_seconds, plan).observe(max(0.0, now - claim.message.created_at))
+            metrics.observe(metrics.delivery_seconds, max(0.0, now - claim.message.created_at), plan)

@@ -150,7 +150,7 @@ class AuthPhase(SessionBase):
         self._resume(R.AUTH_OK)
 
     def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:
-        metrics.child(metrics.auth_failures, self.listener.name).inc()
+        metrics.count(metrics.auth_failures, self.listener.name)
         if not counted:
             self.server.auth_limiter.record_failure(self.client_key)
         if self.server.auth_limiter.locked(self.client_key):

@@ -10,6 +10,7 @@ A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer map
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,7 @@ class APISubmission:
                      auth_user: str, tls_version: str | None = None) -> list[str]:
         """Queue `messages` for `account`; their queue ids once committed. Raises Refusal (or
         RateRefusal) with nothing queued and nothing counted."""
+        started = time.monotonic()
         p = self.policy
         plan = p.plans.get(account.plan)
         now = p.clock()
@@ -97,7 +99,8 @@ class APISubmission:
             if reserved:
                 p.writer.run(lambda conn: release(conn, account.id, reserved, now))
             raise
-        metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
+        metrics.count(metrics.accepted, "http", account.plan, n=len(records))
+        metrics.observe(metrics.accept_seconds, time.monotonic() - started, "http")
         for r in records:
             log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s via=http",
                      r.queue_id, r.mail_from, len(r.recipients), len(r.trace_headers) + len(r.body),
