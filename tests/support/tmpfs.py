@@ -10,6 +10,7 @@ holds it open (a server the test failed to stop), so that no mount is ever left 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -54,14 +55,21 @@ class Filler:
 
     def leave(self, wanted: int) -> int:
         """Grow or shrink the filler until about `wanted` bytes are free; what is free then."""
-        size = self.path.stat().st_size if self.path.exists() else 0
-        target = max(0, size + free_bytes(self.directory) - wanted)
         with self.path.open("ab") as fh:
-            if target < size:
-                fh.truncate(target)
-            elif target > size:
-                os.posix_fallocate(fh.fileno(), size, target - size)  # the pages, taken now
-        return free_bytes(self.directory)
+            for _ in range(20):
+                size = os.fstat(fh.fileno()).st_size
+                target = max(0, size + free_bytes(self.directory) - wanted)
+                try:
+                    if target < size:
+                        fh.truncate(target)
+                    elif target > size:
+                        os.posix_fallocate(fh.fileno(), size, target - size)  # the pages, taken now
+                except OSError as exc:  # a server wrote between the reading and the filling
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    continue
+                return free_bytes(self.directory)
+        raise AssertionError(f"could not leave {wanted} bytes free in {self.directory}")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

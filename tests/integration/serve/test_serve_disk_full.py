@@ -3,8 +3,9 @@
 A real server on a 48 MiB tmpfs, delivering to a loopback MX, is sent mail until the file
 system is below storage.min_free: MAIL is then answered 452 4.3.1 (also when the SIZE=
 declared would not fit), a message SQLite itself finds no room for is answered 4xx and never
-250, and when the space comes back the server takes mail again within seconds, with every
-message it answered 250 delivered once, byte for byte, and the database intact.
+250, deliveries that end with no byte free keep their outcomes until they can be written, and
+when the space comes back the server takes mail again within seconds, with every message it
+answered 250 delivered once, byte for byte, recorded as such, and the database intact.
 """
 
 from __future__ import annotations
@@ -126,8 +127,7 @@ require_own_domain = false
         for _ in range(5):
             seq += 1
             assert sender.send(_message(seq, 64 * 1024, rng), seq)[0] == 250
-        # The remote MX holds each DATA from now until the disk is full: those deliveries end,
-        # and their outcomes are written, while there is no room.
+        # The remote MX holds each DATA from now until the disk is full.
         remote.open.clear()
         # 2 MiB above the line, then messages of 128 KB, paced well below the 4 MiB a second
         # that could reach the disk's end before the once-a-second reading sees the line
@@ -162,11 +162,18 @@ require_own_domain = false
         assert 400 <= code < 500, (code, text)
         assert server.proc.poll() is None, server.text()
         assert sender.client.noop()[0] == 250
+        # The failed write's pages stay in the WAL file, where later writes fit. Without them
+        # (the WAL emptied and truncated) and with no byte free, no write fits at all: the
+        # held deliveries end now, and their outcomes cannot be written.
+        filler.leave(MIN_FREE)
+        with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+            wal = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert wal[0] == 0, "the checkpoint was blocked"
+        filler.leave(0)
         remote.open.set()
         mx.wait_for(len(sender.accepted))
         full_at_delivery = free_bytes(small_fs)
         marks.append(("delivered", time.monotonic()))
-        filler.leave(0)  # (the failed write's pages, kept in the WAL file, already fill it)
         sender.wait_mail(452, timeout=3)
         # Space returns: the server takes mail again within seconds, by itself.
         filler.remove()
@@ -189,18 +196,24 @@ require_own_domain = false
     delivered = collections.Counter(_queue_id(m.data) for m in mx.messages)
     print(f"\n{len(sender.accepted)} messages taken, {sum(delivered.values())} delivered; "
           f"back {back:.2f} s after the space returned; {full_at_delivery} bytes free while delivering; "
-          f"the 12 MiB message: {code} {text.decode()}; at "
+          f"the 12 MiB message: {code} {text.decode()}; checkpoint {wal}; at "
           + ", ".join(f"{name} {at - marks[0][1]:.2f} s" for name, at in marks[1:]))
     assert delivered == collections.Counter(set(sender.accepted)), "each taken message delivered exactly once"
     for m in mx.messages:
         sent = sender.accepted[_queue_id(m.data)]
         assert m.data.rstrip(b"\r\n").endswith(sent.rstrip(b"\r\n")), "body changed on the way"
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        # The outcomes written while there was no room were kept and written after: every
+        # recipient is recorded delivered, none left leased, and nothing else was stored.
+        rows = conn.execute("SELECT message_id, status, lease_owner FROM recipients").fetchall()
+    assert sorted(rows) == sorted((qid, "delivered", None) for qid in sender.accepted)
     assert "Traceback" not in log, log
-    # One line each time the line is crossed, one per database outage: not one per message.
-    assert 1 <= log.count("queue storage low") <= 2 and 1 <= log.count("queue storage back") <= 2, log
+    # One line each time the line is crossed (twice down, twice up), one per outage of the
+    # database (a write that found no room): not one per message or per MAIL.
+    assert log.count("queue storage low") == 2 and log.count("queue storage back") == 2, log
     assert log.count("database unavailable") == log.count("database back") >= 1, log
+    assert log.count("cannot record delivery outcomes") == log.count("outcomes held through") <= 1, log
 
 
 def _queue_id(data: bytes) -> str:
