@@ -186,7 +186,8 @@ class App:
         services = Services(settings=s, accounts=self.accounts, submission=submission,
                             auth_limiter=self.lockout, executor=self.auth_executor,
                             engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher),
-                            listeners=self.smtp.state if listeners is None else lambda: listeners)
+                            listeners=self.smtp.state if listeners is None else lambda: listeners,
+                            health=self.writer.health)
         api = build_api(services)
         web.install(api, WebServices(settings=s, accounts=self.accounts, sessions=WebSessions(self.engine),
                                      lockout=self.lockout, engine=self.engine, executor=self.auth_executor,
