@@ -288,9 +288,12 @@ class DeliveryAgent:
             self._given_back.extend(r.id for r in claim.recipients)
             return
         except Exception as exc:  # a bug must defer one message, not stop the agent
-            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain,
-                          extra={"queue_id": claim.message.id, "account": claim.message.account})
-            verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
+            if is_unavailable(exc):  # before sending (DKIM keys unread): deferred, no traceback
+                verdict = Verdict("deferred", "4.3.0", "not sent: the database is unavailable", remote=False)
+            else:
+                log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain,
+                              extra={"queue_id": claim.message.id, "account": claim.message.account})
+                verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
             outcomes = [RecipientOutcome(r, verdict) for r in claim.recipients]
         for out in outcomes:
             log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
