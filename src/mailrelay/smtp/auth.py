@@ -123,6 +123,9 @@ class AuthPhase(SessionBase):
     async def _finish_auth(self, aw: Awaitable[Identity | None], username: str) -> None:
         try:
             identity = await aw
+        except Refusal as refusal:  # the policy's own answer (e.g. 454 while its database is away)
+            self._resume(refusal.reply)
+            return
         except Exception:
             log.exception("authentication backend failed")
             self._resume(R.AUTH_TEMP_FAIL)

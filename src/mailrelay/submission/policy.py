@@ -100,7 +100,15 @@ class SubmissionPolicy:
 
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
         loop = asyncio.get_running_loop()
-        account = await loop.run_in_executor(self.executor, self.accounts.authenticate, username, password)
+        try:
+            account = await loop.run_in_executor(self.executor, self.accounts.authenticate, username, password)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Not a wrong password: RFC 4954 §6's temporary failure, not counted against the
+            # client; the outage is one line of the writer's health, not a traceback per AUTH.
+            self.writer.health.failed(exc)
+            raise Refusal(R.AUTH_TEMP_FAIL) from None
         return Identity(username, account) if account is not None else None
 
     def _trusted_principal(self) -> Account | None:
