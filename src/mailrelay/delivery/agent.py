@@ -101,6 +101,7 @@ class DeliveryAgent:
         await self.writer.run(functools.partial(nodes.register, name=self.node, host=host, now=time.time()))
         log.info("delivery agent %s started", self.node)
         loop = asyncio.get_running_loop()
+        self.writer.health.on_back.append(functools.partial(self._database_back, loop))
         self._heartbeat_task = loop.create_task(self._heartbeat(host), name="delivery-heartbeat")
         self._task = loop.create_task(self._run(), name="delivery-agent")
 
@@ -371,6 +372,13 @@ class DeliveryAgent:
             self._held_delay = min(max(0.25, 2 * self._held_delay), HELD_RETRY_MAX)
             asyncio.get_running_loop().call_later(self._held_delay, self._retry_held)
 
+    def _database_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer saw the database answer again (a heartbeat, a webhook claim): held
+        outcomes are written now, not at their next backoff step (up to HELD_RETRY_MAX later),
+        and claiming goes on. Called on the writer's thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is stopping
+            loop.call_soon_threadsafe(self._retry_held)
+
     def _held_take(self) -> list[_Finished]:
         batch, self._held = self._held, []
         return batch
@@ -378,6 +386,7 @@ class DeliveryAgent:
     def _retry_held(self) -> None:
         if self._held:
             self._flush_outcomes(self._held_take())
+            self._wake.set()  # claims wait while outcomes are held: look again once they are in
 
     async def _capture(self, claim: Claim) -> None:
         """A sandbox account's message: signed exactly as for delivery, then kept, never sent

@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy
 import sqlalchemy.exc
@@ -63,6 +64,9 @@ class StorageHealth:
         self.failures = 0
         self.refused_messages = 0
         self._lock = threading.Lock()
+        # Called (on the thread that saw it) when the database is back: work paused by the
+        # outage resumes at once instead of at its next backoff step.
+        self.on_back: list[Callable[[], None]] = []
 
     @property
     def down(self) -> bool:
@@ -91,6 +95,8 @@ class StorageHealth:
             self.down_since = None
         log.warning("database back after %.1f s; %d messages refused and %d database calls failed meanwhile",
                     took, self.refused_messages, self.failures)
+        for callback in self.on_back:
+            callback()
 
 
 def ping(engine: sqlalchemy.Engine) -> None:
