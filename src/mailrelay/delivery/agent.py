@@ -31,7 +31,13 @@ from sqlalchemy.engine import Connection
 from mailrelay import metrics
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
-from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
+from mailrelay.delivery.outcomes import (
+    RecipientOutcome,
+    Recorded,
+    filter_suppressed,
+    record_many,
+    report_waiting_failures,
+)
 from mailrelay.delivery.routing import RouteCache, RoutingError
 from mailrelay.delivery.transfer import ConnectionPool, HostFailed, TransactionResult, connect, send
 from mailrelay.resolver.base import Resolver
@@ -51,7 +57,7 @@ Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines 
 # window in which a crash after the remote 250 sends a message twice.
 OUTCOME_WINDOW = 0.01
 # A finished job: its claim, what happened, and the future that gets the bounce's queue id.
-_Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[str | None]"]
+_Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[Recorded]"]
 _Captured = tuple[Claim, bytes, "asyncio.Future[None]"]  # a sandbox claim and its DKIM signature
 HELD_RETRY_MAX = 10.0  # seconds between tries to write outcomes kept through an outage
 
@@ -299,20 +305,30 @@ class DeliveryAgent:
                             "event": out.verdict.outcome, "status": out.verdict.status,
                             "recipient": out.recipient.address, "relay": out.host or "none"})
         try:
-            bounce = await self._record(claim, outcomes)
+            recorded = await self._record(claim, outcomes)
         except Exception as exc:
-            # E.g. an operator deleted the message meanwhile (an outage is not here: those
-            # outcomes are held until the database is back).
+            # An outage is not here: those outcomes are held until the database is back.
             log.warning("could not record the outcome for %s: %s", claim.message.id, exc,
                         extra={"queue_id": claim.message.id, "account": claim.message.account})
             return
+        if recorded.refused:
+            refused = {r.id for r in recorded.refused}
+            for out in outcomes:
+                if out.recipient.id in refused:
+                    # Taken for dead (or the message deleted) while we sent: the recipient's
+                    # newer state stands, and may already be a second delivery.
+                    log.warning("%s: to=<%s> lease lost; outcome not recorded: %s", claim.message.id,
+                                out.recipient.address, _reply(out.verdict),
+                                extra={"queue_id": claim.message.id, "account": claim.message.account,
+                                       "recipient": out.recipient.address})
+            outcomes = [out for out in outcomes if out.recipient.id not in refused]
         _count(claim, outcomes, self.settings.max_lifetime)
-        if bounce is not None:
+        if recorded.bounce is not None:
             self.wake()
 
-    def _record(self, claim: Claim, outcomes: list[RecipientOutcome]) -> asyncio.Future[str | None]:
+    def _record(self, claim: Claim, outcomes: list[RecipientOutcome]) -> asyncio.Future[Recorded]:
         """Outcomes of the jobs that finish within OUTCOME_WINDOW are written together."""
-        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         if not self._finished:
             asyncio.get_running_loop().call_later(OUTCOME_WINDOW, self._flush_outcomes)
         self._finished.append((claim, outcomes, fut))
@@ -323,12 +339,12 @@ class DeliveryAgent:
             batch, self._finished = self._finished, []
         if not batch:
             return
-        op = functools.partial(record_many, items=[(c, o) for c, o, _ in batch], now=time.time(),
+        op = functools.partial(record_many, items=[(c, o) for c, o, _ in batch], owner=self.node, now=time.time(),
                                hostname=self.hostname, max_lifetime=self.settings.max_lifetime,
                                delay_warning=self.settings.delay_warning)
         self._writing += 1
 
-        def written(done: asyncio.Future[list[str | None]]) -> None:
+        def written(done: asyncio.Future[list[Recorded]]) -> None:
             self._writing -= 1
             exc = done.exception()
             if exc is not None and is_unavailable(exc):
@@ -462,6 +478,10 @@ class DeliveryAgent:
     def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:
         return [RecipientOutcome(r, result.verdicts[r.address], result.host, result.ip, result.tls)
                 for r in claim.recipients]
+
+
+def _reply(v: Verdict) -> str:
+    return v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
 
 
 def _count(claim: Claim, outcomes: list[RecipientOutcome], max_lifetime: float) -> None:

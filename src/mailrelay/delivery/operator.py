@@ -124,15 +124,15 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain
     where = [r.c.message_id == queue_id, r.c.status.in_(PENDING), lease_free(now)]
     if domain is not None:
         where.append(r.c.domain == domain)
-    rows = conn.execute(
-        sa.select(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status).where(*where).order_by(r.c.id)
-    ).all()
+    # One statement decides and changes: a node claiming a recipient between a read and the
+    # write would deliver what we report bounced.
+    rows = sorted(conn.execute(r.update().where(*where).values(
+        status=BOUNCED, last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
+        lease_owner=None, lease_until=None, updated_at=now,
+    ).returning(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status)).all(), key=lambda row: row.id)
     if not rows:
         return 0
     ids = [row.id for row in rows]
-    conn.execute(r.update().where(r.c.id.in_(ids)).values(
-        status=BOUNCED, last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
-        lease_owner=None, lease_until=None, updated_at=now))
     add_events(conn, [
         {"account_id": m.account_id, "message_id": queue_id, "recipient": row.address,
          "type": EV_BOUNCED_BY_OPERATOR, "detail": f"{BOUNCE_STATUS} {BOUNCE_TEXT}", "at": now}
