@@ -117,6 +117,7 @@ class App:
         self.webhooks = WebhookDispatcher(settings.webhooks, self.writer) if deliver else None
         # Received mail goes to its domain's parse webhook from the same processes.
         self.inbound = (InboundDispatcher(settings.inbound, self.writer, node=self.agent.node,
+                                          clock=self.writer.now,
                                           allow_private=settings.webhooks.allow_private_targets)
                         if self.agent is not None else None)
         # Retention: one sweeper per node, in the process that serves SMTP (spool.retention).
