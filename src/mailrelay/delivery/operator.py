@@ -42,6 +42,7 @@ from mailrelay.delivery.outcomes import queue_bounce
 from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
 from mailrelay.spool.reader import QueueReader
+from mailrelay.spool.wakeups import notify
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, message_categories, messages, recipients
 
@@ -80,6 +81,7 @@ def retry(conn: Connection, queue_id: str | None, *, now: float, domain: str | N
     conn.execute(r.update().where(*where, sa.not_(live)).values(
         next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
     conn.execute(r.update().where(*where, live).values(next_attempt_at=now, updated_at=now))
+    notify(conn)  # the delivering nodes claim them now, not at their next poll
     owners = dict(conn.execute(sa.select(messages.c.id, messages.c.account_id)
                                .where(messages.c.id.in_(sorted(per_message)))).all())
     add_events(conn, [

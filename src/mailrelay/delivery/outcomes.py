@@ -49,6 +49,7 @@ from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
 from mailrelay.spool.schedule import expired, warn_delay
+from mailrelay.spool.wakeups import notify
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import asm_groups, asm_suppressions, attempts, events, messages, recipients, suppressions
@@ -332,6 +333,7 @@ def queue_bounce(conn: Connection, claim: Claim, failed: Sequence[FailedRecipien
     m, r = record.rows()
     conn.execute(messages.insert(), [m])
     conn.execute(recipients.insert(), r)
+    notify(conn)
     add_events(conn, [{"account_id": msg.account_id, "message_id": msg.id, "recipient": msg.mail_from,
                        "type": EV_BOUNCE_QUEUED, "detail": f"DSN {queue_id}{action_note}", "at": now}])
     return queue_id

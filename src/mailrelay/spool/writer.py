@@ -6,7 +6,8 @@ survives `kill -9`. One writer thread takes whatever is waiting, up to `max_batc
 it at once: under load the cost of an fsync is shared, at rest a message waits for nobody.
 
 The writer keeps the queue's clock (store.clock): on PostgreSQL the database server's time, so
-that mail queued here is due at once for a node whose clock is behind ours.
+that mail queued here is due at once for a node whose clock is behind ours. On PostgreSQL a
+commit with new mail wakes the delivery of every node (spool.wakeups).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mailrelay.core import status
 from mailrelay.core.address import domain_of
 from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
+from mailrelay.spool.wakeups import notify
 from mailrelay.store.clock import DatabaseClock
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
@@ -276,6 +278,7 @@ class SpoolWriter:
                         add_usage(conn, usage, msg_rows[0]["created_at"])
                     if batch_ids:  # held or dropped before anyone can claim them, if paused or cancelled
                         batches.apply(conn, batch_ids, msg_rows[0]["created_at"])
+                    notify(conn)  # PostgreSQL: every node's delivery hears of it on commit, once per batch
                 for work, _, _ in batch:
                     out.append(None if isinstance(work, (SpoolRecord, tuple)) else work(conn))
         finally:
