@@ -39,6 +39,7 @@ from mailrelay.smtp.listener import EngineLimits, Listener
 from mailrelay.smtp.server import BindFailure, ListenerState, SMTPServer
 from mailrelay.smtp.tls import TLSConfigError, ensure_self_signed, server_context
 from mailrelay.spool.retention import RetentionSweeper
+from mailrelay.spool.wakeups import QueueListener
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.open import open_storage
 from mailrelay.store.space import for_url as disk_space_for
@@ -113,10 +114,14 @@ class App:
             deliver = settings.delivery.enabled and settings.delivery.processes == 0
         self.serve_smtp = serve_smtp
         self.agent: DeliveryAgent | None = self._build_agent(node) if deliver else None
+        # On PostgreSQL mail queued by any node wakes this one's delivery at once (spool.wakeups).
+        self.listener = (QueueListener(self.engine, self.agent.wake, connect_timeout=settings.storage.connect_timeout)
+                         if self.agent is not None and self.engine.dialect.name == "postgresql" else None)
         # The event webhook is posted from the processes that deliver (one dispatcher each).
         self.webhooks = WebhookDispatcher(settings.webhooks, self.writer) if deliver else None
         # Received mail goes to its domain's parse webhook from the same processes.
         self.inbound = (InboundDispatcher(settings.inbound, self.writer, node=self.agent.node,
+                                          clock=self.writer.now,
                                           allow_private=settings.webhooks.allow_private_targets)
                         if self.agent is not None else None)
         # Retention: one sweeper per node, in the process that serves SMTP (spool.retention).
@@ -228,6 +233,8 @@ class App:
             self.lockout.start()
         if self.agent is not None:
             await self.agent.start()
+        if self.listener is not None:
+            self.listener.start()
         if self.webhooks is not None:
             await self.webhooks.start()
         if self.inbound is not None:
@@ -241,6 +248,8 @@ class App:
         await self.lockout.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.listener is not None:
+            await self.listener.stop()
         if self.agent is not None:
             await self.agent.stop(self.settings.server.shutdown_timeout)
         if self.webhooks is not None:

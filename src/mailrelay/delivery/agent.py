@@ -10,7 +10,8 @@ heartbeat proves it alive (spool.nodes), so no other process hands back its leas
 works. Stopping (SIGTERM, or the parent gone) starts no new transaction: jobs not yet talking
 to a server give their recipients back at once, those mid-transaction finish and are recorded.
 An outcome the database cannot take now is kept in memory and written when it is back, never
-dropped to be sent again at lease expiry.
+dropped to be sent again at lease expiry. Times written to the queue are on its clock
+(`writer.now()`, store.clock), not this machine's.
 
 Security: outbound connections go only where DNS (or a configured route) says, never to
 private or loopback addresses unless `delivery.allow_private_destinations` is set (routing).
@@ -31,7 +32,13 @@ from sqlalchemy.engine import Connection
 from mailrelay import metrics
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
-from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
+from mailrelay.delivery.outcomes import (
+    RecipientOutcome,
+    Recorded,
+    filter_suppressed,
+    record_many,
+    report_waiting_failures,
+)
 from mailrelay.delivery.providers import provider_of
 from mailrelay.delivery.routing import RouteCache, RoutingError
 from mailrelay.delivery.transfer import ConnectionPool, HostFailed, TransactionResult, connect, send
@@ -52,7 +59,7 @@ Signer = Callable[[int, bytes], bytes]  # (account id, message) -> header lines 
 # window in which a crash after the remote 250 sends a message twice.
 OUTCOME_WINDOW = 0.01
 # A finished job: its claim, what happened, and the future that gets the bounce's queue id.
-_Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[str | None]"]
+_Finished = tuple[Claim, list[RecipientOutcome], "asyncio.Future[Recorded]"]
 _Captured = tuple[Claim, bytes, "asyncio.Future[None]"]  # a sandbox claim and its DKIM signature
 HELD_RETRY_MAX = 10.0  # seconds between tries to write outcomes kept through an outage
 
@@ -63,15 +70,13 @@ class Interrupted(Exception):
 
 class DeliveryAgent:
     def __init__(self, *, settings: DeliverySettings, writer: SpoolWriter, resolver: Resolver,
-                 hostname: str, signer: Signer | None = None, node: str | None = None,
-                 poll_interval: float = 1.0) -> None:
+                 hostname: str, signer: Signer | None = None, node: str | None = None) -> None:
         self.settings = settings
         self.writer = writer
         self.resolver = resolver
         self.hostname = hostname
         self.signer = signer
         self.node = node or nodes.new_name(socket.gethostname())
-        self.poll_interval = poll_interval
         self.pool = ConnectionPool(settings.connection_reuse_seconds)
         self.routes = RouteCache(resolver=resolver, settings=settings)
         self._total = asyncio.Semaphore(settings.max_connections)
@@ -98,7 +103,7 @@ class DeliveryAgent:
 
     async def start(self) -> None:
         host = socket.gethostname()
-        await self.writer.run(functools.partial(nodes.register, name=self.node, host=host, now=time.time()))
+        await self.writer.run(functools.partial(nodes.register, name=self.node, host=host, now=self.writer.now()))
         log.info("delivery agent %s started", self.node)
         loop = asyncio.get_running_loop()
         self.writer.health.on_back.append(functools.partial(self._database_back, loop))
@@ -165,13 +170,13 @@ class DeliveryAgent:
         try:
             if self._given_back:
                 ids = self._given_back
-                n = await self.writer.run(functools.partial(hand_back, node=self.node, ids=ids, now=time.time()))
+                n = await self.writer.run(functools.partial(hand_back, node=self.node, ids=ids, now=self.writer.now()))
                 self._given_back = self._given_back[len(ids):]
                 log.info("stopping: %d recipients not yet sent are due again now", n)
             # The heartbeat stops first: a beat written after our row is gone would put it back
             # (nodes.beat re-registers), and the next node to start would find us dead.
             await self._stop_heartbeat()
-            left = await self.writer.run(functools.partial(nodes.leave, name=self.node, now=time.time()))
+            left = await self.writer.run(functools.partial(nodes.leave, name=self.node, now=self.writer.now()))
         except Exception as exc:
             if is_unavailable(exc):
                 return False
@@ -192,7 +197,7 @@ class DeliveryAgent:
                 await asyncio.sleep(s.heartbeat_seconds)
             try:
                 if not started and not await self.writer.run(functools.partial(
-                        nodes.beat, name=self.node, host=host, now=time.time())):
+                        nodes.beat, name=self.node, host=host, now=self.writer.now())):
                     log.warning("delivery agent %s was taken for dead (no heartbeat for %gs) and its leases "
                                 "were handed back; it goes on", self.node, s.dead_after)
                 started = False
@@ -207,12 +212,12 @@ class DeliveryAgent:
                     if node.name not in gone:
                         continue
                     count = await self.writer.run(functools.partial(
-                        nodes.bury, name=node.name, heartbeat_at=node.heartbeat_at, now=time.time()))
+                        nodes.bury, name=node.name, heartbeat_at=node.heartbeat_at, now=self.writer.now()))
                     if count is not None:
                         log.warning("delivery agent %s is dead (%s): %d recipients it leased are due again now",
                                     node.name, gone[node.name], count)
                         self.wake()
-                await self.writer.run(functools.partial(report_waiting_failures, now=time.time(),
+                await self.writer.run(functools.partial(report_waiting_failures, now=self.writer.now(),
                                                         hostname=self.hostname))
             except Exception as exc:
                 if is_unavailable(exc):
@@ -232,7 +237,7 @@ class DeliveryAgent:
             if room > 0 and not self._held:  # outcomes first: the database is back when they are in
                 try:
                     claims = await self.writer.run(functools.partial(
-                        self._claim, node=self.node, now=time.time(), limit=min(room, 500)))
+                        self._claim, node=self.node, now=self.writer.now(), limit=min(room, 500)))
                 except Exception as exc:
                     if not is_unavailable(exc):  # an outage is logged once, by the writer
                         log.exception("claiming due recipients failed; retrying shortly")
@@ -251,7 +256,7 @@ class DeliveryAgent:
                 await asyncio.sleep(0)  # more may be due right away
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
@@ -304,20 +309,30 @@ class DeliveryAgent:
                             "event": out.verdict.outcome, "status": out.verdict.status,
                             "recipient": out.recipient.address, "relay": out.host or "none"})
         try:
-            bounce = await self._record(claim, outcomes)
+            recorded = await self._record(claim, outcomes)
         except Exception as exc:
-            # E.g. an operator deleted the message meanwhile (an outage is not here: those
-            # outcomes are held until the database is back).
+            # An outage is not here: those outcomes are held until the database is back.
             log.warning("could not record the outcome for %s: %s", claim.message.id, exc,
                         extra={"queue_id": claim.message.id, "account": claim.message.account})
             return
+        if recorded.refused:
+            refused = {r.id for r in recorded.refused}
+            for out in outcomes:
+                if out.recipient.id in refused:
+                    # Taken for dead (or the message deleted) while we sent: the recipient's
+                    # newer state stands, and may already be a second delivery.
+                    log.warning("%s: to=<%s> lease lost; outcome not recorded: %s", claim.message.id,
+                                out.recipient.address, _reply(out.verdict),
+                                extra={"queue_id": claim.message.id, "account": claim.message.account,
+                                       "recipient": out.recipient.address})
+            outcomes = [out for out in outcomes if out.recipient.id not in refused]
         _count(claim, outcomes, self.settings.max_lifetime)
-        if bounce is not None:
+        if recorded.bounce is not None:
             self.wake()
 
-    def _record(self, claim: Claim, outcomes: list[RecipientOutcome]) -> asyncio.Future[str | None]:
+    def _record(self, claim: Claim, outcomes: list[RecipientOutcome]) -> asyncio.Future[Recorded]:
         """Outcomes of the jobs that finish within OUTCOME_WINDOW are written together."""
-        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         if not self._finished:
             asyncio.get_running_loop().call_later(OUTCOME_WINDOW, self._flush_outcomes)
         self._finished.append((claim, outcomes, fut))
@@ -328,12 +343,12 @@ class DeliveryAgent:
             batch, self._finished = self._finished, []
         if not batch:
             return
-        op = functools.partial(record_many, items=[(c, o) for c, o, _ in batch], now=time.time(),
+        op = functools.partial(record_many, items=[(c, o) for c, o, _ in batch], owner=self.node, now=self.writer.now(),
                                hostname=self.hostname, max_lifetime=self.settings.max_lifetime,
                                delay_warning=self.settings.delay_warning)
         self._writing += 1
 
-        def written(done: asyncio.Future[list[str | None]]) -> None:
+        def written(done: asyncio.Future[list[Recorded]]) -> None:
             self._writing -= 1
             exc = done.exception()
             if exc is not None and is_unavailable(exc):
@@ -415,7 +430,7 @@ class DeliveryAgent:
 
     def _flush_captures(self) -> None:
         batch, self._captured = self._captured, []
-        op = functools.partial(record_captures, items=[(c, s) for c, s, _ in batch], now=time.time())
+        op = functools.partial(record_captures, items=[(c, s) for c, s, _ in batch], now=self.writer.now())
 
         def written(done: asyncio.Future[None]) -> None:
             exc = done.exception()
@@ -475,6 +490,10 @@ class DeliveryAgent:
     def _outcomes(claim: Claim, result: TransactionResult) -> list[RecipientOutcome]:
         return [RecipientOutcome(r, result.verdicts[r.address], result.host, result.ip, result.tls)
                 for r in claim.recipients]
+
+
+def _reply(v: Verdict) -> str:
+    return v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
 
 
 def _count(claim: Claim, outcomes: list[RecipientOutcome], max_lifetime: float) -> None:

@@ -42,6 +42,7 @@ from mailrelay.delivery.outcomes import queue_bounce
 from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
 from mailrelay.spool.reader import QueueReader
+from mailrelay.spool.wakeups import notify
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, message_categories, messages, recipients
 
@@ -80,6 +81,7 @@ def retry(conn: Connection, queue_id: str | None, *, now: float, domain: str | N
     conn.execute(r.update().where(*where, sa.not_(live)).values(
         next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
     conn.execute(r.update().where(*where, live).values(next_attempt_at=now, updated_at=now))
+    notify(conn)  # the delivering nodes claim them now, not at their next poll
     owners = dict(conn.execute(sa.select(messages.c.id, messages.c.account_id)
                                .where(messages.c.id.in_(sorted(per_message)))).all())
     add_events(conn, [
@@ -124,15 +126,15 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain
     where = [r.c.message_id == queue_id, r.c.status.in_(PENDING), lease_free(now)]
     if domain is not None:
         where.append(r.c.domain == domain)
-    rows = conn.execute(
-        sa.select(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status).where(*where).order_by(r.c.id)
-    ).all()
+    # One statement decides and changes: a node claiming a recipient between a read and the
+    # write would deliver what we report bounced.
+    rows = sorted(conn.execute(r.update().where(*where).values(
+        status=BOUNCED, last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
+        lease_owner=None, lease_until=None, updated_at=now,
+    ).returning(r.c.id, r.c.address, r.c.params, r.c.attempts, r.c.status)).all(), key=lambda row: row.id)
     if not rows:
         return 0
     ids = [row.id for row in rows]
-    conn.execute(r.update().where(r.c.id.in_(ids)).values(
-        status=BOUNCED, last_reply=f"{BOUNCE_STATUS} {BOUNCE_TEXT}", next_attempt_at=None,
-        lease_owner=None, lease_until=None, updated_at=now))
     add_events(conn, [
         {"account_id": m.account_id, "message_id": queue_id, "recipient": row.address,
          "type": EV_BOUNCED_BY_OPERATOR, "detail": f"{BOUNCE_STATUS} {BOUNCE_TEXT}", "at": now}

@@ -10,6 +10,13 @@ One bounce per message per delivery pass, as Postfix sends: a failed recipient w
 at another domain), and whoever records the last of them queues one DSN listing them all.
 On PostgreSQL the message row is locked first, so two nodes finishing the same message at
 once cannot both leave the report to the other.
+
+An outcome is written only by the lease it was attempted under (`_still_ours`): a node taken
+for dead whose recipients were handed back and claimed again (or finished, or bounced by an
+operator) cannot overwrite the newer outcome with its late one. Such an outcome is kept only as
+an attempt row, the history of what happened on the wire (a late 250 is a duplicate delivery an
+operator may need to explain); status, events (webhooks), suppressions and DSNs are left as the
+newer outcome made them.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from mailrelay.core.status import (
     EV_SUPPRESSION_ADDED,
     EXPIRED,
     FINAL,
+    PENDING,
 )
 from mailrelay.delivery import providers
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
 from mailrelay.spool.schedule import expired, warn_delay
+from mailrelay.spool.wakeups import notify
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import asm_groups, asm_suppressions, attempts, events, messages, recipients, suppressions
@@ -56,33 +65,69 @@ class RecipientOutcome:
     tls: str | None = None
 
 
-def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[RecipientOutcome], *, now: float,
-                    hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> str | None:
-    """Store the outcome of one attempt; returns the queue id of a bounce it queued, if any."""
-    return record_many(conn, [(claim, outcomes)], now=now, hostname=hostname, max_lifetime=max_lifetime,
-                       delay_warning=delay_warning)[0]
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `record_many` did with the outcomes of one claim."""
+
+    bounce: str | None = None  # queue id of the bounce it queued
+    refused: tuple[ClaimedRecipient, ...] = ()  # lease lost: kept as an attempt row only (or gone)
+
+
+def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[RecipientOutcome], *, owner: str,
+                    now: float, hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> Recorded:
+    """Store the outcome of one attempt made under `owner`'s lease."""
+    return record_many(conn, [(claim, outcomes)], owner=owner, now=now, hostname=hostname,
+                       max_lifetime=max_lifetime, delay_warning=delay_warning)[0]
 
 
 # One statement each, run with executemany for a whole batch of outcomes: a final status also
 # clears the next attempt time; a deferral keeps the one written when the recipient was claimed.
-_SET_FINAL = recipients.update().where(recipients.c.id == sa.bindparam("rid")).values(
+# Each repeats `_still_ours`'s check, so a row taken meanwhile by a writer that did not wait
+# for ours (SQLite) is left alone.
+_OURS = (recipients.c.id == sa.bindparam("rid"), recipients.c.attempts == sa.bindparam("tries"),
+         sa.or_(*(recipients.c.status == s for s in PENDING)),  # executemany takes no IN list
+         sa.or_(recipients.c.lease_owner == sa.bindparam("owner"), recipients.c.lease_owner.is_(None)))
+_SET_FINAL = recipients.update().where(*_OURS).values(
     status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
     lease_owner=None, lease_until=None, next_attempt_at=None, dsn_pending=sa.bindparam("dsn"))
-_SET_OPEN = recipients.update().where(recipients.c.id == sa.bindparam("rid")).values(
+_SET_OPEN = recipients.update().where(*_OURS).values(
     status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
     lease_owner=None, lease_until=None)
 
 
-def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[RecipientOutcome]]], *, now: float,
-                hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> list[str | None]:
-    """Store the outcomes of several attempts in a few bulk statements; per item, the queue id
-    of the bounce it queued, if any."""
+def _still_ours(conn: Connection, owner: str, rcpts: Iterable[ClaimedRecipient]) -> tuple[set[int], set[int]]:
+    """(ours, existing): the recipients whose outcome `owner` may still write, and those that
+    still exist. Ours: still pending, with the attempt count our claim wrote (a claim since,
+    ours or another node's, counted one more), and leased to us or, handed back meanwhile,
+    to nobody (then our outcome saves a second send). On PostgreSQL the rows stay locked until
+    commit, so nobody claims or buries them between this read and our write; on SQLite the
+    spool writers of one file take turns (spool.writer), and the statements repeat the check."""
+    r = recipients
+    tries = {x.id: x.attempts + 1 for x in rcpts}
+    query = sa.select(r.c.id, r.c.lease_owner, r.c.attempts, r.c.status).where(r.c.id.in_(sorted(tries)))
+    if conn.dialect.name == "postgresql":
+        query = query.order_by(r.c.id).with_for_update()
+    ours: set[int] = set()
+    existing: set[int] = set()
+    for row in conn.execute(query):
+        existing.add(row.id)
+        if row.attempts == tries[row.id] and row.status in PENDING and row.lease_owner in (owner, None):
+            ours.add(row.id)
+    return ours, existing
+
+
+def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[RecipientOutcome]]], *, owner: str,
+                now: float, hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> list[Recorded]:
+    """Store the outcomes of several attempts made under `owner`'s leases in a few bulk
+    statements; per item, the bounce it queued and the recipients whose lease was lost."""
+    ours, existing = _still_ours(conn, owner, (out.recipient for _, outs in items for out in outs))
+    refused: dict[int, list[ClaimedRecipient]] = {}
     final_rows: list[dict[str, object]] = []
     open_rows: list[dict[str, object]] = []
     attempt_rows: list[dict[str, object]] = []
     event_rows: list[dict[str, object]] = []
     reports: list[tuple[Claim, list[FailedRecipient], list[FailedRecipient]]] = []
-    for claim, outcomes in items:
+    for index, (claim, outcomes) in enumerate(items):
         msg = claim.message
         failed: list[FailedRecipient] = []
         delayed: list[FailedRecipient] = []
@@ -91,6 +136,12 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
             v = out.verdict
             status: str = v.outcome
             reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
+            rid = out.recipient.id
+            if rid not in ours:
+                refused.setdefault(index, []).append(out.recipient)
+                if rid in existing:
+                    attempt_rows.append(_attempt_row(msg.id, out, reply, now))
+                continue
             if status == DEFERRED and expired(msg.created_at, now, max_lifetime):
                 status = EXPIRED
                 failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
@@ -105,16 +156,15 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
                                               v.diagnostic, _remote(out), now))
                 if is_hard_bounce(v):
                     _suppress(conn, msg.account_id, out.recipient.address, v.diagnostic, now)
-            row: dict[str, object] = {"rid": out.recipient.id, "st": status, "reply": reply, "now": now}
+            row: dict[str, object] = {"rid": rid, "st": status, "reply": reply, "now": now, "owner": owner,
+                                      "tries": out.recipient.attempts + 1}
             if status in FINAL:
                 row["dsn"] = (json.dumps(dataclasses.asdict(failed[-1])) if len(failed) > failures_before
                               and should_send_dsn(msg.mail_from) else None)
                 final_rows.append(row)
             else:
                 open_rows.append(row)
-            attempt_rows.append({"message_id": msg.id, "recipient_id": out.recipient.id, "at": now,
-                                 "mx_host": out.host, "ip": out.ip, "tls": out.tls, "reply": reply,
-                                 "outcome": v.outcome})
+            attempt_rows.append(_attempt_row(msg.id, out, reply, now))
             event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
                                "recipient": out.recipient.address, "type": status,
                                "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now,
@@ -128,14 +178,19 @@ def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[Recipien
         conn.execute(attempts.insert(), attempt_rows)
     add_events(conn, event_rows)
     sent = _report_failures(conn, {claim.message.id: claim for claim, _ in items}, now=now, hostname=hostname)
-    bounces: list[str | None] = []
-    for claim, _failed, delayed in reports:
-        bounces.append(sent.pop(claim.message.id, None))
+    recorded: list[Recorded] = []
+    for index, (claim, _failed, delayed) in enumerate(reports):
+        recorded.append(Recorded(sent.pop(claim.message.id, None), tuple(refused.get(index, ()))))
         if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
             add_events(conn, [
                 {"account_id": claim.message.account_id, "message_id": claim.message.id, "recipient": d.address,
                  "type": EV_DELAY_WARNING, "detail": d.diagnostic or "", "at": now} for d in delayed])
-    return bounces
+    return recorded
+
+
+def _attempt_row(message_id: str, out: RecipientOutcome, reply: str, now: float) -> dict[str, object]:
+    return {"message_id": message_id, "recipient_id": out.recipient.id, "at": now, "mx_host": out.host,
+            "ip": out.ip, "tls": out.tls, "reply": reply, "outcome": out.verdict.outcome}
 
 
 def _report_failures(conn: Connection, claims: dict[str, Claim], *, now: float, hostname: str) -> dict[str, str]:
@@ -279,6 +334,7 @@ def queue_bounce(conn: Connection, claim: Claim, failed: Sequence[FailedRecipien
     m, r = record.rows()
     conn.execute(messages.insert(), [m])
     conn.execute(recipients.insert(), r)
+    notify(conn)
     add_events(conn, [{"account_id": msg.account_id, "message_id": msg.id, "recipient": msg.mail_from,
                        "type": EV_BOUNCE_QUEUED, "detail": f"DSN {queue_id}{action_note}", "at": now}])
     return queue_id

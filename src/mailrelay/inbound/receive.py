@@ -289,7 +289,8 @@ class InboundReceiver:
             direction="in", auth=auth_record(checks, session, action=action, authres=authres),
             initial_status=status.INBOUND if any(d.webhook for d in state.domains.values()) else status.KEPT,
         )
-        await self.writer.run(lambda conn: store(conn, record))
+        due_at = self.writer.now()  # on the queue's clock, like mail to send (spool.writer)
+        await self.writer.run(lambda conn: store(conn, record, due_at))
         log.info("%s: received from=<%s> nrcpt=%d size=%d account=%s client=%s helo=%s spf=%s "
                  "dkim=%s dmarc=%s iprev=%s", queue_id, record.mail_from, len(rcpts),
                  len(prefix) + len(kept), state.account_name, session.peer_ip, session.helo,
@@ -310,10 +311,10 @@ def _stored_address(rcpt: Path, state: InboundState) -> str:
     return f"{rcpt.local_part}@{domain}" if domain in state.domains else rcpt.address
 
 
-def store(conn: Connection, record: SpoolRecord) -> None:
-    """Write a received message, its recipients and one `inbound-received` event each, in the
-    spool writer's transaction."""
-    msg, rcpts = record.rows()
+def store(conn: Connection, record: SpoolRecord, due_at: float | None = None) -> None:
+    """Write a received message, its recipients (to be posted from `due_at`) and one
+    `inbound-received` event each, in the spool writer's transaction."""
+    msg, rcpts = record.rows(due_at)
     conn.execute(messages.insert(), [msg])
     conn.execute(recipients.insert(), rcpts)
     detail = "kept in the inbox (no inbound webhook)" if record.initial_status == status.KEPT \

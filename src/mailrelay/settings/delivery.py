@@ -46,6 +46,7 @@ class DeliverySettings:
     lease_seconds: float = 900.0
     heartbeat_seconds: float = 5.0  # each delivering process writes its heartbeat this often
     dead_after: float = 30.0  # a heartbeat unchanged this long proves its process dead
+    poll_seconds: float = 1.0  # look for due recipients this often without being woken
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
     connection_reuse_seconds: float = 5.0

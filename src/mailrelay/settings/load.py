@@ -166,6 +166,8 @@ def _check(s: Settings) -> None:
     d = s.delivery
     if d.heartbeat_seconds <= 0:
         raise ConfigError(src, "delivery.heartbeat_seconds", "expected a number of seconds above 0")
+    if not 0 < d.poll_seconds <= 3600:
+        raise ConfigError(src, "delivery.poll_seconds", "expected a number of seconds above 0, at most 3600")
     if d.dead_after < 2 * d.heartbeat_seconds:
         raise ConfigError(src, "delivery.dead_after",
                           f"expected at least twice delivery.heartbeat_seconds ({2 * d.heartbeat_seconds:g})")

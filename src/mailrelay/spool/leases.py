@@ -5,7 +5,8 @@ node that dies mid-delivery leaves recipients that are simply due again later: n
 never retried in a storm. On PostgreSQL several nodes claim side by side (`FOR UPDATE SKIP
 LOCKED`); on SQLite the one writer thread serialises claims. The lease step (`due`,
 `lock_due`, `take_leases`) is shared by delivery (`claim_due`) and received mail waiting for
-its parse webhook (inbound.claims).
+its parse webhook (inbound.claims). Every `now` here is on the queue's clock (store.clock: the
+database server's on PostgreSQL), so nodes whose clocks disagree agree on what is due.
 """
 
 from __future__ import annotations

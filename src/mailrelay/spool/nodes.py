@@ -36,6 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailrelay.store.clock import local_offset
 from mailrelay.store.schema import nodes, recipients
 
 NAME_MAX = 64  # recipients.lease_owner
@@ -197,7 +198,9 @@ class NodeInfo:
 
 
 def listing(conn: Connection) -> list[NodeInfo]:
-    """Every process holding leases, with how many; oldest first."""
+    """Every process holding leases, with how many; oldest first. Its times are written on the
+    queue's clock (store.clock) and returned on this machine's, to compare with `time.time()`."""
+    shift = local_offset(conn)
     rows = conn.execute(sa.select(nodes).order_by(nodes.c.started_at, nodes.c.name)).all()
     counts: dict[str, int] = {}
     owners = owned_by(r.name for r in rows)
@@ -205,7 +208,7 @@ def listing(conn: Connection) -> list[NodeInfo]:
         counts = {r.lease_owner: int(r.n) for r in conn.execute(
             sa.select(recipients.c.lease_owner, sa.func.count().label("n"))
             .where(recipients.c.lease_owner.in_(owners)).group_by(recipients.c.lease_owner))}
-    return [NodeInfo(r.name, r.host, r.pid, r.started_at, r.heartbeat_at,
+    return [NodeInfo(r.name, r.host, r.pid, r.started_at + shift, r.heartbeat_at + shift,
                      sum(counts.get(o, 0) for o in owned_by([r.name]))) for r in rows]
 
 

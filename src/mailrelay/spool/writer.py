@@ -4,6 +4,10 @@ A message is answered 250 only after the transaction holding it has committed (S
 WAL with synchronous=FULL, so fsynced; PostgreSQL: synchronous_commit as configured), so it
 survives `kill -9`. One writer thread takes whatever is waiting, up to `max_batch`, and commits
 it at once: under load the cost of an fsync is shared, at rest a message waits for nobody.
+
+The writer keeps the queue's clock (store.clock): on PostgreSQL the database server's time, so
+that mail queued here is due at once for a node whose clock is behind ours. On PostgreSQL a
+commit with new mail wakes the delivery of every node (spool.wakeups).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from mailrelay.core import status
 from mailrelay.core.address import domain_of
 from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
+from mailrelay.spool.wakeups import notify
+from mailrelay.store.clock import DatabaseClock
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
 from mailrelay.store.schema import message_categories, messages, recipients
@@ -63,7 +69,9 @@ class SpoolRecord:
     not_before: float | None = None  # first attempt no earlier (the API's send_at); None: now
     batch_id: str | None = None  # the API's batch_id: paused or cancelled with it (spool.batches)
 
-    def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def rows(self, due_at: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The message's row and its recipients' rows; `due_at`: the first attempt time of mail
+        to be sent at once (on the queue's clock; default: `created_at`)."""
         msg = {
             "id": self.queue_id, "account_id": self.account_id, "mail_from": self.mail_from,
             "mail_params": json.dumps(self.mail_params), "client_ip": self.client_ip,
@@ -79,7 +87,7 @@ class SpoolRecord:
         rcpts = [
             {"message_id": self.queue_id, "address": addr, "domain": domain_of(addr),
              "params": json.dumps(params), "status": self.initial_status, "attempts": 0,
-             "next_attempt_at": self.not_before or self.created_at, "updated_at": self.created_at,
+             "next_attempt_at": self.not_before or due_at or self.created_at, "updated_at": self.created_at,
              "account_id": self.account_id}
             for addr, params in self.recipients
         ]
@@ -103,12 +111,15 @@ T = TypeVar("T")
 class SpoolWriter:
     """The one writer thread of a process; `submit` from the event loop, await the future."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 512, inline: bool = False) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 512, inline: bool = False,
+                 clock: DatabaseClock | None = None) -> None:
         """`inline`: write on the event loop's own thread, batching what one loop iteration
         submitted. For delivery-only processes, whose loop is busy with CPU work (DKIM): a
         writer thread would hold the database's write lock while waiting for the GIL, and the
-        SMTP process, which needs that lock for every 250, would wait with it."""
+        SMTP process, which needs that lock for every 250, would wait with it.
+        `clock`: the queue's clock (default: the database's, store.clock)."""
         self._engine = engine
+        self.clock = clock or DatabaseClock(engine.dialect.name)
         self._inline = inline
         self._pending: list[Any] = []
         self._lock_fd = _writer_lock(engine)
@@ -120,6 +131,10 @@ class SpoolWriter:
         self.written = 0
         self.health = StorageHealth()
         self.on_enqueued: Callable[[], None] | None = None  # called on the loop after new mail commits
+
+    def now(self) -> float:
+        """The time on the queue's clock: what claims, leases and retries are written in."""
+        return self.clock.now()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -224,6 +239,10 @@ class SpoolWriter:
 
     def _commit(self, batch: list[_Item]) -> list[Any]:
         """One transaction: all new messages in two bulk inserts, then the ops in order."""
+        if self.clock.due():  # PostgreSQL, every SYNC_SECONDS: one query outside the write lock
+            with self._engine.connect() as conn:
+                self.clock.sync(conn)
+        due_at = self.clock.now()
         msg_rows: list[dict[str, Any]] = []
         rcpt_rows: list[dict[str, Any]] = []
         category_rows: list[dict[str, Any]] = []
@@ -232,7 +251,7 @@ class SpoolWriter:
         batch_ids: list[str] = []
         for work, _, _ in batch:
             for record in _records(work):
-                m, r = record.rows()
+                m, r = record.rows(due_at)
                 msg_rows.append(m)
                 rcpt_rows.extend(r)
                 category_rows.extend(record.category_rows())
@@ -259,6 +278,7 @@ class SpoolWriter:
                         add_usage(conn, usage, msg_rows[0]["created_at"])
                     if batch_ids:  # held or dropped before anyone can claim them, if paused or cancelled
                         batches.apply(conn, batch_ids, msg_rows[0]["created_at"])
+                    notify(conn)  # PostgreSQL: every node's delivery hears of it on commit, once per batch
                 for work, _, _ in batch:
                     out.append(None if isinstance(work, (SpoolRecord, tuple)) else work(conn))
         finally:

@@ -307,3 +307,39 @@ def test_a_node_finishing_its_transactions_on_stop_is_not_taken_for_dead(
     counts = collections.Counter(_queue_id(m.data) for m in list(mx.messages))
     assert set(counts) == set(ids) and all(n == 1 for n in counts.values()), counts
     assert "is dead" not in nodes[1].text(), nodes[1].text()[-2000:]
+
+
+def test_mail_accepted_by_one_node_is_delivered_by_another_at_once_through_notify(
+        tmp_path: Path, db_url: str, fake_dns: FakeDNS, mx_port: int, slow_mx: Callable[[float], RemoteMX],
+        nodes: list[Server]) -> None:
+    # Node 1 only accepts; node 2 delivers and polls every 30 s: only node 1's NOTIFY can
+    # explain a delivery within 2 s.
+    mx = slow_mx(0.0)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    port1, port2 = free_port(), free_port()
+    config1 = write_config(one, db_url, port1, "[delivery]\nenabled = false\n")
+    # Delivery inside node 2's SMTP process (processes = 0): up when the node is (a worker
+    # process may take many seconds to start on a busy machine); the listener is the same.
+    config2 = write_config(two, db_url, port2, f"""
+[dns]
+nameservers = ["{fake_dns.address}"]
+[delivery]
+enabled = true
+processes = 0
+poll_seconds = 30
+mx_port = {mx_port}
+allow_private_destinations = true
+""")
+    for cwd, config in ((two, config2), (one, config1)):  # one after the other: the first makes the account
+        nodes.append(Server(cwd, ["-c", str(config), "serve"], base_env(cwd)))
+        nodes[-1].wait_ready()
+    time.sleep(0.5)  # node 2's first claims (at start, and once listening) are behind it
+    for i in range(3):
+        [queue_id] = _send(port1, i, 1)
+        accepted = time.monotonic()
+        mx.wait_for(i + 1, timeout=2.0)
+        assert _queue_id(mx.messages[i].data) == queue_id
+        assert time.monotonic() - accepted < 2.0
+    assert "delivery agent" in nodes[0].text() and "delivery agent" not in nodes[1].text()
