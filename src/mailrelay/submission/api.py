@@ -9,12 +9,11 @@ A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer map
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy.engine import Connection
 
 from mailrelay import metrics
 from mailrelay.accounts.service import Account
@@ -22,10 +21,9 @@ from mailrelay.core import reply as R
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal
-from mailrelay.quota.usage import Period, release, reserve
+from mailrelay.quota.reserve import limits_counted, untake
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.spool.writer import SpoolRecord
-from mailrelay.store.health import StorageUnavailable
 from mailrelay.submission.policy import SubmissionPolicy, exceeded
 
 log = logging.getLogger("mailrelay.submission")
@@ -80,22 +78,27 @@ class APISubmission:
             if p.sender_domains is not None:
                 p.check_from_domain(account, msg.body)
         total = sum(len(m.recipients) for m in messages)
-        taken = self._take_rate(account, plan.rate_per_minute, total, now)
-        reserved = 0
+        rate = plan.rate_per_minute
+        if rate and (wait := p.rate.take(account.id, rate, now, total)):
+            raise RateRefusal(rate, wait)
+        taken = await p.take_plan(account, plan, total, now) if limits_counted(plan) else None
+        if taken is not None:
+            if taken.refused == "rate":
+                raise RateRefusal(rate, taken.wait)
+            if taken.refused is not None:
+                raise Refusal(exceeded(plan, taken.refused, now))
+        reserved = bool(plan.daily_limit or plan.monthly_limit) and taken is not None
         try:
-            if plan.daily_limit or plan.monthly_limit:
-                await self._reserve(account, total, plan.daily_limit, plan.monthly_limit, now)
-                reserved = total
             records = [self._record(account, m, client_ip=client_ip, auth_user=auth_user,
                                     tls_version=tls_version, now=now, count_usage=not reserved)
                        for m in messages]
             ids = [r.queue_id for r in records]
             await p.writer.submit_many(records, ids)
         except BaseException:
-            for _ in range(taken):
-                p.rate.give_back(account.id)
-            if reserved:
-                p.writer.run(lambda conn: release(conn, account.id, reserved, now))
+            if rate:
+                p.rate.give_back(account.id, rate, total)
+            if taken is not None:
+                p.writer.run(functools.partial(untake, account_id=account.id, n=total, plan=plan, taken_at=now))
             raise
         metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
         for r in records:
@@ -105,28 +108,6 @@ class APISubmission:
                      extra={"queue_id": r.queue_id, "event": "queued", "account": account.name,
                             "client_ip": client_ip, "via": "http"})
         return ids
-
-    def _take_rate(self, account: Account, rate: int, n: int, now: float) -> int:
-        if not rate:
-            return 0
-        for taken in range(n):
-            wait = self.policy.rate.take(account.id, rate, now)
-            if wait:
-                for _ in range(taken):
-                    self.policy.rate.give_back(account.id)
-                raise RateRefusal(rate, wait + (n - taken - 1) * 60.0 / rate)
-        return n
-
-    async def _reserve(self, account: Account, n: int, daily: int, monthly: int, now: float) -> None:
-        def op(conn: Connection) -> Period | None:
-            return reserve(conn, account.id, n, daily_limit=daily, monthly_limit=monthly, now=now)
-
-        try:
-            refused = await self.policy.writer.run(op)
-        except StorageUnavailable:
-            raise Refusal(R.STORAGE_ERROR) from None
-        if refused is not None:
-            raise Refusal(exceeded(self.policy.plans.get(account.plan), refused, now))
 
     def _record(self, account: Account, msg: APIMessage, *, client_ip: str, auth_user: str,
                 tls_version: str | None, now: float, count_usage: bool) -> SpoolRecord:

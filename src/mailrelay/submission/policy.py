@@ -6,11 +6,13 @@ other session to the inbound policy (mail for our own domains only), and this po
 answers 554 5.7.1 to any recipient of such a session, whatever its syntax (percent hacks,
 source routes, bang paths and quoted local parts route nowhere special here).
 
-Plans: every recipient is one email. Accounts with a daily or monthly limit reserve each one
-at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is exact across
-sessions and nodes; the RCPT that would pass a limit gets 451 4.7.1, as SendGrid answers, and
-the recipients before it stay accepted. Accounts without such a limit are counted in the
-message's own transaction instead, which costs no extra commit. The plan is the one the
+Plans: every recipient is one email. Accounts with a daily or monthly limit or a per-minute
+rate take each one at RCPT, in the database (see mailrelay.quota.reserve), so the counts are
+exact across sessions, processes and nodes; the RCPT that would pass a limit gets 451 4.7.1, as
+SendGrid answers, and the recipients before it stay accepted. Accounts without such a limit are
+counted in the message's own transaction instead, which costs no extra commit. The rate is
+checked against the process's own copy of the bucket first (mailrelay.quota.rate), which spares
+the database the RCPTs it would refuse anyway, and decides alone while the database is away. The plan is the one the
 account had when it logged in (trusted networks: when its account was last looked up, at
 most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up, however old).
 """
@@ -37,7 +39,8 @@ from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.quota.plans import Plans
 from mailrelay.quota.rate import RateLimiter
-from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release, reserve
+from mailrelay.quota.reserve import Taken, limits_counted, take
+from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction, relay_denied
@@ -185,38 +188,57 @@ class SubmissionPolicy:
         if plan.rate_per_minute:
             wait = self.rate.take(account.id, plan.rate_per_minute, now)
             if wait:
-                seconds = max(1, round(wait))
-                raise Refusal(RATE_EXCEEDED.with_text(
-                    f"Rate limit exceeded: plan {plan.name} allows {plan.rate_per_minute} emails "
-                    f"a minute; try again in {seconds} second{'s' if seconds > 1 else ''}"))
-        if plan.daily_limit or plan.monthly_limit:
+                raise Refusal(rate_exceeded(plan, wait))
+        if limits_counted(plan):
             return self._reserve(txn, account, plan, now)
         return None
 
     async def _reserve(self, txn: Transaction, account: Account, plan: PlanSettings, now: float) -> None:
-        """Count this recipient now, in the next group commit, if the plan's limits allow it.
+        """Take this recipient from the plan now, in the next group commit, if it allows it.
 
         A reservation is committed before the 250 to RCPT. If the process dies before DATA
         completes, it is never given back: the count stays higher than what was sent, which
         errs on the safe side (an account can lose a few emails of its day, never pass it).
         """
-        def op(conn: Connection) -> Period | None:
-            return reserve(conn, account.id, 1, daily_limit=plan.daily_limit,
-                           monthly_limit=plan.monthly_limit, now=now)
+        taken = await self.take_plan(account, plan, 1, now)
+        if taken is None:
+            return
+        if taken.refused == "rate":
+            raise Refusal(rate_exceeded(plan, taken.wait))
+        if taken.refused is not None:
+            raise Refusal(exceeded(plan, taken.refused, now))
+        if plan.daily_limit or plan.monthly_limit:
+            held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
+            held.add(now)
+            txn.hold = held
 
+    async def take_plan(self, account: Account, plan: PlanSettings, n: int, now: float) -> Taken | None:
+        """Take `n` emails from the plan's shared rate and daily/monthly counts (the process's
+        bucket was taken from already, and is given back if refused, then set to the shared one).
+
+        None when the database cannot be reached and the plan has only a rate: the process's
+        bucket decides alone (the message's own commit will answer 451 4.3.0 if the outage
+        lasts). Raises Refusal(451 4.3.0) when daily or monthly counts cannot be taken.
+        """
+        rate = plan.rate_per_minute
         try:
-            refused = await self.writer.run(op)
+            taken = await self.writer.run(functools.partial(take, account_id=account.id, n=n, plan=plan,
+                                                            now=now))
         except Exception as exc:
-            self.rate.give_back(account.id)
-            if not isinstance(exc, StorageUnavailable):  # an outage is logged once, by the writer
+            unavailable = isinstance(exc, StorageUnavailable)
+            if unavailable and not (plan.daily_limit or plan.monthly_limit):
+                return None
+            if rate:
+                self.rate.give_back(account.id, rate, n)
+            if not unavailable:  # an outage is logged once, by the writer
                 log.error("quota reservation for account %s failed: %s", account.name, exc)
             raise Refusal(R.STORAGE_ERROR) from None
-        if refused is not None:
-            self.rate.give_back(account.id)
-            raise Refusal(exceeded(plan, refused, now))
-        held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
-        held.add(now)
-        txn.hold = held
+        if rate:
+            if taken.refused is not None:
+                self.rate.give_back(account.id, rate, n)
+            if taken.full_at is not None:
+                self.rate.learn(account.id, taken.full_at)
+        return taken
 
     def abandon(self, session: Session, txn: Transaction) -> None:
         # May come twice for one transaction (a client gone while a reservation was in
@@ -305,6 +327,13 @@ def exceeded(plan: PlanSettings, period: Period, now: float) -> Reply:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset))
     return QUOTA_EXCEEDED.with_text(f"Maximum credits exceeded: plan {plan.name} allows {limit} "
                                     f"emails a {per}; resets at {when}")
+
+
+def rate_exceeded(plan: PlanSettings, wait: float) -> Reply:
+    seconds = max(1, round(wait))
+    return RATE_EXCEEDED.with_text(
+        f"Rate limit exceeded: plan {plan.name} allows {plan.rate_per_minute} emails "
+        f"a minute; try again in {seconds} second{'s' if seconds > 1 else ''}")
 
 
 def _log_release(held: Held, fut: asyncio.Future[None]) -> None:

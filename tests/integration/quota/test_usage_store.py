@@ -1,10 +1,13 @@
-"""reserve / release / add_usage on both databases."""
+"""reserve / release / add_usage, and the shared per-minute bucket, on both databases."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from mailrelay.quota.rate import give_back_shared, take_shared, to_ns
+from mailrelay.quota.reserve import take, untake
 from mailrelay.quota.usage import add_usage, counts, release, reserve
+from mailrelay.settings import PlanSettings
 from mailrelay.store.schema import accounts
 from tests.integration.quota.conftest import DAY, NOON
 
@@ -42,3 +45,30 @@ def test_release_gives_back_to_the_reservation_day_never_below_zero(engine: sa.E
         assert counts(conn, a, NOON) == (0, 0)
         release(conn, a, 1, NOON - 40 * DAY)  # no rows for that day: nothing happens
         assert counts(conn, a, NOON + DAY) == (1, 0)
+
+
+def test_the_shared_bucket_takes_within_the_rate_and_gives_back(engine: sa.Engine) -> None:
+    a, b = _account(engine, "a"), _account(engine, "b")
+    with engine.begin() as conn:
+        assert [take_shared(conn, a, 1, 3, NOON).wait for _ in range(4)] == [0.0, 0.0, 0.0, 20.0]
+        assert take_shared(conn, b, 3, 3, NOON).wait == 0.0  # per account; a full bucket at once
+        assert take_shared(conn, a, 1, 3, NOON + 20).wait == 0.0  # one interval later, one more
+        refused = take_shared(conn, a, 2, 3, NOON + 20)
+        assert refused.wait == 40.0 and refused.full_at == to_ns(NOON + 80)
+        assert give_back_shared(conn, a, 1, 3) == to_ns(NOON + 60)
+        assert take_shared(conn, a, 1, 3, NOON + 20).wait == 0.0
+        assert take_shared(conn, a, 4, 3, NOON + 3600).wait == 20.0  # more than the bucket: never
+
+
+def test_a_daily_limit_that_refuses_gives_the_rate_back_in_the_same_call(engine: sa.Engine) -> None:
+    a = _account(engine, "a")
+    plan = PlanSettings("p", daily_limit=2, rate_per_minute=5)
+    with engine.begin() as conn:
+        assert [take(conn, a, 1, plan, NOON).refused for _ in range(3)] == [None, None, "day"]
+        assert counts(conn, a, NOON) == (2, 2)
+        assert take_shared(conn, a, 3, 5, NOON).wait == 0.0  # 2 + 3: the refused one was given back
+        refused = take(conn, a, 1, plan, NOON)
+        assert refused.refused == "rate" and refused.wait == 12.0
+        untake(conn, a, 1, plan, NOON)
+        assert counts(conn, a, NOON) == (1, 1)
+        assert take(conn, a, 1, plan, NOON).refused is None
