@@ -7,26 +7,31 @@ max(full_at, now) + n*T <= now + R*T (a minute), and moves `full_at` to that sum
 integer nanoseconds and T is rounded down to one, so a full bucket holds exactly R emails (sums
 of float seconds drift: seven times 60/7 s can come out above 60).
 
-Two copies of the same bucket:
+Each account's bucket has two copies:
 
-- `take_shared`: the `send_rates` row of the account, changed by one conditional upsert that
-  runs in the spool writer's group commit (beside the daily/monthly reservation when the plan
-  has one, see mailrelay.quota.reserve). PostgreSQL locks the row and evaluates the condition on
-  its latest committed version; SQLite has one writer. So all the processes and nodes of a
-  database together accept what one bucket would: in any W seconds at most R + R*W/60 emails
-  (so at most R in a short burst, and 2R in a calendar minute at worst, as for any bucket of
-  R). Each node brings its own clock: one whose clock runs s seconds ahead counts up to s*R/60
-  emails early, so keep the clocks in sync (NTP), as the UTC days of the daily limits need too.
-- `RateLimiter`: the bucket in a process's memory. Submission takes from it first, as a
-  pre-check, and sets it to the shared state after every answer of the database: it never runs
-  ahead of the shared one, so when it refuses the database would too, and a client hammering a
-  spent account costs no database round trip. When the database cannot be reached it decides
-  alone (per process, as before the shared bucket). The inbound policy's per-address rate uses
-  it alone, per node.
+- `RateLimiter`, in each process's memory, answers every RCPT (and API request) at once, with
+  no database round trip: 451 4.7.1 (429) and the time until an email fits, as before.
+- The account's `send_rates` row is the bucket all processes and nodes share. It is taken from
+  in the very transaction that stores the message (`RateGate`: one conditional upsert in the
+  spool writer's group commit, no round trip of its own), so the message is stored only if its
+  emails fit; if not, nothing is stored and the sender gets the same refusal at the end of DATA
+  (the API: 429). PostgreSQL locks the row and evaluates the condition on its latest committed
+  version; SQLite has one writer. So together they store what one bucket allows: in any W
+  seconds at most R + R*W/60 emails (a burst of R; 2R in a calendar minute at worst, as for any
+  bucket of R), a message's emails counted from its first RCPT. Each node brings its own clock:
+  one running s seconds ahead counts up to s*R/60 emails early, so keep clocks in sync (NTP),
+  as the UTC days of the daily limits need too.
+
+Every answer of the database sets the process's copy to the shared state (it never stays
+behind it), so once an account's bucket is spent every process refuses its RCPTs again; only
+messages from different processes racing for the last emails are refused at the end of DATA.
+While the database cannot be reached the process's copy decides alone, and no message can be
+stored anyway. The inbound policy's per-address rate uses a `RateLimiter` alone, per process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,47 +96,54 @@ class RateLimiter:
             self._full_at[key] = full_at
 
 
-@dataclass(frozen=True, slots=True)
-class SharedTake:
-    full_at: int  # the shared bucket after this take (or as it stands, when refused)
-    wait: float  # 0.0: taken; else seconds until the emails would fit
+@dataclass(slots=True)
+class RateGate:
+    """Take `n` emails from the account's shared bucket in the transaction that stores them
+    (mailrelay.spool.writer), or store nothing and fail with `refusal(wait)`. The writer fills
+    in the answer: `full_at` and `wait` (0.0: taken)."""
+
+    account_id: int
+    rate: int
+    n: int
+    since: float  # when the first of them was let through (RCPT); their refill counts from there
+    refusal: Callable[[float], BaseException]
+    full_at: int | None = None
+    wait: float = 0.0
 
 
 def _build_take(dialect: str) -> ReturningInsert[Any]:
     insert = postgresql.insert(send_rates) if dialect == "postgresql" else sqlite.insert(send_rates)
     now = sa.bindparam("now", type_=sa.BigInteger)
+    since = sa.bindparam("since", type_=sa.BigInteger)
     cost = sa.bindparam("cost", type_=sa.BigInteger)  # n intervals
     burst = sa.bindparam("burst", type_=sa.BigInteger)  # rate intervals: a full bucket
-    end = sa.case((send_rates.c.full_at > now, send_rates.c.full_at), else_=now) + cost
-    return (insert.values(account_id=sa.bindparam("account_id", type_=sa.Integer), full_at=now + cost)
+    end = sa.case((send_rates.c.full_at > since, send_rates.c.full_at), else_=since) + cost
+    return (insert.values(account_id=sa.bindparam("account_id", type_=sa.Integer), full_at=since + cost)
             .on_conflict_do_update(index_elements=[send_rates.c.account_id], set_={"full_at": end},
                                    where=end <= now + burst)
             .returning(send_rates.c.full_at))  # a row back only if inserted or updated
 
 
-# Built once per dialect, as quota.usage's upsert: this runs for every RCPT of a rated plan.
+# Built once per dialect, as quota.usage's upsert: this runs for every message of a rated plan.
 _TAKE = {name: _build_take(name) for name in ("postgresql", "sqlite")}
 
 
-def take_shared(conn: Connection, account_id: int, n: int, rate: int, now: float) -> SharedTake:
-    """Take `n` emails from the account's shared bucket of `rate` a minute, inside the caller's
-    transaction; one statement (two when refused: the wait is read back)."""
-    at = to_ns(now)
-    if n <= rate:  # more than a full bucket never fits: no need to ask
-        interval = interval_ns(rate)
+def take_shared(conn: Connection, gate: RateGate, now: float) -> None:
+    """Take `gate.n` emails from the account's shared bucket, inside the caller's transaction,
+    and write the answer into `gate`. One statement (two when refused: the wait is read back).
+
+    The emails were let through one by one since `gate.since` (the RCPTs of a transaction), so
+    the bucket pays for them from then: max(full_at, since) + n*T <= now + R*T.
+    """
+    at, since, interval = to_ns(now), min(to_ns(gate.since), to_ns(now)), interval_ns(gate.rate)
+    if since + gate.n * interval <= at + gate.rate * interval:  # else not even a full bucket would do
         row = conn.execute(_TAKE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"],
-                           {"account_id": account_id, "now": at, "cost": n * interval,
-                            "burst": rate * interval}).first()
+                           {"account_id": gate.account_id, "now": at, "since": since,
+                            "cost": gate.n * interval, "burst": gate.rate * interval}).first()
         if row is not None:
-            return SharedTake(int(row[0]), 0.0)
-    stored = conn.execute(sa.select(send_rates.c.full_at).where(send_rates.c.account_id == account_id)).scalar()
-    full_at = int(stored) if stored is not None else at
-    return SharedTake(full_at, admit(full_at, at, n, rate)[1])
-
-
-def give_back_shared(conn: Connection, account_id: int, n: int, rate: int) -> int | None:
-    """Undo a `take_shared` of `n` whose emails were not sent; the bucket's new full_at."""
-    full_at = conn.execute(send_rates.update().where(send_rates.c.account_id == account_id)
-                           .values(full_at=send_rates.c.full_at - n * interval_ns(rate))
-                           .returning(send_rates.c.full_at)).scalar()
-    return int(full_at) if full_at is not None else None
+            gate.full_at, gate.wait = int(row[0]), 0.0
+            return
+    stored = conn.execute(sa.select(send_rates.c.full_at).where(send_rates.c.account_id == gate.account_id)).scalar()
+    gate.full_at = int(stored) if stored is not None else since
+    # When they would fit, taken at once: a retry sends them together.
+    gate.wait = max(admit(gate.full_at, at, gate.n, gate.rate)[1], 1e-9)

@@ -4,7 +4,9 @@ submission (mailrelay.submission.policy), applied to whole messages instead of S
 A request is accepted whole or not at all: every message is checked (size, recipients per
 message, From: domain), the plan's per-minute rate and daily/monthly limits are taken for all
 its recipients at once, and the messages are committed together before the caller answers 202.
-A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer maps it.
+The rate is taken from the process's copy of the bucket first, then from the one all processes
+share in the messages' own transaction (mailrelay.quota.rate). A refusal is a `Refusal` with
+the SMTP reply SMTP would give, or a `RateRefusal`; the HTTP layer maps them.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from mailrelay import metrics
 from mailrelay.accounts.service import Account
 from mailrelay.core import reply as R
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal
-from mailrelay.quota.reserve import limits_counted, untake
+from mailrelay.quota.rate import RateGate
+from mailrelay.quota.usage import Period, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.spool.writer import SpoolRecord
+from mailrelay.store.health import StorageUnavailable
 from mailrelay.submission.policy import SubmissionPolicy, exceeded
 
 log = logging.getLogger("mailrelay.submission")
@@ -81,25 +87,28 @@ class APISubmission:
         rate = plan.rate_per_minute
         if rate and (wait := p.rate.take(account.id, rate, now, total)):
             raise RateRefusal(rate, wait)
-        taken = await p.take_plan(account, plan, total, now) if limits_counted(plan) else None
-        if taken is not None:
-            if taken.refused == "rate":
-                raise RateRefusal(rate, taken.wait)
-            if taken.refused is not None:
-                raise Refusal(exceeded(plan, taken.refused, now))
-        reserved = bool(plan.daily_limit or plan.monthly_limit) and taken is not None
+        gate = RateGate(account.id, rate, total, now, functools.partial(RateRefusal, rate)) if rate else None
+        reserved = 0
         try:
+            if plan.daily_limit or plan.monthly_limit:
+                await self._reserve(account, total, plan.daily_limit, plan.monthly_limit, now)
+                reserved = total
+            # The gate (the whole request's emails) rides on the first message: all or none.
             records = [self._record(account, m, client_ip=client_ip, auth_user=auth_user,
-                                    tls_version=tls_version, now=now, count_usage=not reserved)
-                       for m in messages]
+                                    tls_version=tls_version, now=now, count_usage=not reserved,
+                                    rate_gate=None if i else gate)
+                       for i, m in enumerate(messages)]
             ids = [r.queue_id for r in records]
             await p.writer.submit_many(records, ids)
         except BaseException:
             if rate:
                 p.rate.give_back(account.id, rate, total)
-            if taken is not None:
-                p.writer.run(functools.partial(untake, account_id=account.id, n=total, plan=plan, taken_at=now))
+            if reserved:
+                p.writer.run(lambda conn: release(conn, account.id, reserved, now))
             raise
+        finally:
+            if gate is not None and gate.full_at is not None:
+                p.rate.learn(account.id, gate.full_at)
         metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
         for r in records:
             log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s via=http",
@@ -109,8 +118,20 @@ class APISubmission:
                             "client_ip": client_ip, "via": "http"})
         return ids
 
+    async def _reserve(self, account: Account, n: int, daily: int, monthly: int, now: float) -> None:
+        def op(conn: Connection) -> Period | None:
+            return reserve(conn, account.id, n, daily_limit=daily, monthly_limit=monthly, now=now)
+
+        try:
+            refused = await self.policy.writer.run(op)
+        except StorageUnavailable:
+            raise Refusal(R.STORAGE_ERROR) from None
+        if refused is not None:
+            raise Refusal(exceeded(self.policy.plans.get(account.plan), refused, now))
+
     def _record(self, account: Account, msg: APIMessage, *, client_ip: str, auth_user: str,
-                tls_version: str | None, now: float, count_usage: bool) -> SpoolRecord:
+                tls_version: str | None, now: float, count_usage: bool,
+                rate_gate: RateGate | None = None) -> SpoolRecord:
         queue_id = new_queue_id()
         host = self.policy.hostname
         # RFC 5321 §4.4: the trace line of the hop that took the message, here over HTTP.
@@ -123,4 +144,5 @@ class APISubmission:
             trace_headers=received, body=msg.body, created_at=now, message_id_header=msg.message_id,
             subject=msg.subject, tags=msg.tags, sandbox=account.sandbox,
             count_usage=len(msg.recipients) if count_usage else 0,
-            not_before=msg.send_at if msg.send_at and msg.send_at > now else None, batch_id=msg.batch_id)
+            not_before=msg.send_at if msg.send_at and msg.send_at > now else None, batch_id=msg.batch_id,
+            rate_gate=rate_gate)

@@ -6,13 +6,14 @@ other session to the inbound policy (mail for our own domains only), and this po
 answers 554 5.7.1 to any recipient of such a session, whatever its syntax (percent hacks,
 source routes, bang paths and quoted local parts route nowhere special here).
 
-Plans: every recipient is one email. Accounts with a daily or monthly limit or a per-minute
-rate take each one at RCPT, in the database (see mailrelay.quota.reserve), so the counts are
-exact across sessions, processes and nodes; the RCPT that would pass a limit gets 451 4.7.1, as
-SendGrid answers, and the recipients before it stay accepted. Accounts without such a limit are
-counted in the message's own transaction instead, which costs no extra commit. The rate is
-checked against the process's own copy of the bucket first (mailrelay.quota.rate), which spares
-the database the RCPTs it would refuse anyway, and decides alone while the database is away. The plan is the one the
+Plans: every recipient is one email. Accounts with a daily or monthly limit reserve each one
+at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is exact across
+sessions and nodes; the RCPT that would pass a limit gets 451 4.7.1, as SendGrid answers, and
+the recipients before it stay accepted. Accounts without such a limit are counted in the
+message's own transaction instead, which costs no extra commit. The per-minute rate is answered
+at RCPT by the process's copy of the account's bucket, and taken from the bucket all nodes
+share in the message's own transaction (mailrelay.quota.rate): a message that no longer fits,
+because other processes took the last emails meanwhile, gets the same 451 4.7.1 after DATA. The plan is the one the
 account had when it logged in (trusted networks: when its account was last looked up, at
 most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up, however old).
 """
@@ -38,9 +39,8 @@ from mailrelay.core.headers import MAX_FROM, from_domains, from_field
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.quota.plans import Plans
-from mailrelay.quota.rate import RateLimiter
-from mailrelay.quota.reserve import Taken, limits_counted, take
-from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release
+from mailrelay.quota.rate import RateGate, RateLimiter
+from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
 from mailrelay.smtp.handler import Identity, Session, Transaction, relay_denied
@@ -64,6 +64,16 @@ class Held:
 
     account_id: int
     by_day: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # RCPTs let through by the process's rate bucket, to take from the shared one with the
+    # message: how many, since when, and the plan (with its rate) of the first.
+    rated: int = 0
+    rated_since: float = 0.0
+    rate_plan: PlanSettings | None = None
+
+    def rate(self, plan: PlanSettings, now: float) -> None:
+        if not self.rated:
+            self.rated_since, self.rate_plan = now, plan
+        self.rated += 1
 
     def add(self, now: float) -> None:
         day = day_period(now)
@@ -189,64 +199,78 @@ class SubmissionPolicy:
             wait = self.rate.take(account.id, plan.rate_per_minute, now)
             if wait:
                 raise Refusal(rate_exceeded(plan, wait))
-        if limits_counted(plan):
+        if plan.daily_limit or plan.monthly_limit:
             return self._reserve(txn, account, plan, now)
+        if plan.rate_per_minute:
+            self._held(txn, account).rate(plan, now)
         return None
 
+    @staticmethod
+    def _held(txn: Transaction, account: Account) -> Held:
+        held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
+        txn.hold = held
+        return held
+
     async def _reserve(self, txn: Transaction, account: Account, plan: PlanSettings, now: float) -> None:
-        """Take this recipient from the plan now, in the next group commit, if it allows it.
+        """Count this recipient now, in the next group commit, if the plan's limits allow it.
 
         A reservation is committed before the 250 to RCPT. If the process dies before DATA
         completes, it is never given back: the count stays higher than what was sent, which
         errs on the safe side (an account can lose a few emails of its day, never pass it).
         """
-        taken = await self.take_plan(account, plan, 1, now)
-        if taken is None:
-            return
-        if taken.refused == "rate":
-            raise Refusal(rate_exceeded(plan, taken.wait))
-        if taken.refused is not None:
-            raise Refusal(exceeded(plan, taken.refused, now))
-        if plan.daily_limit or plan.monthly_limit:
-            held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
-            held.add(now)
-            txn.hold = held
+        def op(conn: Connection) -> Period | None:
+            return reserve(conn, account.id, 1, daily_limit=plan.daily_limit,
+                           monthly_limit=plan.monthly_limit, now=now)
 
-    async def take_plan(self, account: Account, plan: PlanSettings, n: int, now: float) -> Taken | None:
-        """Take `n` emails from the plan's shared rate and daily/monthly counts (the process's
-        bucket was taken from already, and is given back if refused, then set to the shared one).
-
-        None when the database cannot be reached and the plan has only a rate: the process's
-        bucket decides alone (the message's own commit will answer 451 4.3.0 if the outage
-        lasts). Raises Refusal(451 4.3.0) when daily or monthly counts cannot be taken.
-        """
-        rate = plan.rate_per_minute
         try:
-            taken = await self.writer.run(functools.partial(take, account_id=account.id, n=n, plan=plan,
-                                                            now=now))
+            refused = await self.writer.run(op)
         except Exception as exc:
-            unavailable = isinstance(exc, StorageUnavailable)
-            if unavailable and not (plan.daily_limit or plan.monthly_limit):
-                return None
-            if rate:
-                self.rate.give_back(account.id, rate, n)
-            if not unavailable:  # an outage is logged once, by the writer
+            if plan.rate_per_minute:
+                self.rate.give_back(account.id, plan.rate_per_minute)
+            if not isinstance(exc, StorageUnavailable):  # an outage is logged once, by the writer
                 log.error("quota reservation for account %s failed: %s", account.name, exc)
             raise Refusal(R.STORAGE_ERROR) from None
-        if rate:
-            if taken.refused is not None:
-                self.rate.give_back(account.id, rate, n)
-            if taken.full_at is not None:
-                self.rate.learn(account.id, taken.full_at)
-        return taken
+        if refused is not None:
+            if plan.rate_per_minute:
+                self.rate.give_back(account.id, plan.rate_per_minute)
+            raise Refusal(exceeded(plan, refused, now))
+        held = self._held(txn, account)
+        held.add(now)
+        if plan.rate_per_minute:
+            held.rate(plan, now)
 
     def abandon(self, session: Session, txn: Transaction) -> None:
         # May come twice for one transaction (a client gone while a reservation was in
         # flight): what is given back is taken off the transaction first.
         held, txn.hold = txn.hold, None
-        if isinstance(held, Held) and held.total:
+        if not isinstance(held, Held):
+            return
+        self._unrate(held)
+        if held.total:
             self.writer.run(held.release).add_done_callback(
                 functools.partial(_log_release, held))
+
+    def _unrate(self, held: Held) -> None:
+        """Give the process's bucket back the RCPTs of a transaction that sent nothing."""
+        if held.rated and held.rate_plan is not None:
+            self.rate.give_back(held.account_id, held.rate_plan.rate_per_minute, held.rated)
+            held.rated = 0
+
+    def rate_gate(self, held: Held) -> RateGate | None:
+        """What the message's transaction must take from the account's shared bucket."""
+        plan = held.rate_plan
+        if not held.rated or plan is None:
+            return None
+        return RateGate(held.account_id, plan.rate_per_minute, held.rated, held.rated_since,
+                        functools.partial(_rate_refusal, plan))
+
+    def settle_rate(self, held: Held, gate: RateGate, fut: asyncio.Future[Any]) -> None:
+        """Once the message is stored or not: its RCPTs given back to the process's bucket if
+        not (here or by `abandon`, whichever comes first), then the bucket set to the shared one."""
+        if fut.cancelled() or fut.exception() is not None:
+            self._unrate(held)
+        if gate.full_at is not None:
+            self.rate.learn(gate.account_id, gate.full_at)
 
     def check_size(self, plan: PlanSettings, size: int) -> None:
         if plan.max_message_size and size > plan.max_message_size:
@@ -287,7 +311,9 @@ class SubmissionPolicy:
         now = self.clock()
         # Recipients reserved at RCPT are counted already; the others now, with the message
         # (a transaction can have both: its account's plan changed between two RCPTs).
-        reserved = txn.hold.total if isinstance(txn.hold, Held) else 0
+        held = txn.hold if isinstance(txn.hold, Held) else None
+        reserved = held.total if held is not None else 0
+        gate = self.rate_gate(held) if held is not None else None
         record = SpoolRecord(
             queue_id=queue_id,
             account_id=account.id,
@@ -309,8 +335,12 @@ class SubmissionPolicy:
             tags=inspected.tags,
             sandbox=account.sandbox,
             count_usage=len(txn.recipients) - reserved,
+            rate_gate=gate,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
+        if gate is not None:
+            assert held is not None
+            fut.add_done_callback(functools.partial(self.settle_rate, held, gate))
         fut.add_done_callback(functools.partial(_count_queued, account.plan, record.tls_version))
         if log.isEnabledFor(logging.INFO):
             fut.add_done_callback(functools.partial(_log_queued, record, account.name))
@@ -334,6 +364,11 @@ def rate_exceeded(plan: PlanSettings, wait: float) -> Reply:
     return RATE_EXCEEDED.with_text(
         f"Rate limit exceeded: plan {plan.name} allows {plan.rate_per_minute} emails "
         f"a minute; try again in {seconds} second{'s' if seconds > 1 else ''}")
+
+
+def _rate_refusal(plan: PlanSettings, wait: float) -> Refusal:
+    """The message's emails did not fit the shared bucket (other processes took them)."""
+    return Refusal(rate_exceeded(plan, wait))
 
 
 def _log_release(held: Held, fut: asyncio.Future[None]) -> None:

@@ -14,24 +14,27 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from mailrelay.quota.rate import RateGate, take_shared
 from mailrelay.store.db import create_engine
-from mailrelay.store.schema import recipients
-from tests.integration.quota.conftest import Clock, data, rcpts, trusted
+from mailrelay.store.schema import accounts, recipients
+from tests.integration.http.conftest import APINode, api_factory
+from tests.integration.http.test_mail_send import mail
+from tests.integration.quota.conftest import NOON, Clock, data, rcpts, stored_recipients, trusted
 from tests.integration.quota.test_ehlo_size import Outage, outage
 from tests.integration.serve.test_serve_http import MAIL, _start
 from tests.integration.serve.test_serve_process import Server, base_env, free_port, servers, write_config
-from tests.integration.smtp.conftest import Node
+from tests.integration.smtp.conftest import PASSWORD, Node
 from tests.integration.smtp.rawclient import RawClient
 
-__all__ = ["outage", "servers"]  # fixtures
+__all__ = ["api_factory", "outage", "servers"]  # fixtures
 
 RATE = 6
 RATE_TEXT = f"451 4.7.1 Rate limit exceeded: plan free allows {RATE} emails a minute; try again in "
 
 
-def smtp_session(port: int, rcpts: int, k: int, barrier: threading.Barrier) -> list[tuple[int, str]]:
+def smtp_session(port: int, rcpts: int, k: int, barrier: threading.Barrier) -> tuple[int, list[str]]:
     """A trusted client: MAIL, then `rcpts` RCPTs at once (after the others are ready), then
-    DATA if any was accepted; each RCPT's reply."""
+    DATA if any was accepted. The emails stored, and every refusal (RCPT or end of DATA)."""
     c = RawClient(port, timeout=30)
     assert c.reply()[0] == 220
     assert c.cmd("EHLO client.test")[0] == 250
@@ -39,13 +42,18 @@ def smtp_session(port: int, rcpts: int, k: int, barrier: threading.Barrier) -> l
     barrier.wait()
     c.send(b"".join(b"RCPT TO:<s%d-%d@example.com>\r\n" % (k, i) for i in range(rcpts)))
     replies = [c.reply() for _ in range(rcpts)]
-    if any(code == 250 for code, _ in replies):
+    refusals = [text for code, text in replies if code != 250]
+    stored = 0
+    if len(refusals) < rcpts:
         assert c.cmd("DATA")[0] == 354
         code, text = c.cmd(b"Subject: rate\r\n\r\nhi\r\n.")
-        assert code == 250, text
+        if code == 250:
+            stored = rcpts - len(refusals)
+        else:  # another process took the last emails between this RCPT and its commit
+            refusals.append(text)
     c.cmd("QUIT")
     c.close()
-    return replies
+    return stored, refusals
 
 
 def in_threads(jobs: list[Callable[[], object]]) -> tuple[list[object], float]:
@@ -72,6 +80,15 @@ def in_threads(jobs: list[Callable[[], object]]) -> tuple[list[object], float]:
 def within_rate(accepted: int, seconds: float) -> bool:
     """A bucket of RATE accepts RATE at once, and one more per 60/RATE seconds of the run."""
     return RATE <= accepted <= RATE + int(seconds * RATE / 60)
+
+
+def another_node_takes(engine: sa.Engine, account: str, n: int, rate: int, now: float) -> None:
+    """What another node's committed messages take from the account's shared bucket."""
+    with engine.begin() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == account)).scalar_one()
+        gate = RateGate(account_id, rate, n, now, AssertionError)
+        take_shared(conn, gate, now)
+    assert gate.wait == 0.0
 
 
 def stored(db_url: str) -> int:
@@ -104,10 +121,10 @@ def test_every_process_of_two_nodes_takes_from_one_bucket(tmp_path: Path, db_url
     jobs += [lambda k=k: smtp_session((smtp_a, smtp_b)[k % 2], 3, k, barrier) for k in range(4)]
     results, seconds = in_threads(jobs)
     answers: list[httpx.Response] = results[:6]  # type: ignore[assignment]
-    replies: list[tuple[int, str]] = [r for session in results[6:] for r in session]  # type: ignore[attr-defined]
-    accepted = sum(r.status_code == 202 for r in answers) + sum(code == 250 for code, _ in replies)
-    assert within_rate(accepted, seconds), (accepted, seconds, [r.status_code for r in answers], replies)
-    assert all(text.startswith(RATE_TEXT) for code, text in replies if code != 250), replies
+    sessions: list[tuple[int, list[str]]] = results[6:]  # type: ignore[assignment]
+    accepted = sum(r.status_code == 202 for r in answers) + sum(n for n, _ in sessions)
+    assert within_rate(accepted, seconds), (accepted, seconds, [r.status_code for r in answers], sessions)
+    assert all(text.startswith(RATE_TEXT) for _, refusals in sessions for text in refusals), sessions
     for r in answers:
         assert r.status_code in (202, 429), r.text
         if r.status_code == 429:
@@ -123,8 +140,8 @@ def test_while_the_database_is_away_the_process_bucket_decides(
         quota_node: Callable[..., tuple[Node, Clock]], outage: Outage, daily_limit: int) -> None:
     node, _ = quota_node(f"[plans.free]\nrate_per_minute = 2\ndaily_limit = {daily_limit}\n" + outage.config)
     c = trusted(node)
-    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]  # bob looked up, one of two taken
-    assert c.cmd("RSET")[0] == 250
+    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]  # bob looked up
+    assert data(c)[0] == 250  # one of two sent
     outage.begin(node)
     replies = rcpts(c, ["b@example.com", "c@example.com"])
     if daily_limit:  # the day's count cannot be taken: 451 4.3.0, as before the shared rate
@@ -133,3 +150,30 @@ def test_while_the_database_is_away_the_process_bucket_decides(
     assert replies[0][0] == 250 and replies[1][1].startswith("451 4.7.1 Rate limit exceeded"), replies
     code, text = data(c)  # the message itself cannot be stored
     assert code == 451 and text.startswith("451 4.3.0"), text
+
+
+def test_a_message_whose_emails_another_node_took_meanwhile_gets_451_after_data(
+        quota_node: Callable[..., tuple[Node, Clock]]) -> None:
+    node, _ = quota_node("[plans.free]\nrate_per_minute = 3\ndaily_limit = 0\n")
+    c = trusted(node)
+    assert [code for code, _ in rcpts(c, ["a@example.com"])] == [250]  # this process: 1 of 3
+    another_node_takes(node.app.engine, "bob", 3, 3, NOON)
+    refusal = "451 4.7.1 Rate limit exceeded: plan free allows 3 emails a minute; try again in 20 seconds"
+    assert data(c)[1] == refusal
+    assert stored_recipients(node) == 0
+    # The process's bucket now knows: the next RCPT is answered at once.
+    assert rcpts(c, ["b@example.com"])[0][1] == refusal
+
+
+def test_an_api_request_whose_emails_another_node_took_meanwhile_gets_429(
+        api_factory: Callable[..., APINode]) -> None:
+    api = api_factory("[plans.slow]\nrate_per_minute = 2\n")
+    api.node.app.accounts.create("carol", PASSWORD, plan="slow")
+    another_node_takes(api.node.app.engine, "carol", 2, 2, time.time())
+    with api.client(api.key("carol")) as http:
+        shared = http.post("/v3/mail/send", json=mail())  # this process's bucket is full
+        local = http.post("/v3/mail/send", json=mail())
+    for r in (shared, local):
+        assert r.status_code == 429 and r.headers["X-RateLimit-Limit"] == "2", r.text
+        assert 25 <= int(r.headers["Retry-After"]) <= 31  # the next of 2 a minute, in about 30 s
+    assert api.node.stored() == []

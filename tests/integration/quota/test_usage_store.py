@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from mailrelay.quota.rate import give_back_shared, take_shared, to_ns
-from mailrelay.quota.reserve import take, untake
+from mailrelay.quota.rate import RateGate, take_shared, to_ns
 from mailrelay.quota.usage import add_usage, counts, release, reserve
-from mailrelay.settings import PlanSettings
 from mailrelay.store.schema import accounts
 from tests.integration.quota.conftest import DAY, NOON
 
@@ -47,28 +45,22 @@ def test_release_gives_back_to_the_reservation_day_never_below_zero(engine: sa.E
         assert counts(conn, a, NOON + DAY) == (1, 0)
 
 
-def test_the_shared_bucket_takes_within_the_rate_and_gives_back(engine: sa.Engine) -> None:
+def test_the_shared_bucket_takes_within_the_rate(engine: sa.Engine) -> None:
     a, b = _account(engine, "a"), _account(engine, "b")
-    with engine.begin() as conn:
-        assert [take_shared(conn, a, 1, 3, NOON).wait for _ in range(4)] == [0.0, 0.0, 0.0, 20.0]
-        assert take_shared(conn, b, 3, 3, NOON).wait == 0.0  # per account; a full bucket at once
-        assert take_shared(conn, a, 1, 3, NOON + 20).wait == 0.0  # one interval later, one more
-        refused = take_shared(conn, a, 2, 3, NOON + 20)
-        assert refused.wait == 40.0 and refused.full_at == to_ns(NOON + 80)
-        assert give_back_shared(conn, a, 1, 3) == to_ns(NOON + 60)
-        assert take_shared(conn, a, 1, 3, NOON + 20).wait == 0.0
-        assert take_shared(conn, a, 4, 3, NOON + 3600).wait == 20.0  # more than the bucket: never
 
+    def take(account: int, n: int, now: float, since: float | None = None) -> RateGate:
+        gate = RateGate(account, 3, n, now if since is None else since, ValueError)
+        with engine.begin() as conn:
+            take_shared(conn, gate, now)
+        return gate
 
-def test_a_daily_limit_that_refuses_gives_the_rate_back_in_the_same_call(engine: sa.Engine) -> None:
-    a = _account(engine, "a")
-    plan = PlanSettings("p", daily_limit=2, rate_per_minute=5)
-    with engine.begin() as conn:
-        assert [take(conn, a, 1, plan, NOON).refused for _ in range(3)] == [None, None, "day"]
-        assert counts(conn, a, NOON) == (2, 2)
-        assert take_shared(conn, a, 3, 5, NOON).wait == 0.0  # 2 + 3: the refused one was given back
-        refused = take(conn, a, 1, plan, NOON)
-        assert refused.refused == "rate" and refused.wait == 12.0
-        untake(conn, a, 1, plan, NOON)
-        assert counts(conn, a, NOON) == (1, 1)
-        assert take(conn, a, 1, plan, NOON).refused is None
+    assert [take(a, 1, NOON).wait for _ in range(4)] == [0.0, 0.0, 0.0, 20.0]
+    assert take(b, 3, NOON).wait == 0.0  # per account; a full bucket at once
+    assert take(a, 1, NOON + 20).wait == 0.0  # one interval later, one more
+    refused = take(a, 2, NOON + 20)
+    assert refused.wait == 40.0 and refused.full_at == to_ns(NOON + 80)
+    assert take(a, 4, NOON + 3600).wait == 20.0  # more than the bucket at once: never
+    # Four let through one by one over a minute (by a process's bucket) are paid for from the
+    # first: the bucket has refilled meanwhile, and two of three are left.
+    assert take(a, 4, NOON + 3660, since=NOON + 3600).wait == 0.0
+    assert [take(a, 1, NOON + 3660).wait for _ in range(3)] == [0.0, 0.0, 20.0]
