@@ -13,9 +13,10 @@ the recipients before it stay accepted. Accounts without such a limit are counte
 message's own transaction instead, which costs no extra commit. The per-minute rate is answered
 at RCPT by the process's copy of the account's bucket, and taken from the bucket all nodes
 share in the message's own transaction (mailrelay.quota.rate): a message that no longer fits,
-because other processes took the last emails meanwhile, gets the same 451 4.7.1 after DATA. The plan is the one the
-account had when it logged in (trusted networks: when its account was last looked up, at
-most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up, however old).
+because other processes took the last emails meanwhile, gets the same 451 4.7.1 after DATA.
+The plan is the one the account had when it logged in (trusted networks: when its account was
+last looked up, at most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up,
+however old).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ RATE_EXCEEDED = Reply(451, "4.7.1", "Rate limit exceeded")
 @dataclass(slots=True)
 class Held:
     """What a transaction reserved at RCPT: emails counted per UTC day, with a time in it
-    (a transaction can span midnight; each reservation is given back to its own day)."""
+    (a transaction can span midnight; each reservation is given back to its own day), and
+    emails taken from the process's rate bucket."""
 
     account_id: int
     by_day: dict[str, tuple[float, int]] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """The plans' per-minute rate is one bucket for every process and node of a database: the SMTP
 and HTTP API processes of two `mailrelay serve` nodes together accept `rate_per_minute` emails
-and refuse the rest (451 4.7.1 over SMTP, 429 over the API); while the database is away, each
-process's own bucket decides. Both databases."""
+and refuse the rest (451 4.7.1 over SMTP, 429 over the API); a message whose emails another
+node took between its RCPT and its commit is refused whole; while the database is away, each
+process's own bucket answers RCPTs. Both databases."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def test_every_process_of_two_nodes_takes_from_one_bucket(tmp_path: Path, db_url
     # would accept RATE (old per-process buckets: up to 4 x RATE); together they accept RATE.
     smtp_a, smtp_b = free_port(), free_port()
     plan = f"[plans.free]\nrate_per_minute = {RATE}\n"  # and the built-in daily_limit: one round trip for both
-    _, url, key, _ = _start(tmp_path, db_url, servers, "processes = 2\n" + plan, smtp_a)
+    _, url, key, _ = _start(tmp_path, db_url, servers, "processes = 2\n" + plan, smtp_a)  # makes demo
     (tmp_path / "b").mkdir()
     config = write_config(tmp_path / "b", db_url, smtp_b, "[server]\ndemo_account = false\n" + plan)
     servers.append(Server(tmp_path / "b", ["-c", str(config), "serve"], base_env(tmp_path / "b")))
