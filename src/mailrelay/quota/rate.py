@@ -31,7 +31,7 @@ stored anyway. The inbound policy's per-address rate uses a `RateLimiter` alone,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,36 +114,55 @@ class RateGate:
 def _build_take(dialect: str) -> ReturningInsert[Any]:
     insert = postgresql.insert(send_rates) if dialect == "postgresql" else sqlite.insert(send_rates)
     now = sa.bindparam("now", type_=sa.BigInteger)
-    since = sa.bindparam("since", type_=sa.BigInteger)
-    cost = sa.bindparam("cost", type_=sa.BigInteger)  # n intervals
+    cost = sa.bindparam("cost", type_=sa.BigInteger)  # the emails' intervals, all together
+    floor = sa.bindparam("floor", type_=sa.BigInteger)  # what they cost a full bucket (see take_all)
     burst = sa.bindparam("burst", type_=sa.BigInteger)  # rate intervals: a full bucket
-    end = sa.case((send_rates.c.full_at > since, send_rates.c.full_at), else_=since) + cost
-    return (insert.values(account_id=sa.bindparam("account_id", type_=sa.Integer), full_at=since + cost)
+    end = sa.case((send_rates.c.full_at + cost > floor, send_rates.c.full_at + cost), else_=floor)
+    return (insert.values(account_id=sa.bindparam("account_id", type_=sa.Integer), full_at=floor)
             .on_conflict_do_update(index_elements=[send_rates.c.account_id], set_={"full_at": end},
                                    where=end <= now + burst)
             .returning(send_rates.c.full_at))  # a row back only if inserted or updated
 
 
-# Built once per dialect, as quota.usage's upsert: this runs for every message of a rated plan.
+# Built once per dialect, as quota.usage's upsert: this runs in every group commit with rated mail.
 _TAKE = {name: _build_take(name) for name in ("postgresql", "sqlite")}
+
+
+def take_all(conn: Connection, gates: Sequence[RateGate], now: float) -> bool:
+    """Take the emails of `gates` (one account, one rate), as if one after the other in this
+    order, if they all fit: True, each gate answered. False, and nothing taken, if not.
+
+    The emails of a gate were let through one by one since its `since` (the RCPTs of a
+    transaction), so the bucket pays for them from then: a gate moves full_at to
+    max(full_at, since) + n*T, and takes them if that is <= now + R*T. One after the other,
+    full_at ends at max(full_at + C, F), C the sum of all their n*T and F the largest of
+    since_j + (n*T of gate j and those after it): one statement for all, however many.
+    """
+    at, interval = to_ns(now), interval_ns(gates[0].rate)
+    cost = floor = 0
+    for gate in reversed(gates):
+        cost += gate.n * interval
+        floor = max(floor, min(to_ns(gate.since), at) + cost)
+    burst = gates[0].rate * interval
+    if floor > at + burst:  # not even a full bucket would do
+        return False
+    row = conn.execute(_TAKE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"],
+                       {"account_id": gates[0].account_id, "now": at, "cost": cost, "floor": floor,
+                        "burst": burst}).first()
+    if row is None:
+        return False
+    for gate in gates:
+        gate.full_at, gate.wait = int(row[0]), 0.0
+    return True
 
 
 def take_shared(conn: Connection, gate: RateGate, now: float) -> None:
     """Take `gate.n` emails from the account's shared bucket, inside the caller's transaction,
-    and write the answer into `gate`. One statement (two when refused: the wait is read back).
-
-    The emails were let through one by one since `gate.since` (the RCPTs of a transaction), so
-    the bucket pays for them from then: max(full_at, since) + n*T <= now + R*T.
-    """
-    at, since, interval = to_ns(now), min(to_ns(gate.since), to_ns(now)), interval_ns(gate.rate)
-    if since + gate.n * interval <= at + gate.rate * interval:  # else not even a full bucket would do
-        row = conn.execute(_TAKE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"],
-                           {"account_id": gate.account_id, "now": at, "since": since,
-                            "cost": gate.n * interval, "burst": gate.rate * interval}).first()
-        if row is not None:
-            gate.full_at, gate.wait = int(row[0]), 0.0
-            return
+    and write the answer into `gate`. One statement (two when refused: the wait is read back)."""
+    if take_all(conn, [gate], now):
+        return
+    at = to_ns(now)
     stored = conn.execute(sa.select(send_rates.c.full_at).where(send_rates.c.account_id == gate.account_id)).scalar()
-    gate.full_at = int(stored) if stored is not None else since
+    gate.full_at = int(stored) if stored is not None else min(to_ns(gate.since), at)
     # When they would fit, taken at once: a retry sends them together.
     gate.wait = max(admit(gate.full_at, at, gate.n, gate.rate)[1], 1e-9)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailrelay.core import status
 from mailrelay.core.address import domain_of
-from mailrelay.quota.rate import RateGate, take_shared
+from mailrelay.quota.rate import RateGate, take_all, take_shared
 from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
 from mailrelay.store.eventlog import add_events
@@ -243,8 +243,7 @@ class SpoolWriter:
         """One transaction: the rate gates, the new messages (but those the gates refused) in
         bulk inserts, then the ops in order. Rows are built before the lock is taken."""
         rows = _Rows([work for work, _, _ in batch])
-        gates = sorted(((r.account_id, i, r) for i, (work, _, _) in enumerate(batch) for r in _records(work)
-                        if r.rate_gate is not None), key=lambda x: x[:2])
+        gates = [(i, r) for i, (work, _, _) in enumerate(batch) for r in _records(work) if r.rate_gate is not None]
         out: list[Any] = [None] * len(batch)
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -252,12 +251,16 @@ class SpoolWriter:
             with self._engine.begin() as conn:
                 # In account order: PostgreSQL locks each account's row until the commit, and
                 # batches of two nodes taking them in opposite orders would deadlock.
-                for _, i, record in gates:
-                    gate = record.rate_gate
-                    assert gate is not None
-                    take_shared(conn, gate, record.created_at)
-                    if gate.wait:
-                        out[i] = _Refused(gate.refusal(gate.wait))
+                for group in _by_account(gates):
+                    now = max(record.created_at for _, record in group)
+                    if len(group) > 1 and take_all(conn, [r.rate_gate for _, r in group if r.rate_gate], now):
+                        continue  # the common case: one statement for all of the account's mail
+                    for i, record in group:  # one by one: those that do not fit are left out
+                        gate = record.rate_gate
+                        assert gate is not None
+                        take_shared(conn, gate, record.created_at)
+                        if gate.wait:
+                            out[i] = _Refused(gate.refusal(gate.wait))
                 if gates and any(isinstance(r, _Refused) for r in out):  # rare: rebuilt without them
                     rows = _Rows([work for (work, _, _), r in zip(batch, out, strict=True)
                                   if not isinstance(r, _Refused)])
@@ -266,7 +269,7 @@ class SpoolWriter:
                     if not isinstance(work, (SpoolRecord, tuple)):
                         out[i] = work(conn)
         except BaseException:
-            for _, _, record in gates:  # answers of a transaction that did not commit: none
+            for _, record in gates:  # answers of a transaction that did not commit: none
                 assert record.rate_gate is not None
                 record.rate_gate.full_at, record.rate_gate.wait = None, 0.0
             raise
@@ -327,6 +330,16 @@ class _Rows:
             add_usage(conn, self.usage, self.msgs[0]["created_at"])
         if self.batch_ids:  # held or dropped before anyone can claim them, if paused or cancelled
             batches.apply(conn, self.batch_ids, self.msgs[0]["created_at"])
+
+
+def _by_account(gates: list[tuple[int, SpoolRecord]]) -> list[list[tuple[int, SpoolRecord]]]:
+    """The gated messages of a batch by account and rate, accounts in id order, each group in
+    batch order."""
+    groups: dict[tuple[int, int], list[tuple[int, SpoolRecord]]] = {}
+    for i, record in gates:
+        assert record.rate_gate is not None
+        groups.setdefault((record.account_id, record.rate_gate.rate), []).append((i, record))
+    return [groups[key] for key in sorted(groups)]
 
 
 def _writer_lock(engine: Engine) -> int | None:

@@ -53,3 +53,27 @@ def test_a_message_past_its_rate_is_left_out_of_the_batch_alone(engine: sa.Engin
     with engine.connect() as conn:
         assert sorted(conn.execute(sa.select(messages.c.id)).scalars()) == ["Q1", "Q3"]
         assert conn.execute(sa.select(sa.func.count()).select_from(recipients)).scalar_one() == 3
+
+
+def test_one_statement_takes_an_accounts_batch_as_one_after_the_other_would(engine: sa.Engine) -> None:
+    # Three messages of one account in one batch, let through since different times: together
+    # they end the bucket where three takes in a row would, and a fourth that does not fit
+    # sends the batch one by one, leaving out only that one.
+    a = _account(engine, "a")
+    since = (NOW - 30, NOW - 60, NOW)
+    gates = [RateGate(a, 6, n, s, lambda wait: Refused(wait)) for n, s in zip((2, 3, 1), since, strict=True)]
+
+    async def run(gates: list[RateGate], first: int) -> list[object]:
+        writer = SpoolWriter(engine, inline=True)
+        writer.start(asyncio.get_running_loop())
+        futures = [writer.submit(_record(f"Q{first + k}", a, g.n, g), "ok") for k, g in enumerate(gates)]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    assert asyncio.run(run(gates, 1)) == ["ok"] * 3
+    # One after the other: max(-, NOW-30) + 2T, then max(that, NOW-60) + 3T, then + 1T (T = 10 s).
+    assert {g.full_at for g in gates} == {to_ns(NOW - 30 + 60)}
+    more = [RateGate(a, 6, n, NOW, lambda wait: Refused(wait)) for n in (2, 3)]
+    out = asyncio.run(run(more, 4))
+    assert out[0] == "ok" and isinstance(out[1], Refused) and out[1].args == (20.0,), out  # 80 s > 60
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(messages.c.id)).scalars()) == ["Q1", "Q2", "Q3", "Q4"]
