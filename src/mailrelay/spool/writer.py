@@ -6,8 +6,9 @@ survives `kill -9`. One writer thread takes whatever is waiting, up to `max_batc
 it at once: under load the cost of an fsync is shared, at rest a message waits for nobody.
 
 A message of an account with a per-minute rate carries a `RateGate`: its emails are taken from
-the account's shared bucket in the same transaction (mailrelay.quota.rate), and if they do not
-fit it is left out of the batch and its future fails with the gate's refusal.
+the account's shared bucket in the same transaction (mailrelay.quota.rate; one statement per
+account and batch), and if they do not fit it is left out of the batch and its future fails
+with the gate's refusal.
 """
 
 from __future__ import annotations
