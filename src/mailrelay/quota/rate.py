@@ -17,10 +17,12 @@ Each account's bucket has two copies:
   emails fit; if not, nothing is stored and the sender gets the same refusal at the end of DATA
   (the API: 429). PostgreSQL locks the row and evaluates the condition on its latest committed
   version; SQLite has one writer. So together they store what one bucket allows: in any W
-  seconds at most R + R*W/60 emails (a burst of R; 2R in a calendar minute at worst, as for any
-  bucket of R), a message's emails counted from its first RCPT. Each node brings its own clock:
-  one running s seconds ahead counts up to s*R/60 emails early, so keep clocks in sync (NTP),
-  as the UTC days of the daily limits need too.
+  seconds at most R + R*(W + D)/60 emails, D the longest a transaction stayed open between its
+  first RCPT and its commit (its emails are paid for from that RCPT, as the process's copy let
+  them through one by one); with short transactions, a burst of R and at most 2R in a calendar
+  minute, as for any bucket of R. Each node brings its own clock: one running s seconds ahead
+  counts up to s*R/60 emails early, so keep clocks in sync (NTP), as the UTC days of the daily
+  limits need too.
 
 Every answer of the database sets the process's copy to the shared state (it never stays
 behind it), so once an account's bucket is spent every process refuses its RCPTs again; only
