@@ -49,7 +49,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             for label, u in (("today", report.today), ("month", report.month))]
     print(format_table(("period", "sent", "limit", "left", "resets (UTC)"), rows, align="<>>>"))
     lim = report.limits
-    rate = f"{lim.rate_per_minute} emails a minute (per node)" if lim.rate_per_minute else "no limit"
+    rate = f"{lim.rate_per_minute} emails a minute" if lim.rate_per_minute else "no limit"
     print(f"per message: at most {lim.max_recipients_per_message or settings.smtp.max_recipients} "
           f"recipients and {format_size(lim.max_message_size or settings.smtp.max_message_size)}; "
           f"rate: {rate}")

@@ -24,7 +24,7 @@ class PlanSettings:
     monthly_limit: int = 0  # per UTC calendar month
     max_recipients_per_message: int = 0  # 0: smtp.max_recipients
     max_message_size: int = 0  # bytes; 0: smtp.max_message_size
-    rate_per_minute: int = 0  # emails per minute, per node
+    rate_per_minute: int = 0  # emails per minute, all nodes together (mailrelay.quota.rate)
 
 
 # Built in, and can be overridden or added to with [plans.NAME]: SendGrid's free plan sends

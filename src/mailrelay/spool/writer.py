@@ -8,6 +8,11 @@ it at once: under load the cost of an fsync is shared, at rest a message waits f
 The writer keeps the queue's clock (store.clock): on PostgreSQL the database server's time, so
 that mail queued here is due at once for a node whose clock is behind ours. On PostgreSQL a
 commit with new mail wakes the delivery of every node (spool.wakeups).
+
+A message of an account with a per-minute rate carries a `RateGate`: its emails are taken from
+the account's shared bucket in the same transaction (mailrelay.quota.rate; one statement per
+account and batch), and if they do not fit it is left out of the batch and its future fails
+with the gate's refusal.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailrelay.core import status
 from mailrelay.core.address import domain_of
+from mailrelay.quota.rate import RateGate, take_all, take_shared
 from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
 from mailrelay.spool.wakeups import notify
@@ -68,6 +74,7 @@ class SpoolRecord:
     initial_status: str = status.QUEUED  # inbound mail: INBOUND (to post) or KEPT (inbox only)
     not_before: float | None = None  # first attempt no earlier (the API's send_at); None: now
     batch_id: str | None = None  # the API's batch_id: paused or cancelled with it (spool.batches)
+    rate_gate: RateGate | None = None  # stored only if its emails fit the account's shared rate
 
     def rows(self, due_at: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The message's row and its recipients' rows; `due_at`: the first attempt time of mail
@@ -105,6 +112,13 @@ _Item = tuple[Any, "asyncio.Future[Any]", Any]  # (SpoolRecord, tuple of them, o
 _Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
 _STOP = object()
 _FROM_OP = object()  # marks an op's item: its future gets what the op returned
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """In place of an item's result: its rate gate refused it, nothing of it was written."""
+
+    error: BaseException
 T = TypeVar("T")
 
 
@@ -230,57 +244,55 @@ class SpoolWriter:
             return
         self.health.succeeded()
         self.batches += 1
-        enqueued = sum(len(_records(work)) for work, _, _ in batch)
+        enqueued = sum(len(_records(work)) for (work, _, _), r in zip(batch, op_results, strict=True)
+                       if not isinstance(r, _Refused))
         self.written += enqueued
         results: list[_Result] = []
         for (_, fut, result), op_result in zip(batch, op_results, strict=True):
-            results.append((fut, op_result if result is _FROM_OP else result, None))
+            if isinstance(op_result, _Refused):
+                results.append((fut, None, op_result.error))
+            else:
+                results.append((fut, op_result if result is _FROM_OP else result, None))
         self._resolve(results, wake=enqueued > 0)
 
     def _commit(self, batch: list[_Item]) -> list[Any]:
-        """One transaction: all new messages in two bulk inserts, then the ops in order."""
+        """One transaction: the rate gates, the new messages (but those the gates refused) in
+        bulk inserts, then the ops in order. Rows are built before the lock is taken."""
         if self.clock.due():  # PostgreSQL, every SYNC_SECONDS: one query outside the write lock
             with self._engine.connect() as conn:
                 self.clock.sync(conn)
         due_at = self.clock.now()
-        msg_rows: list[dict[str, Any]] = []
-        rcpt_rows: list[dict[str, Any]] = []
-        category_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        usage: dict[int, int] = {}
-        batch_ids: list[str] = []
-        for work, _, _ in batch:
-            for record in _records(work):
-                m, r = record.rows(due_at)
-                msg_rows.append(m)
-                rcpt_rows.extend(r)
-                category_rows.extend(record.category_rows())
-                if record.processed_event:
-                    event_rows.extend(
-                        {"account_id": record.account_id, "message_id": record.queue_id, "recipient": addr,
-                         "type": status.EV_PROCESSED, "at": record.created_at} for addr, _ in record.recipients)
-                if record.batch_id is not None:
-                    batch_ids.append(record.batch_id)
-                if record.count_usage:
-                    usage[record.account_id] = usage.get(record.account_id, 0) + record.count_usage
-        out: list[Any] = []
+        rows = _Rows([work for work, _, _ in batch], due_at)
+        gates = [(i, r) for i, (work, _, _) in enumerate(batch) for r in _records(work) if r.rate_gate is not None]
+        out: list[Any] = [None] * len(batch)
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             with self._engine.begin() as conn:
-                if msg_rows:
-                    conn.execute(messages.insert(), msg_rows)
-                    conn.execute(recipients.insert(), rcpt_rows)
-                    if category_rows:
-                        conn.execute(message_categories.insert(), category_rows)
-                    add_events(conn, event_rows)
-                    if usage:
-                        add_usage(conn, usage, msg_rows[0]["created_at"])
-                    if batch_ids:  # held or dropped before anyone can claim them, if paused or cancelled
-                        batches.apply(conn, batch_ids, msg_rows[0]["created_at"])
-                    notify(conn)  # PostgreSQL: every node's delivery hears of it on commit, once per batch
-                for work, _, _ in batch:
-                    out.append(None if isinstance(work, (SpoolRecord, tuple)) else work(conn))
+                # In account order: PostgreSQL locks each account's row until the commit, and
+                # batches of two nodes taking them in opposite orders would deadlock.
+                for group in _by_account(gates):
+                    now = max(record.created_at for _, record in group)
+                    if len(group) > 1 and take_all(conn, [r.rate_gate for _, r in group if r.rate_gate], now):
+                        continue  # the common case: one statement for all of the account's mail
+                    for i, record in group:  # one by one: those that do not fit are left out
+                        gate = record.rate_gate
+                        assert gate is not None
+                        take_shared(conn, gate, record.created_at)
+                        if gate.wait:
+                            out[i] = _Refused(gate.refusal(gate.wait))
+                if gates and any(isinstance(r, _Refused) for r in out):  # rare: rebuilt without them
+                    rows = _Rows([work for (work, _, _), r in zip(batch, out, strict=True)
+                                  if not isinstance(r, _Refused)], due_at)
+                rows.insert(conn)
+                for i, (work, _, _) in enumerate(batch):
+                    if not isinstance(work, (SpoolRecord, tuple)):
+                        out[i] = work(conn)
+        except BaseException:
+            for _, record in gates:  # answers of a transaction that did not commit: none
+                assert record.rate_gate is not None
+                record.rate_gate.full_at, record.rate_gate.wait = None, 0.0
+            raise
         finally:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -298,6 +310,57 @@ def _records(work: Any) -> tuple[SpoolRecord, ...]:
     if isinstance(work, SpoolRecord):
         return (work,)
     return work if isinstance(work, tuple) else ()
+
+
+class _Rows:
+    """The rows of the messages among `works` (ops have none): messages, recipients, their
+    categories and "processed" events, usage counted with them, batches they join."""
+
+    def __init__(self, works: list[Any], due_at: float) -> None:
+        self.msgs: list[dict[str, Any]] = []
+        self.rcpts: list[dict[str, Any]] = []
+        self.categories: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.usage: dict[int, int] = {}
+        self.batch_ids: list[str] = []
+        for work in works:
+            for record in _records(work):
+                m, r = record.rows(due_at)
+                self.msgs.append(m)
+                self.rcpts.extend(r)
+                self.categories.extend(record.category_rows())
+                if record.processed_event:
+                    self.events.extend(
+                        {"account_id": record.account_id, "message_id": record.queue_id, "recipient": addr,
+                         "type": status.EV_PROCESSED, "at": record.created_at} for addr, _ in record.recipients)
+                if record.batch_id is not None:
+                    self.batch_ids.append(record.batch_id)
+                if record.count_usage:
+                    self.usage[record.account_id] = self.usage.get(record.account_id, 0) + record.count_usage
+
+    def insert(self, conn: Connection) -> None:
+        if not self.msgs:
+            return
+        conn.execute(messages.insert(), self.msgs)
+        conn.execute(recipients.insert(), self.rcpts)
+        if self.categories:
+            conn.execute(message_categories.insert(), self.categories)
+        add_events(conn, self.events)
+        if self.usage:
+            add_usage(conn, self.usage, self.msgs[0]["created_at"])
+        if self.batch_ids:  # held or dropped before anyone can claim them, if paused or cancelled
+            batches.apply(conn, self.batch_ids, self.msgs[0]["created_at"])
+        notify(conn)  # PostgreSQL: every node's delivery hears of it on commit, once per batch
+
+
+def _by_account(gates: list[tuple[int, SpoolRecord]]) -> list[list[tuple[int, SpoolRecord]]]:
+    """The gated messages of a batch by account and rate, accounts in id order, each group in
+    batch order."""
+    groups: dict[tuple[int, int], list[tuple[int, SpoolRecord]]] = {}
+    for i, record in gates:
+        assert record.rate_gate is not None
+        groups.setdefault((record.account_id, record.rate_gate.rate), []).append((i, record))
+    return [groups[key] for key in sorted(groups)]
 
 
 def _writer_lock(engine: Engine) -> int | None:

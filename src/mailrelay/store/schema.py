@@ -47,6 +47,17 @@ usage = sa.Table(
     sa.Column("count", sa.Integer, nullable=False, server_default="0"),
 )
 
+# The plans' per-minute rate (mailrelay.quota.rate), shared by every process and node: one row
+# per account that has sent with a rate, updated in place. `full_at` is when the account's
+# bucket is full again (the "theoretical arrival time" of GCRA), in integer nanoseconds since
+# the epoch, so that adding one email's interval is exact; a time in the past means full.
+send_rates = sa.Table(
+    "send_rates",
+    metadata,
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("full_at", sa.BigInteger, nullable=False),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

@@ -4,13 +4,16 @@ submission (mailrelay.submission.policy), applied to whole messages instead of S
 A request is accepted whole or not at all: every message is checked (size, recipients per
 message, From: domain), the plan's per-minute rate and daily/monthly limits are taken for all
 its recipients at once, and the messages are committed together before the caller answers 202.
-A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer maps it. That
-includes storage: below storage.min_free (plus the request's size) free, 452 4.3.1 as SMTP's
-MAIL gets, and a commit the database could not take (disk full, database down) 451 4.3.0.
+A refusal is a `Refusal` with the SMTP reply SMTP would give, or a `RateRefusal`; the HTTP
+layer maps them. That includes storage: below storage.min_free (plus the request's size) free,
+452 4.3.1 as SMTP's MAIL gets, and a commit the database could not take (disk full, database
+down) 451 4.3.0. The rate is taken from the process's copy of the bucket first, then from the
+one all processes share in the messages' own transaction (mailrelay.quota.rate).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -25,6 +28,7 @@ from mailrelay.core import reply as R
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal
+from mailrelay.quota.rate import RateGate
 from mailrelay.quota.usage import Period, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.spool.writer import SpoolRecord
@@ -88,26 +92,34 @@ class APISubmission:
         if self.space is not None and not self.space.room_for(sum(len(m.body) for m in messages)):
             raise Refusal(R.INSUFFICIENT_STORAGE)
         total = sum(len(m.recipients) for m in messages)
-        taken = self._take_rate(account, plan.rate_per_minute, total, now)
+        rate = plan.rate_per_minute
+        if rate and (wait := p.rate.take(account.id, rate, now, total)):
+            raise RateRefusal(rate, wait)
+        gate = RateGate(account.id, rate, total, now, functools.partial(RateRefusal, rate)) if rate else None
         reserved = 0
         try:
             if plan.daily_limit or plan.monthly_limit:
                 await self._reserve(account, total, plan.daily_limit, plan.monthly_limit, now)
                 reserved = total
+            # The gate (the whole request's emails) rides on the first message: all or none.
             records = [self._record(account, m, client_ip=client_ip, auth_user=auth_user,
-                                    tls_version=tls_version, now=now, count_usage=not reserved)
-                       for m in messages]
+                                    tls_version=tls_version, now=now, count_usage=not reserved,
+                                    rate_gate=None if i else gate)
+                       for i, m in enumerate(messages)]
             ids = [r.queue_id for r in records]
             try:
                 await p.writer.submit_many(records, ids)
             except StorageUnavailable:  # logged once per outage, by the writer
                 raise Refusal(R.STORAGE_ERROR) from None
         except BaseException:
-            for _ in range(taken):
-                p.rate.give_back(account.id)
+            if rate:
+                p.rate.give_back(account.id, rate, total)
             if reserved:
                 p.writer.run(lambda conn: release(conn, account.id, reserved, now))
             raise
+        finally:
+            if gate is not None and gate.full_at is not None:
+                p.rate.learn(account.id, gate.full_at)
         metrics.count(metrics.accepted, "http", account.plan, n=len(records))
         metrics.observe(metrics.accept_seconds, time.monotonic() - started, "http")
         for r in records:
@@ -117,17 +129,6 @@ class APISubmission:
                      extra={"queue_id": r.queue_id, "event": "queued", "account": account.name,
                             "client_ip": client_ip, "via": "http"})
         return ids
-
-    def _take_rate(self, account: Account, rate: int, n: int, now: float) -> int:
-        if not rate:
-            return 0
-        for taken in range(n):
-            wait = self.policy.rate.take(account.id, rate, now)
-            if wait:
-                for _ in range(taken):
-                    self.policy.rate.give_back(account.id)
-                raise RateRefusal(rate, wait + (n - taken - 1) * 60.0 / rate)
-        return n
 
     async def _reserve(self, account: Account, n: int, daily: int, monthly: int, now: float) -> None:
         def op(conn: Connection) -> Period | None:
@@ -141,7 +142,8 @@ class APISubmission:
             raise Refusal(exceeded(self.policy.plans.get(account.plan), refused, now))
 
     def _record(self, account: Account, msg: APIMessage, *, client_ip: str, auth_user: str,
-                tls_version: str | None, now: float, count_usage: bool) -> SpoolRecord:
+                tls_version: str | None, now: float, count_usage: bool,
+                rate_gate: RateGate | None = None) -> SpoolRecord:
         queue_id = new_queue_id()
         host = self.policy.hostname
         # RFC 5321 §4.4: the trace line of the hop that took the message, here over HTTP.
@@ -154,4 +156,5 @@ class APISubmission:
             trace_headers=received, body=msg.body, created_at=now, message_id_header=msg.message_id,
             subject=msg.subject, tags=msg.tags, sandbox=account.sandbox,
             count_usage=len(msg.recipients) if count_usage else 0,
-            not_before=msg.send_at if msg.send_at and msg.send_at > now else None, batch_id=msg.batch_id)
+            not_before=msg.send_at if msg.send_at and msg.send_at > now else None, batch_id=msg.batch_id,
+            rate_gate=rate_gate)

@@ -10,9 +10,13 @@ Plans: every recipient is one email. Accounts with a daily or monthly limit rese
 at RCPT, in the database (see mailrelay.quota.usage.reserve), so the count is exact across
 sessions and nodes; the RCPT that would pass a limit gets 451 4.7.1, as SendGrid answers, and
 the recipients before it stay accepted. Accounts without such a limit are counted in the
-message's own transaction instead, which costs no extra commit. The plan is the one the
-account had when it logged in (trusted networks: when its account was last looked up, at
-most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up, however old).
+message's own transaction instead, which costs no extra commit. The per-minute rate is answered
+at RCPT by the process's copy of the account's bucket, and taken from the bucket all nodes
+share in the message's own transaction (mailrelay.quota.rate): a message that no longer fits,
+because other processes took the last emails meanwhile, gets the same 451 4.7.1 after DATA.
+The plan is the one the account had when it logged in (trusted networks: when its account was
+last looked up, at most `cache_seconds` before a MAIL; EHLO's SIZE uses the last look-up,
+however old).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from mailrelay.core.headers import MAX_FROM, from_domains, from_field
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal, Reply
 from mailrelay.quota.plans import Plans
-from mailrelay.quota.rate import RateLimiter
+from mailrelay.quota.rate import RateGate, RateLimiter
 from mailrelay.quota.usage import Period, day_period, day_reset, month_reset, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.settings import DEFAULT_PLANS, PlanSettings
@@ -57,10 +61,21 @@ RATE_EXCEEDED = Reply(451, "4.7.1", "Rate limit exceeded")
 @dataclass(slots=True)
 class Held:
     """What a transaction reserved at RCPT: emails counted per UTC day, with a time in it
-    (a transaction can span midnight; each reservation is given back to its own day)."""
+    (a transaction can span midnight; each reservation is given back to its own day), and
+    emails taken from the process's rate bucket."""
 
     account_id: int
     by_day: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # RCPTs let through by the process's rate bucket, to take from the shared one with the
+    # message: how many, since when, and the plan (with its rate) of the first.
+    rated: int = 0
+    rated_since: float = 0.0
+    rate_plan: PlanSettings | None = None
+
+    def rate(self, plan: PlanSettings, now: float) -> None:
+        if not self.rated:
+            self.rated_since, self.rate_plan = now, plan
+        self.rated += 1
 
     def add(self, now: float) -> None:
         day = day_period(now)
@@ -193,13 +208,18 @@ class SubmissionPolicy:
         if plan.rate_per_minute:
             wait = self.rate.take(account.id, plan.rate_per_minute, now)
             if wait:
-                seconds = max(1, round(wait))
-                raise Refusal(RATE_EXCEEDED.with_text(
-                    f"Rate limit exceeded: plan {plan.name} allows {plan.rate_per_minute} emails "
-                    f"a minute; try again in {seconds} second{'s' if seconds > 1 else ''}"))
+                raise Refusal(rate_exceeded(plan, wait))
         if plan.daily_limit or plan.monthly_limit:
             return self._reserve(txn, account, plan, now)
+        if plan.rate_per_minute:
+            self._held(txn, account).rate(plan, now)
         return None
+
+    @staticmethod
+    def _held(txn: Transaction, account: Account) -> Held:
+        held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
+        txn.hold = held
+        return held
 
     async def _reserve(self, txn: Transaction, account: Account, plan: PlanSettings, now: float) -> None:
         """Count this recipient now, in the next group commit, if the plan's limits allow it.
@@ -215,24 +235,52 @@ class SubmissionPolicy:
         try:
             refused = await self.writer.run(op)
         except Exception as exc:
-            self.rate.give_back(account.id)
+            if plan.rate_per_minute:
+                self.rate.give_back(account.id, plan.rate_per_minute)
             if not isinstance(exc, StorageUnavailable):  # an outage is logged once, by the writer
                 log.error("quota reservation for account %s failed: %s", account.name, exc)
             raise Refusal(R.STORAGE_ERROR) from None
         if refused is not None:
-            self.rate.give_back(account.id)
+            if plan.rate_per_minute:
+                self.rate.give_back(account.id, plan.rate_per_minute)
             raise Refusal(exceeded(plan, refused, now))
-        held = txn.hold if isinstance(txn.hold, Held) else Held(account.id)
+        held = self._held(txn, account)
         held.add(now)
-        txn.hold = held
+        if plan.rate_per_minute:
+            held.rate(plan, now)
 
     def abandon(self, session: Session, txn: Transaction) -> None:
         # May come twice for one transaction (a client gone while a reservation was in
         # flight): what is given back is taken off the transaction first.
         held, txn.hold = txn.hold, None
-        if isinstance(held, Held) and held.total:
+        if not isinstance(held, Held):
+            return
+        self._unrate(held)
+        if held.total:
             self.writer.run(held.release).add_done_callback(
                 functools.partial(_log_release, held))
+
+    def _unrate(self, held: Held) -> None:
+        """Give the process's bucket back the RCPTs of a transaction that sent nothing."""
+        if held.rated and held.rate_plan is not None:
+            self.rate.give_back(held.account_id, held.rate_plan.rate_per_minute, held.rated)
+            held.rated = 0
+
+    def rate_gate(self, held: Held) -> RateGate | None:
+        """What the message's transaction must take from the account's shared bucket."""
+        plan = held.rate_plan
+        if not held.rated or plan is None:
+            return None
+        return RateGate(held.account_id, plan.rate_per_minute, held.rated, held.rated_since,
+                        functools.partial(_rate_refusal, plan))
+
+    def settle_rate(self, held: Held, gate: RateGate, fut: asyncio.Future[Any]) -> None:
+        """Once the message is stored or not: its RCPTs given back to the process's bucket if
+        not (here or by `abandon`, whichever comes first), then the bucket set to the shared one."""
+        if fut.cancelled() or fut.exception() is not None:
+            self._unrate(held)
+        if gate.full_at is not None:
+            self.rate.learn(gate.account_id, gate.full_at)
 
     def check_size(self, plan: PlanSettings, size: int) -> None:
         if plan.max_message_size and size > plan.max_message_size:
@@ -274,7 +322,9 @@ class SubmissionPolicy:
         now = self.clock()
         # Recipients reserved at RCPT are counted already; the others now, with the message
         # (a transaction can have both: its account's plan changed between two RCPTs).
-        reserved = txn.hold.total if isinstance(txn.hold, Held) else 0
+        held = txn.hold if isinstance(txn.hold, Held) else None
+        reserved = held.total if held is not None else 0
+        gate = self.rate_gate(held) if held is not None else None
         record = SpoolRecord(
             queue_id=queue_id,
             account_id=account.id,
@@ -296,8 +346,12 @@ class SubmissionPolicy:
             tags=inspected.tags,
             sandbox=account.sandbox,
             count_usage=len(txn.recipients) - reserved,
+            rate_gate=gate,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
+        if gate is not None:
+            assert held is not None
+            fut.add_done_callback(functools.partial(self.settle_rate, held, gate))
         fut.add_done_callback(functools.partial(_count_queued, account.plan, record.tls_version, ended))
         if log.isEnabledFor(logging.INFO):
             fut.add_done_callback(functools.partial(_log_queued, record, account.name))
@@ -314,6 +368,18 @@ def exceeded(plan: PlanSettings, period: Period, now: float) -> Reply:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset))
     return QUOTA_EXCEEDED.with_text(f"Maximum credits exceeded: plan {plan.name} allows {limit} "
                                     f"emails a {per}; resets at {when}")
+
+
+def rate_exceeded(plan: PlanSettings, wait: float) -> Reply:
+    seconds = max(1, round(wait))
+    return RATE_EXCEEDED.with_text(
+        f"Rate limit exceeded: plan {plan.name} allows {plan.rate_per_minute} emails "
+        f"a minute; try again in {seconds} second{'s' if seconds > 1 else ''}")
+
+
+def _rate_refusal(plan: PlanSettings, wait: float) -> Refusal:
+    """The message's emails did not fit the shared bucket (other processes took them)."""
+    return Refusal(rate_exceeded(plan, wait))
 
 
 def _log_release(held: Held, fut: asyncio.Future[None]) -> None:

@@ -71,7 +71,7 @@ def test_plan_changes_the_limits(alice: sa.Engine, cli: CLI, inproc: InProcess) 
     assert data["month"]["remaining"] == 4993
     assert (data["max_recipients_per_message"], data["rate_per_minute"]) == (50, 60)
     table = inproc("account", "usage", "alice").out.splitlines()
-    assert table[-1] == "per message: at most 50 recipients and 30.0M; rate: 60 emails a minute (per node)"
+    assert table[-1] == "per message: at most 50 recipients and 30.0M; rate: 60 emails a minute"
     listed = json.loads(inproc("account", "list", "--json").out)
     assert [(a["name"], a["plan"]) for a in listed] == [("alice", "pro")]
 

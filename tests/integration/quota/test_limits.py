@@ -166,8 +166,9 @@ def test_max_message_size(quota_node: QuotaNode) -> None:
     assert stored_recipients(node) == 1
 
 
-def test_rate_per_minute(quota_node: QuotaNode) -> None:
-    node, clock = quota_node("[plans.free]\nrate_per_minute = 3\n")
+@pytest.mark.parametrize("daily_limit", [0, 200])  # a round trip of its own, or with the day's count
+def test_rate_per_minute(quota_node: QuotaNode, daily_limit: int) -> None:
+    node, clock = quota_node(f"[plans.free]\nrate_per_minute = 3\ndaily_limit = {daily_limit}\n")
     c = trusted(node)
     replies = rcpts(c, ["a@example.com", "b@example.com", "c@example.com", "d@example.com"])
     assert [code for code, _ in replies] == [250, 250, 250, 451]

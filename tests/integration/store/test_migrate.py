@@ -19,7 +19,7 @@ from mailrelay.store.schema import metadata
 TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events", "suppressions", "domains",
           "usage", "addresses", "auth_failures", "nodes", "asm_groups", "asm_suppressions", "templates",
           "template_versions", "mail_batches", "web_sessions", "webhook_posts",
-          "message_categories", "alembic_version"}
+          "message_categories", "send_rates", "alembic_version"}
 
 
 def migrate_to(engine: sa.Engine, revision: str, step: str = "upgrade") -> None:
@@ -42,12 +42,12 @@ def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
     try:
         assert migrate.current_revision(engine) is None
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == migrate.head_revision() == "0014"
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0015"
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO accounts (name, password_hash, created_at, "
                                  "updated_at) VALUES ('keep', 'h', 1, 1)"))
         migrate.upgrade(engine)  # second run: nothing recreated, nothing lost
-        assert migrate.current_revision(engine) == "0014"
+        assert migrate.current_revision(engine) == "0015"
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT name, plan, status FROM accounts")).all() == [
                 ("keep", "free", "active")]
@@ -61,7 +61,7 @@ def test_head_constant_matches_the_revision_files() -> None:
     # update it, or databases would stop one revision short.
     assert migrate.head_revision() == migrate.script_head()
     assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009",
-                                         "0010", "0011", "0012", "0013", "0014"}
+                                         "0010", "0011", "0012", "0013", "0014", "0015"}
 
 
 def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
@@ -100,7 +100,7 @@ def test_concurrent_upgrades_on_an_empty_database_both_succeed(db_url: str) -> N
         t.join(30)
     try:
         assert errors == []
-        assert migrate.current_revision(engines[0]) == "0014"
+        assert migrate.current_revision(engines[0]) == "0015"
     finally:
         for e in engines:
             e.dispose()
