@@ -22,11 +22,11 @@ from mailrelay.core import reply as R
 from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal
-from mailrelay.quota.usage import Period, release, reserve
+from mailrelay.quota.usage import Period, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.health import StorageUnavailable
-from mailrelay.submission.policy import SubmissionPolicy, exceeded
+from mailrelay.submission.policy import Held, SubmissionPolicy, exceeded
 
 log = logging.getLogger("mailrelay.submission")
 
@@ -82,6 +82,7 @@ class APISubmission:
         total = sum(len(m.recipients) for m in messages)
         taken = self._take_rate(account, plan.rate_per_minute, total, now)
         reserved = 0
+        ids: list[str] = []
         try:
             if plan.daily_limit or plan.monthly_limit:
                 await self._reserve(account, total, plan.daily_limit, plan.monthly_limit, now)
@@ -94,8 +95,10 @@ class APISubmission:
         except BaseException:
             for _ in range(taken):
                 p.rate.give_back(account.id)
-            if reserved:
-                p.writer.run(lambda conn: release(conn, account.id, reserved, now))
+            if reserved:  # kept through an outage; not for messages stored after all
+                held = Held(account.id, queue_id=ids[0] if ids else None)
+                held.add(now, reserved)
+                p.give_back(held)
             raise
         metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
         for r in records:
