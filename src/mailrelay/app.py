@@ -12,6 +12,7 @@ import resource
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
@@ -21,13 +22,9 @@ from mailrelay.accounts.lockout import SharedLockout
 from mailrelay.accounts.operators import OperatorKeys, key_path
 from mailrelay.accounts.passwords import generate_password, make_hasher
 from mailrelay.accounts.service import AccountService
-from mailrelay.accounts.websessions import WebSessions
 from mailrelay.delivery.agent import DeliveryAgent
 from mailrelay.delivery.signing import DomainSigner
 from mailrelay.events.webhook import WebhookDispatcher
-from mailrelay.http.app import build_api
-from mailrelay.http.server import HTTPServer
-from mailrelay.http.services import Services
 from mailrelay.inbound.directory import InboundDirectory
 from mailrelay.inbound.dispatch import InboundDispatcher
 from mailrelay.inbound.receive import InboundReceiver
@@ -43,10 +40,10 @@ from mailrelay.spool.wakeups import QueueListener
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.open import open_storage
 from mailrelay.store.space import for_url as disk_space_for
-from mailrelay.submission.api import APISubmission
 from mailrelay.submission.policy import SubmissionPolicy
-from mailrelay.web import pages as web
-from mailrelay.web.services import WebServices
+
+if TYPE_CHECKING:
+    from mailrelay.http.server import HTTPServer
 
 log = logging.getLogger("mailrelay")
 
@@ -184,6 +181,17 @@ class App:
 
         `listeners`: what the node's SMTP listeners bound, as the `serve` process told its HTTP
         child (for /readyz); by default this process's own listeners."""
+        # Imported here, by the API process alone: the HTTP API and the dashboard (FastAPI,
+        # Jinja, the Handlebars compiler) take two thirds of the CPU a process spends
+        # importing mailrelay, which the SMTP process and the delivery workers never use.
+        from mailrelay.accounts.websessions import WebSessions
+        from mailrelay.http.app import build_api
+        from mailrelay.http.server import HTTPServer
+        from mailrelay.http.services import Services
+        from mailrelay.submission.api import APISubmission
+        from mailrelay.web import pages as web
+        from mailrelay.web.services import WebServices
+
         s = self.settings
         self._serves_logins = True
         # Below storage.min_free the API refuses mail too: the rest is for what is queued already.

@@ -100,8 +100,8 @@ def _child_main(settings: Settings, index: int, wake: multiprocessing.connection
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    # Claims and outcomes may be repeated but never lost, so they need not wait for the disk:
-    # this keeps the workers' commits from holding the write lock the SMTP process needs.
+    # On SQLite, claims and outcomes need not wait for the disk (see create_engine): this keeps
+    # the workers' commits from holding the write lock the SMTP process needs.
     engine = create_engine(settings.storage_url, flush_commits=False, connect_timeout=settings.storage.connect_timeout)
     node = new_name(socket.gethostname(), f"-d{index}")
     app = App(settings, engine=engine, deliver=True, node=node, serve_smtp=False)

@@ -74,10 +74,14 @@ def create_engine(url: str, *, flush_commits: bool = True,
                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **kwargs: Any) -> Engine:
     """An engine with mailrelay's connection settings.
 
-    `flush_commits=False` lets a commit return before it is flushed to disk (SQLite
-    synchronous=NORMAL in WAL mode, PostgreSQL synchronous_commit=off): still safe against a
-    killed process, not against power loss. Only for writes that may be repeated but never
-    lost: the delivery workers' claims and outcomes (a lost outcome means a retry).
+    `flush_commits=False` lets an SQLite commit return before it is flushed to disk
+    (synchronous=NORMAL in WAL mode): the WAL is in the operating system's hands, so it
+    survives any process's crash, not a power cut. For the delivery workers' claims and
+    outcomes, whose commits would otherwise hold the one write lock the SMTP process needs.
+    PostgreSQL ignores it: its asynchronous commit (synchronous_commit=off) waits in the
+    server's own memory, and a crash of the database server alone loses it; a lost outcome
+    left a recipient already sent leased to a live worker that took it for recorded (sent
+    again when that worker stopped), and there is no shared write lock to spare there.
     `connect_timeout` bounds each PostgreSQL connection attempt (whole seconds; libpq treats
     less than 2 as 2); `connect_args` given by the caller win over it.
     """
@@ -92,13 +96,4 @@ def create_engine(url: str, *, flush_commits: bool = True,
         return engine
     connect_args = {"connect_timeout": connect_timeout_seconds(connect_timeout),
                     **kwargs.pop("connect_args", {})}
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
-    if not flush_commits:
-        sa.event.listen(engine, "connect", _pg_async_commit)
-    return engine
-
-
-def _pg_async_commit(dbapi_conn: Any, _record: Any) -> None:
-    with dbapi_conn.cursor() as cur:
-        cur.execute("SET synchronous_commit TO off")
-    dbapi_conn.commit()
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)

@@ -29,12 +29,12 @@ from mailrelay.core.dates import rfc5322_date
 from mailrelay.core.ids import new_queue_id
 from mailrelay.core.reply import Refusal
 from mailrelay.quota.rate import RateGate
-from mailrelay.quota.usage import Period, release, reserve
+from mailrelay.quota.usage import Period, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.health import StorageUnavailable
 from mailrelay.store.space import DiskSpace
-from mailrelay.submission.policy import SubmissionPolicy, exceeded
+from mailrelay.submission.policy import Held, SubmissionPolicy, exceeded
 
 log = logging.getLogger("mailrelay.submission")
 
@@ -97,6 +97,7 @@ class APISubmission:
             raise RateRefusal(rate, wait)
         gate = RateGate(account.id, rate, total, now, functools.partial(RateRefusal, rate)) if rate else None
         reserved = 0
+        ids: list[str] = []
         try:
             if plan.daily_limit or plan.monthly_limit:
                 await self._reserve(account, total, plan.daily_limit, plan.monthly_limit, now)
@@ -114,8 +115,10 @@ class APISubmission:
         except BaseException:
             if rate:
                 p.rate.give_back(account.id, rate, total)
-            if reserved:
-                p.writer.run(lambda conn: release(conn, account.id, reserved, now))
+            if reserved:  # kept through an outage; not for messages stored after all
+                held = Held(account.id, queue_id=ids[0] if ids else None)
+                held.add(now, reserved)
+                p.give_back(held)
             raise
         finally:
             if gate is not None and gate.full_at is not None:

@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailrelay import metrics
@@ -48,6 +49,7 @@ from mailrelay.smtp.handler import Identity, Session, Transaction, relay_denied
 from mailrelay.smtp.trace import trace_headers
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.health import StorageUnavailable, describe, is_unavailable
+from mailrelay.store.schema import messages
 from mailrelay.submission import smtpapi
 
 log = logging.getLogger("mailrelay.submission")
@@ -56,6 +58,7 @@ TRUSTED_ACCOUNT_UNAVAILABLE = Reply(451, "4.3.5", "Trusted-network account unava
 # RFC 3463 §3.8 X.7.1: delivery not authorized (SendGrid answers "451 ... Maximum credits exceeded").
 QUOTA_EXCEEDED = Reply(451, "4.7.1", "Maximum credits exceeded")
 RATE_EXCEEDED = Reply(451, "4.7.1", "Rate limit exceeded")
+RELEASE_RETRY_MAX = 10.0  # seconds between tries to give back reservations through an outage
 
 
 @dataclass(slots=True)
@@ -76,17 +79,23 @@ class Held:
         if not self.rated:
             self.rated_since, self.rate_plan = now, plan
         self.rated += 1
+    # The message's queue id once DATA ended: a commit can go through with its answer lost
+    # (the database crashed in between), and then the message is stored and keeps its count.
+    queue_id: str | None = None
 
-    def add(self, now: float) -> None:
+    def add(self, now: float, n: int = 1) -> None:
         day = day_period(now)
-        at, n = self.by_day.get(day, (now, 0))
-        self.by_day[day] = (at, n + 1)
+        at, count = self.by_day.get(day, (now, 0))
+        self.by_day[day] = (at, count + n)
 
     @property
     def total(self) -> int:
         return sum(n for _, n in self.by_day.values())
 
     def release(self, conn: Connection) -> None:
+        if self.queue_id is not None and conn.execute(
+                sa.select(messages.c.id).where(messages.c.id == self.queue_id)).first() is not None:
+            return
         for at, n in self.by_day.values():
             release(conn, self.account_id, n, at)
 
@@ -112,6 +121,8 @@ class SubmissionPolicy:
         self.plans = Plans(plans or [PlanSettings(n, **v) for n, v in DEFAULT_PLANS.items()], default_plan)
         self.clock = clock  # wall time: days and months are UTC calendar periods; tests set it
         self.rate = RateLimiter()
+        self._unreleased: list[Held] = []  # give-backs the database could not take yet
+        self._release_delay = 0.0
 
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
         loop = asyncio.get_running_loop()
@@ -257,8 +268,41 @@ class SubmissionPolicy:
             return
         self._unrate(held)
         if held.total:
-            self.writer.run(held.release).add_done_callback(
-                functools.partial(_log_release, held))
+            self.give_back(held)
+
+    def give_back(self, held: Held) -> None:
+        """Release what a transaction reserved and did not send. Through a database outage it
+        is kept and tried again until the database is back: a reservation left counted takes
+        emails from the account's day and month for good. (A give-back whose commit went
+        through with its answer lost is given twice: the count errs low by that once.)"""
+        self.writer.run(held.release).add_done_callback(functools.partial(self._given_back, held))
+
+    def _given_back(self, held: Held, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            if self._release_delay and not self._unreleased:
+                log.info("reserved emails held through a database outage are given back")
+                self._release_delay = 0.0
+            return
+        if not isinstance(exc, StorageUnavailable):
+            log.error("could not give back %d reserved emails of account id %d: %s",
+                      held.total, held.account_id, exc)
+            return
+        if not self._unreleased and not self._release_delay:
+            log.warning("reserved emails cannot be given back now (database unavailable); kept and tried "
+                        "again until it is back")
+        first = not self._unreleased
+        self._unreleased.append(held)
+        if first:
+            self._release_delay = min(max(0.25, 2 * self._release_delay), RELEASE_RETRY_MAX)
+            asyncio.get_running_loop().call_later(self._release_delay, self._retry_give_back)
+
+    def _retry_give_back(self) -> None:
+        batch, self._unreleased = self._unreleased, []
+        for held in batch:
+            self.give_back(held)
 
     def _unrate(self, held: Held) -> None:
         """Give the process's bucket back the RCPTs of a transaction that sent nothing."""
@@ -325,6 +369,8 @@ class SubmissionPolicy:
         held = txn.hold if isinstance(txn.hold, Held) else None
         reserved = held.total if held is not None else 0
         gate = self.rate_gate(held) if held is not None else None
+        if held is not None:
+            held.queue_id = queue_id
         record = SpoolRecord(
             queue_id=queue_id,
             account_id=account.id,
@@ -380,13 +426,6 @@ def rate_exceeded(plan: PlanSettings, wait: float) -> Reply:
 def _rate_refusal(plan: PlanSettings, wait: float) -> Refusal:
     """The message's emails did not fit the shared bucket (other processes took them)."""
     return Refusal(rate_exceeded(plan, wait))
-
-
-def _log_release(held: Held, fut: asyncio.Future[None]) -> None:
-    """Giving back is fire-and-forget; if it fails the count stays high (safe), but say so."""
-    if not fut.cancelled() and (exc := fut.exception()) is not None:
-        log.error("could not give back %d reserved emails of account id %d: %s",
-                  held.total, held.account_id, exc)
 
 
 def _count_queued(plan: str, tls_version: str | None, ended: float, fut: asyncio.Future[Reply]) -> None:

@@ -44,6 +44,7 @@ class Behaviour:
     defer_rcpt: set[str] = field(default_factory=set)  # RCPT answered 450 4.2.1
     unverified: set[str] = field(default_factory=set)  # RCPT answered 252: taken, not verified
     data_delay: float = 0.0  # seconds between the end of DATA and the 250: a slow server
+    tempfail: bool = False  # while set, every DATA is answered 451 (an MX in trouble for a while)
     # Cleared, every DATA waits for it before its reply: a test holds the remote side still
     # while it looks at the sender (no race with a machine that is slow today).
     open: threading.Event = field(default_factory=lambda: _opened(threading.Event()))
@@ -54,6 +55,7 @@ class RecordingHandler:
         self.behaviour = behaviour
         self.messages: list[Received] = []
         self.data_attempts = 0
+        self.deferred = 0  # DATAs answered 451
         self.in_data = 0  # transactions between DATA and our reply right now
         self.connections = 0
         self.lock = threading.Lock()
@@ -83,7 +85,8 @@ class RecordingHandler:
         began = time.monotonic()
         with self.lock:
             self.data_attempts += 1
-            if self.data_attempts <= self.behaviour.defer_first:
+            if self.data_attempts <= self.behaviour.defer_first or self.behaviour.tempfail:
+                self.deferred += 1
                 return "451 4.3.0 Temporary local problem, try again"
         if self.behaviour.data_delay or not self.behaviour.open.is_set():
             with self.lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import smtplib
 import subprocess
@@ -15,39 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.smtp.conftest import merge_toml
 from tests.support.ports import free_port
+from tests.support.serve import Server, base_env, run_cli, write_config
 
 ENV_LISTENERS = ("SMTP", "SUBMISSION", "SUBMISSIONS", "ALT")
-
-
-
-
-class Server:
-    def __init__(self, cwd: Path, args: list[str], env: dict[str, str]) -> None:
-        self.log = cwd / f"serve-{time.monotonic_ns()}.log"
-        self.fh = self.log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailrelay", *args], cwd=cwd, env=env,
-                                     stdout=self.fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "mailrelay ready" in self.text():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.text()}")
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready:\n{self.text()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.fh.close()
 
 
 @pytest.fixture
@@ -56,46 +26,6 @@ def servers() -> Iterator[list[Server]]:
     yield started
     for server in started:
         server.stop()
-
-
-def base_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILRELAY_")}
-    return env
-
-
-def write_config(tmp_path: Path, db_url: str, port: int, extra: str = "") -> Path:
-    config = tmp_path / "mailrelay.toml"
-    config.write_text(merge_toml(f"""
-[server]
-hostname = "mx.mailrelay.test"
-shutdown_timeout = 10
-[storage]
-url = "{db_url}"
-[submission]
-trusted_networks = ["127.0.0.0/8"]
-trusted_account = "demo"
-require_own_domain = false
-[listener.smtp]
-listen = ["127.0.0.1:{port}"]
-[listener.submission]
-enabled = false
-[listener.submissions]
-enabled = false
-[listener.alt]
-enabled = false
-[delivery]
-enabled = false
-[webhooks]
-allow_private_targets = true
-[http]
-enabled = false
-""", extra))
-    return config
-
-
-def run_cli(tmp_path: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailrelay", "-c", str(config), *args], cwd=tmp_path,
-                          env=base_env(tmp_path), capture_output=True, text=True, timeout=60)
 
 
 def test_first_start_writes_config_cert_and_demo_account(tmp_path: Path, servers: list[Server]) -> None:

@@ -23,6 +23,7 @@ from mailrelay.app import App
 from mailrelay.settings import load_settings
 from mailrelay.store.schema import messages, recipients
 from tests.integration.smtp.rawclient import RawClient, auth_plain
+from tests.support.serve import merge_toml
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -118,22 +119,6 @@ listen = ["127.0.0.1:0"]
 [listener.alt]
 listen = ["127.0.0.1:0"]
 """
-
-
-def merge_toml(base: str, extra: str) -> str:
-    """`base` with the tables and keys of `extra` laid over it (TOML forbids repeating them)."""
-    sections: dict[str, dict[str, str]] = {}
-    for text in (base, extra):
-        current = ""
-        for line in text.strip().splitlines():
-            stripped = line.strip()
-            if stripped.startswith("[") and stripped.endswith("]"):
-                current = stripped
-                sections.setdefault(current, {})
-            elif stripped:
-                key = stripped.split("=", 1)[0].strip()
-                sections.setdefault(current, {})[key] = line
-    return "".join(f"{name}\n" + "\n".join(lines.values()) + "\n" for name, lines in sections.items())
 
 
 @pytest.fixture(scope="session")
