@@ -15,7 +15,8 @@ their free space reusable).
 
 The fixed cost per message (every row and index entry but the message's own bytes) is measured
 with a second fill of N messages with no trace headers and an empty body; the target is
-`as delivered <= 1.3 x the message + fixed`.
+`as delivered <= 1.3 x the message + fixed`. Last, the CPU time to compress a message (the
+spool writer, at accept) and to decompress it (every read), on 300 of them (store.bodies).
 
     .venv/bin/python bench/storage.py                        # N=20000 at 2 KB, 10 KB, 50 KB
     .venv/bin/python bench/storage.py -n 5000 --size 10240 --keep
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 from tests.support.samplemail import sample_message
 
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
-from mailrelay.store import migrate
+from mailrelay.store import bodies, migrate
 from mailrelay.store import retention as R
 from mailrelay.store.db import create_engine
 from mailrelay.store.schema import accounts, attempts, events, messages, recipients
@@ -154,6 +155,22 @@ class _pg_base:  # lower case: used as a function, `with _pg_base() as conn`
         self.engine.dispose()
 
 
+def codec_cpu(size: int, attachment: float, count: int = 300) -> tuple[float, float]:
+    """CPU µs per message to compress (the spool writer, at accept) and decompress (each read)
+    `count` realistic messages of `size`: the best of five rounds of this thread's CPU time."""
+    mail = [sample_message(size, i, attachment=attachment) for i in range(count)]
+    best_pack = best_unpack = float("inf")
+    for _ in range(5):
+        t0 = time.thread_time()
+        packed = [bodies.pack(m) for m in mail]
+        t1 = time.thread_time()
+        back = [bodies.unpack(p) for p in packed]
+        t2 = time.thread_time()
+        assert back == mail
+        best_pack, best_unpack = min(best_pack, t1 - t0), min(best_unpack, t2 - t1)
+    return best_pack / count * 1e6, best_unpack / count * 1e6
+
+
 def run(kind: str, n: int, size: int, attachment: float, scratch: Path) -> dict[str, float]:
     now = time.time()
     created = now - 40 * DAY
@@ -191,8 +208,10 @@ def run(kind: str, n: int, size: int, attachment: float, scratch: Path) -> dict[
         db.close()
     per = (full - empty) / n
     target = 1.3 * real + fixed
+    pack_us, unpack_us = codec_cpu(size, attachment)
     print(f"{kind}: N={n} messages of {real:.0f} bytes (body {size} + trace headers, attachment "
           f"{attachment:.0%}), accepted in {fill_s:.1f}s ({n / fill_s:.0f}/s through the writer)")
+    print(f"  codec:           {pack_us:7.1f} µs to compress a message, {unpack_us:.1f} µs to decompress (CPU)")
     print(f"  fixed cost:      {fixed:7.0f} bytes/message (empty messages, same rows)")
     print(f"  as delivered:    {full / 1e6:7.1f} MB  {per:7.0f} bytes/message ({per / real:.2f}x the message; "
           f"target 1.3x + fixed = {target:.0f}: {'met' if per <= target else 'NOT met'})")
@@ -203,7 +222,8 @@ def run(kind: str, n: int, size: int, attachment: float, scratch: Path) -> dict[
     print(f"  all deleted:     {after / 1e6:7.1f} MB  {(after - empty) / n:7.0f} bytes/message "
           f"({gone.messages} messages, {gone.recipients} recipients, {gone.attempts} attempts, "
           f"{gone.events} events, {delete_s:.1f}s)", flush=True)
-    return {"real": real, "fixed": fixed, "per": per, "cleared": (cleared - empty) / n, "after": (after - empty) / n}
+    return {"real": real, "fixed": fixed, "per": per, "cleared": (cleared - empty) / n, "after": (after - empty) / n,
+            "pack_us": pack_us, "unpack_us": unpack_us}
 
 
 def main() -> None:
@@ -227,11 +247,13 @@ def main() -> None:
             print(f"kept {scratch}")
         else:
             shutil.rmtree(scratch)
-    print("\n| database | body | message | fixed | as delivered | x message | bodies cleared | all deleted |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| database | body | message | fixed | as delivered | x message | bodies cleared | all deleted "
+          "| compress µs | decompress µs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, size, r in results:
         print(f"| {kind} | {size:,} | {r['real']:,.0f} | {r['fixed']:,.0f} | {r['per']:,.0f} | "
-              f"{r['per'] / r['real']:.2f} | {r['cleared']:,.0f} | {r['after']:,.0f} |")
+              f"{r['per'] / r['real']:.2f} | {r['cleared']:,.0f} | {r['after']:,.0f} | {r['pack_us']:.0f} | "
+              f"{r['unpack_us']:.0f} |")
 
 
 if __name__ == "__main__":

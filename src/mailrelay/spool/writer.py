@@ -18,7 +18,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -26,11 +26,20 @@ from mailrelay.core import status
 from mailrelay.core.address import domain_of
 from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
+from mailrelay.store import bodies
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
-from mailrelay.store.schema import message_categories, messages, recipients
+from mailrelay.store.schema import message_bodies, message_categories, messages, recipients
 
 log = logging.getLogger("mailrelay.spool")
+
+
+class Rows(NamedTuple):
+    """A message's rows: `messages`, `message_bodies` and `recipients`."""
+
+    message: dict[str, Any]
+    body: dict[str, Any]
+    recipients: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +72,16 @@ class SpoolRecord:
     not_before: float | None = None  # first attempt no earlier (the API's send_at); None: now
     batch_id: str | None = None  # the API's batch_id: paused or cancelled with it (spool.batches)
 
-    def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def rows(self) -> Rows:
+        """The rows to insert; compresses the body (store.bodies), so the writer calls it before
+        it takes the write lock."""
         msg = {
             "id": self.queue_id, "account_id": self.account_id, "mail_from": self.mail_from,
             "mail_params": json.dumps(self.mail_params), "client_ip": self.client_ip,
             "helo": self.helo, "auth_user": self.auth_user, "tls_version": self.tls_version,
             "tls_cipher": self.tls_cipher, "listener": self.listener,
-            "size": len(self.trace_headers) + len(self.body), "trace_headers": self.trace_headers,
-            "body": self.body, "created_at": self.created_at,
+            "size": len(self.trace_headers) + len(self.body), "trace_headers": b"", "body": b"",
+            "created_at": self.created_at,
             "message_id_header": self.message_id_header, "subject": self.subject,
             "tags": json.dumps(self.tags) if self.tags else None, "sandbox": self.sandbox,
             "direction": self.direction, "auth": json.dumps(self.auth) if self.auth is not None else None,
@@ -83,7 +94,7 @@ class SpoolRecord:
              "account_id": self.account_id}
             for addr, params in self.recipients
         ]
-        return msg, rcpts
+        return Rows(msg, bodies.row(self.queue_id, self.trace_headers, self.body), rcpts)
 
     def category_rows(self) -> list[dict[str, Any]]:
         """The message's categories for `message_categories` (the activity page's filter)."""
@@ -225,6 +236,7 @@ class SpoolWriter:
     def _commit(self, batch: list[_Item]) -> list[Any]:
         """One transaction: all new messages in two bulk inserts, then the ops in order."""
         msg_rows: list[dict[str, Any]] = []
+        body_rows: list[dict[str, Any]] = []
         rcpt_rows: list[dict[str, Any]] = []
         category_rows: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
@@ -232,8 +244,9 @@ class SpoolWriter:
         batch_ids: list[str] = []
         for work, _, _ in batch:
             for record in _records(work):
-                m, r = record.rows()
+                m, b, r = record.rows()
                 msg_rows.append(m)
+                body_rows.append(b)
                 rcpt_rows.extend(r)
                 category_rows.extend(record.category_rows())
                 if record.processed_event:
@@ -251,6 +264,7 @@ class SpoolWriter:
             with self._engine.begin() as conn:
                 if msg_rows:
                     conn.execute(messages.insert(), msg_rows)
+                    conn.execute(message_bodies.insert(), body_rows)
                     conn.execute(recipients.insert(), rcpt_rows)
                     if category_rows:
                         conn.execute(message_categories.insert(), category_rows)
