@@ -43,7 +43,6 @@ from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
 from mailrelay.spool.reader import QueueReader
 from mailrelay.store import bodies
-from mailrelay.store.bodies import CONTENT_COLUMNS, Content, with_content
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, message_categories, messages, recipients
 
@@ -120,7 +119,7 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain
     one DSN about them all is queued to the sender: none for a null sender (RFC 3464 §2), and
     none for recipients whose RCPT NOTIFY (RFC 3461 §4.1) does not ask for failures.
     """
-    m = conn.execute(sa.select(messages, *CONTENT_COLUMNS).select_from(with_content())
+    m = conn.execute(sa.select(messages, *bodies.CONTENT_COLUMNS).select_from(bodies.with_content())
                      .where(messages.c.id == queue_id)).first()
     if m is None:
         raise NoSuchMessage(queue_id)
@@ -149,7 +148,7 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain
               for c in claimed if notify_wants(_notify(c.params), "failed")]
     if failed:
         message = ClaimedMessage(m.id, m.account_id, m.mail_from, _json(m.mail_params),
-                                 Content.of(m).data, m.created_at)
+                                 bodies.Content.of(m).data, m.created_at)
         claim = Claim(message, "", tuple(claimed))
         queue_bounce(conn, claim, failed, now=now, hostname=hostname, action_note=" (bounced by the operator)")
     return len(rows)

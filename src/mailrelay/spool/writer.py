@@ -234,7 +234,7 @@ class SpoolWriter:
         self._resolve(results, wake=enqueued > 0)
 
     def _commit(self, batch: list[_Item]) -> list[Any]:
-        """One transaction: all new messages in two bulk inserts, then the ops in order."""
+        """One transaction: all new messages in one bulk insert per table, then the ops in order."""
         msg_rows: list[dict[str, Any]] = []
         body_rows: list[dict[str, Any]] = []
         rcpt_rows: list[dict[str, Any]] = []

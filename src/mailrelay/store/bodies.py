@@ -4,11 +4,11 @@ A message's content is the trace headers we add (a prefix) and its body exactly 
 Since migration 0015 both go into a row of `message_bodies` of their own, the body as one zstd
 frame (RFC 8878; level 3). Measured with bench/storage.py on realistic mail (bench/README.md):
 
-- Compressed, a 2 KB message's row is about 1.3 KB: three fit on a 4 KiB page, where the
-  uncompressed 2.4 KB row took a page of its own (two do not fit), so the database held 4.9 KB
-  per 2 KB message. Compressing costs ~15 µs for 2 KB (zlib: ~60) and ~50 µs for 10 KB (zlib:
-  ~200), in the spool writer's thread before it takes the write lock; zstd lets go of the GIL
-  meanwhile, so the event loop keeps answering.
+- Compressed, a 2 KB message's body row takes about 1.4 KB (nearly three to a 4 KiB page),
+  where the uncompressed 2.4 KB row took a page of its own (two do not fit): the database held
+  4.9 KB per 2 KB message, now 2.4 KB. Compressing costs ~12 µs for 2 KB (zlib: ~60) and
+  ~35 µs for 10 KB (zlib: ~200) of CPU, in the spool writer's thread before it takes the write
+  lock; zstd lets go of the GIL meanwhile, so the event loop keeps answering.
 - In a table of its own, clearing a body (retention) deletes a row, and SQLite frees the pages
   left empty; emptying a column of `messages` shrank each row in place and freed no page.
 - A larger SQLite page would pack uncompressed rows better, but each commit writes every page

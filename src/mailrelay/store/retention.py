@@ -2,8 +2,9 @@
 
 Four kinds, each with its own period (settings `[retention]`): `bodies` (outbound mail whose
 every recipient is final: its body row is deleted, which frees its pages (store.bodies), the
-rest stays for the activity page), `messages` (the same mail deleted with its body, recipients,
-attempts, events and categories), `sandbox` (captured mail) and `inbound` (received mail, posted, expired or kept).
+rest stays for the activity page), `messages` (the same mail deleted with its body,
+recipients, attempts, events and categories), `sandbox` (captured mail) and `inbound`
+(received mail, posted, expired or kept).
 
 A message qualifies only when it arrived before the cutoff, none of its recipients changed
 since, every recipient has its kind's final status, none waits for its DSN (`dsn_pending`) and
