@@ -99,15 +99,17 @@ def fast_hasher() -> PasswordHasher:
 
 @pytest.fixture
 def add_message(engine: sa.Engine) -> Callable[..., str]:
-    """Insert a spooled message directly (as the spool writer would); returns its queue id."""
-    from mailrelay.store.schema import accounts, messages, recipients
+    """Insert a spooled message directly (as the spool writer would); returns its queue id.
+    `inline`: its content inside the `messages` row, uncompressed, as written before migration 0016."""
+    from mailrelay.store import bodies
+    from mailrelay.store.schema import accounts, message_bodies, messages, recipients
 
     def add(queue_id: str, *, account: str = "alice", created_at: float = 1_700_000_000.0,
             mail_from: str = "sender@example.org", mail_params: str = '{"SIZE": "120"}',
             rcpts: Sequence[tuple[str, str]] = (("rcpt@example.net", "queued"),),
             trace: bytes = b"Received: from client.test by mx.test\r\n",
             body: bytes = b"Subject: hello\r\nFrom: sender@example.org\r\n\r\nthe body\r\n",
-            ) -> str:
+            inline: bool = False) -> str:
         with engine.begin() as conn:
             account_id = conn.execute(sa.select(accounts.c.id)
                                       .where(accounts.c.name == account)).scalar()
@@ -120,8 +122,10 @@ def add_message(engine: sa.Engine) -> Callable[..., str]:
                 id=queue_id, account_id=account_id, mail_from=mail_from, mail_params=mail_params,
                 client_ip="192.0.2.7", helo="client.test", auth_user=account,
                 tls_version="TLSv1.3", tls_cipher="TLS_AES_256_GCM_SHA384", listener="submission",
-                size=len(trace) + len(body), trace_headers=trace, body=body,
+                size=len(trace) + len(body), trace_headers=trace if inline else b"", body=body if inline else b"",
                 created_at=created_at))
+            if not inline:
+                conn.execute(message_bodies.insert().values(bodies.row(queue_id, trace, body)))
             for address, status in rcpts:
                 conn.execute(recipients.insert().values(
                     message_id=queue_id, address=address, domain=address.rpartition("@")[2],

@@ -43,6 +43,7 @@ from mailrelay.spool.leases import Claim, ClaimedMessage, ClaimedRecipient
 from mailrelay.spool.nodes import lease_free
 from mailrelay.spool.reader import QueueReader
 from mailrelay.spool.wakeups import notify
+from mailrelay.store import bodies
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import attempts, message_categories, messages, recipients
 
@@ -104,6 +105,7 @@ def delete(conn: Connection, queue_id: str, *, now: float) -> int:
     conn.execute(attempts.delete().where(attempts.c.message_id == queue_id))
     conn.execute(recipients.delete().where(recipients.c.message_id == queue_id))
     conn.execute(message_categories.delete().where(message_categories.c.message_id == queue_id))
+    bodies.delete(conn, [queue_id])
     conn.execute(messages.delete().where(messages.c.id == queue_id))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(statuses).items())) or "no recipients"
     add_events(conn, [{"account_id": account_id, "message_id": queue_id, "recipient": None,
@@ -119,7 +121,8 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain
     one DSN about them all is queued to the sender: none for a null sender (RFC 3464 §2), and
     none for recipients whose RCPT NOTIFY (RFC 3461 §4.1) does not ask for failures.
     """
-    m = conn.execute(sa.select(messages).where(messages.c.id == queue_id)).first()
+    m = conn.execute(sa.select(messages, *bodies.CONTENT_COLUMNS).select_from(bodies.with_content())
+                     .where(messages.c.id == queue_id)).first()
     if m is None:
         raise NoSuchMessage(queue_id)
     r = recipients
@@ -147,7 +150,7 @@ def bounce(conn: Connection, queue_id: str, *, now: float, hostname: str, domain
               for c in claimed if notify_wants(_notify(c.params), "failed")]
     if failed:
         message = ClaimedMessage(m.id, m.account_id, m.mail_from, _json(m.mail_params),
-                                 bytes(m.trace_headers) + bytes(m.body), m.created_at)
+                                 bodies.Content.of(m).data, m.created_at)
         claim = Claim(message, "", tuple(claimed))
         queue_bounce(conn, claim, failed, now=now, hostname=hostname, action_note=" (bounced by the operator)")
     return len(rows)

@@ -53,7 +53,16 @@ from mailrelay.spool.schedule import expired, warn_delay
 from mailrelay.spool.wakeups import notify
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.eventlog import add_events
-from mailrelay.store.schema import asm_groups, asm_suppressions, attempts, events, messages, recipients, suppressions
+from mailrelay.store.schema import (
+    asm_groups,
+    asm_suppressions,
+    attempts,
+    events,
+    message_bodies,
+    messages,
+    recipients,
+    suppressions,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,8 +340,9 @@ def queue_bounce(conn: Connection, claim: Claim, failed: Sequence[FailedRecipien
                          recipients=[(msg.mail_from, {})], client_ip="127.0.0.1", helo=hostname,
                          auth_user=None, tls_version=None, tls_cipher=None, listener="bounce",
                          trace_headers=trace, body=body, created_at=now, processed_event=False)
-    m, r = record.rows()
+    m, b, r = record.rows()
     conn.execute(messages.insert(), [m])
+    conn.execute(message_bodies.insert(), [b])
     conn.execute(recipients.insert(), r)
     notify(conn)
     add_events(conn, [{"account_id": msg.account_id, "message_id": msg.id, "recipient": msg.mail_from,

@@ -30,6 +30,7 @@ from mailrelay.core.status import (
 )
 from mailrelay.spool.leases import due, lock_due, take_leases
 from mailrelay.spool.schedule import expired
+from mailrelay.store import bodies
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import domains, messages, recipients
 
@@ -87,9 +88,7 @@ def claim(conn: Connection, *, node: str, now: float, limit: int, lease_seconds:
     if not posting:
         return []
     take_leases(conn, posting, node=node, now=now, lease_seconds=lease_seconds, next_attempt=next_attempt)
-    data = {m.id: bytes(m.trace_headers) + bytes(m.body) for m in conn.execute(
-        sa.select(messages.c.id, messages.c.trace_headers, messages.c.body)
-        .where(messages.c.id.in_(sorted({row.message_id for row in posting}))))}
+    data = {qid: content.data for qid, content in bodies.load(conn, {row.message_id for row in posting}).items()}
     groups: dict[tuple[str, str], list[Any]] = {}
     for row in posting:
         groups.setdefault((row.message_id, row.domain), []).append(row)

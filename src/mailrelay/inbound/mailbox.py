@@ -16,6 +16,7 @@ from typing import Any
 
 from mailrelay.core.status import INBOUND, PENDING, RECEIVED
 from mailrelay.sandbox.inbox import InboxEntry, MessageBox
+from mailrelay.store.bodies import Content
 from mailrelay.store.schema import messages
 
 
@@ -39,7 +40,7 @@ class Mailbox(MessageBox[ReceivedMessage]):
     waiting = (*PENDING, INBOUND)
 
     def _message(self, entry: InboxEntry, row: Any) -> ReceivedMessage:
-        return ReceivedMessage(entry, bytes(row.trace_headers) + bytes(row.body), _auth_results(row.auth))
+        return ReceivedMessage(entry, Content.of(row).data, _auth_results(row.auth))
 
 
 def _auth_results(text: str | None) -> str | None:

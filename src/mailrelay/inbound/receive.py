@@ -56,7 +56,7 @@ from mailrelay.smtp.handler import Session, Transaction, relay_denied
 from mailrelay.smtp.trace import received
 from mailrelay.spool.writer import SpoolRecord, SpoolWriter
 from mailrelay.store.eventlog import add_events
-from mailrelay.store.schema import messages, recipients
+from mailrelay.store.schema import message_bodies, messages, recipients
 
 log = logging.getLogger("mailrelay.inbound")
 
@@ -314,8 +314,9 @@ def _stored_address(rcpt: Path, state: InboundState) -> str:
 def store(conn: Connection, record: SpoolRecord, due_at: float | None = None) -> None:
     """Write a received message, its recipients (to be posted from `due_at`) and one
     `inbound-received` event each, in the spool writer's transaction."""
-    msg, rcpts = record.rows(due_at)
+    msg, body, rcpts = record.rows(due_at)
     conn.execute(messages.insert(), [msg])
+    conn.execute(message_bodies.insert(), [body])
     conn.execute(recipients.insert(), rcpts)
     detail = "kept in the inbox (no inbound webhook)" if record.initial_status == status.KEPT \
         else "to be posted to the inbound webhook"

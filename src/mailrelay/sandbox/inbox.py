@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from mailrelay.accounts.service import AccountError
 from mailrelay.core.linelength import fit_lines
 from mailrelay.core.status import CAPTURED, EV_DELETED_BY_OPERATOR, EV_RELEASED, PENDING, QUEUED
+from mailrelay.store import bodies
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.schema import accounts, attempts, message_categories, messages, recipients
 
@@ -157,9 +158,8 @@ class MessageBox(Generic[M]):
         if not entries:
             return []
         by_id = {e.id: e for e in entries}
-        hits = {r.id for r in conn.execute(
-            sa.select(messages.c.id, messages.c.trace_headers, messages.c.body).where(messages.c.id.in_(by_id)))
-            if needle in bytes(r.body).lower() or needle in bytes(r.trace_headers).lower()}
+        hits = {qid for qid, content in bodies.load(conn, by_id).items()
+                if needle in content.body.lower() or needle in content.trace_headers.lower()}
         return [e for e in entries if e.id in hits]
 
     def count(self, *, account: str | None = None) -> int:
@@ -170,9 +170,8 @@ class MessageBox(Generic[M]):
     def get(self, queue_id: str, *, account: str | None = None) -> M:
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(*_ENTRY_COLS, messages.c.signature, messages.c.trace_headers, messages.c.body,
-                          messages.c.auth)
-                .join(accounts, accounts.c.id == messages.c.account_id)
+                sa.select(*_ENTRY_COLS, messages.c.signature, *bodies.CONTENT_COLUMNS, messages.c.auth)
+                .select_from(bodies.with_content(messages.join(accounts, accounts.c.id == messages.c.account_id)))
                 .where(messages.c.id == queue_id, *self._where(conn, account))).first()
             if row is None:
                 raise NoSuchCapture(queue_id)
@@ -196,6 +195,7 @@ class MessageBox(Generic[M]):
                 conn.execute(attempts.delete().where(attempts.c.message_id.in_(chunk)))
                 conn.execute(recipients.delete().where(recipients.c.message_id.in_(chunk)))
                 conn.execute(message_categories.delete().where(message_categories.c.message_id.in_(chunk)))
+                bodies.delete(conn, chunk)
                 conn.execute(messages.delete().where(messages.c.id.in_(chunk)))
             add_events(conn, [{"account_id": r.account_id, "message_id": r.id, "recipient": None,
                                "type": EV_DELETED_BY_OPERATOR, "detail": "inbox clear", "at": now} for r in rows])
@@ -211,7 +211,7 @@ class Inbox(MessageBox[CapturedMessage]):
     waiting = PENDING
 
     def _message(self, entry: InboxEntry, row: Any) -> CapturedMessage:
-        return CapturedMessage(entry, bytes(row.signature or b""), bytes(row.trace_headers) + bytes(row.body))
+        return CapturedMessage(entry, bytes(row.signature or b""), bodies.Content.of(row).data)
 
     def release(self, queue_id: str, *, account: str | None = None, now: float) -> builtins.list[str]:
         """Send a captured message for real: its captured recipients are queued, due now, and

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from mailrelay.core.status import PENDING
 from mailrelay.spool.nodes import lease_free
+from mailrelay.store.bodies import CONTENT_COLUMNS, Content, with_content
 from mailrelay.store.schema import accounts, messages, recipients
 
 
@@ -122,11 +123,11 @@ def load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, ClaimedMess
     m = messages.c
     return {
         row.id: ClaimedMessage(row.id, row.account_id, row.mail_from, _json(row.mail_params),
-                               bytes(row.trace_headers) + bytes(row.body), row.created_at, bool(row.sandbox),
+                               Content.of(row).data, row.created_at, bool(row.sandbox),
                                *_rules(row.tags), account=row.name or "", plan=row.plan or "")
-        for row in conn.execute(sa.select(m.id, m.account_id, m.mail_from, m.mail_params, m.trace_headers, m.body,
+        for row in conn.execute(sa.select(m.id, m.account_id, m.mail_from, m.mail_params, *CONTENT_COLUMNS,
                                           m.created_at, m.sandbox, m.tags, accounts.c.name, accounts.c.plan)
-                                .select_from(messages.outerjoin(accounts, accounts.c.id == m.account_id))
+                                .select_from(with_content(messages.outerjoin(accounts, accounts.c.id == m.account_id)))
                                 .where(m.id.in_(sorted(set(ids)))))
     }
 

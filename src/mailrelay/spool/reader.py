@@ -19,6 +19,7 @@ from mailrelay.core.dates import format_age
 from mailrelay.core.headers import header_section
 from mailrelay.core.status import DEFERRED, OUTBOUND, PENDING, QUEUED
 from mailrelay.spool.batches import HOLD
+from mailrelay.store.bodies import CONTENT_COLUMNS, Content, with_content
 from mailrelay.store.schema import accounts, attempts, events, messages, recipients
 
 
@@ -274,8 +275,8 @@ class QueueReader:
     def show(self, queue_id: str) -> MessageDetail | None:
         with self._engine.connect() as conn:
             m = conn.execute(
-                sa.select(messages, accounts.c.name.label("account"))
-                .join(accounts, accounts.c.id == messages.c.account_id)
+                sa.select(messages, accounts.c.name.label("account"), *CONTENT_COLUMNS)
+                .select_from(with_content(messages.join(accounts, accounts.c.id == messages.c.account_id)))
                 .where(messages.c.id == queue_id)
             ).first()
             if m is None:
@@ -305,7 +306,8 @@ class QueueReader:
                             last_reply=r.last_reply, lease_until=r.lease_until)
             for r in rows
         )
-        headers = bytes(m.trace_headers) + header_section(bytes(m.body))
+        content = Content.of(m)
+        headers = content.trace_headers + header_section(content.body)
         return MessageDetail(
             id=m.id, account=m.account, mail_from=m.mail_from,
             mail_params=_json_object(m.mail_params), recipients=rcpts,

@@ -27,7 +27,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -37,12 +37,21 @@ from mailrelay.quota.rate import RateGate, take_all, take_shared
 from mailrelay.quota.usage import add_usage
 from mailrelay.spool import batches
 from mailrelay.spool.wakeups import notify
+from mailrelay.store import bodies
 from mailrelay.store.clock import DatabaseClock
 from mailrelay.store.eventlog import add_events
 from mailrelay.store.health import StorageHealth, StorageUnavailable, describe, is_unavailable
-from mailrelay.store.schema import message_categories, messages, recipients
+from mailrelay.store.schema import message_bodies, message_categories, messages, recipients
 
 log = logging.getLogger("mailrelay.spool")
+
+
+class Rows(NamedTuple):
+    """A message's rows: `messages`, `message_bodies` and `recipients`."""
+
+    message: dict[str, Any]
+    body: dict[str, Any]
+    recipients: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +85,17 @@ class SpoolRecord:
     batch_id: str | None = None  # the API's batch_id: paused or cancelled with it (spool.batches)
     rate_gate: RateGate | None = None  # stored only if its emails fit the account's shared rate
 
-    def rows(self, due_at: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The message's row and its recipients' rows; `due_at`: the first attempt time of mail
-        to be sent at once (on the queue's clock; default: `created_at`)."""
+    def rows(self, due_at: float | None = None) -> Rows:
+        """The rows to insert; `due_at`: the first attempt time of mail to be sent at once (on
+        the queue's clock; default: `created_at`). Compresses the body (store.bodies), so the
+        writer calls it before it takes the write lock."""
         msg = {
             "id": self.queue_id, "account_id": self.account_id, "mail_from": self.mail_from,
             "mail_params": json.dumps(self.mail_params), "client_ip": self.client_ip,
             "helo": self.helo, "auth_user": self.auth_user, "tls_version": self.tls_version,
             "tls_cipher": self.tls_cipher, "listener": self.listener,
-            "size": len(self.trace_headers) + len(self.body), "trace_headers": self.trace_headers,
-            "body": self.body, "created_at": self.created_at,
+            "size": len(self.trace_headers) + len(self.body), "trace_headers": b"", "body": b"",
+            "created_at": self.created_at,
             "message_id_header": self.message_id_header, "subject": self.subject,
             "tags": json.dumps(self.tags) if self.tags else None, "sandbox": self.sandbox,
             "direction": self.direction, "auth": json.dumps(self.auth) if self.auth is not None else None,
@@ -98,7 +108,7 @@ class SpoolRecord:
              "account_id": self.account_id}
             for addr, params in self.recipients
         ]
-        return msg, rcpts
+        return Rows(msg, bodies.row(self.queue_id, self.trace_headers, self.body), rcpts)
 
     def category_rows(self) -> list[dict[str, Any]]:
         """The message's categories for `message_categories` (the activity page's filter)."""
@@ -318,6 +328,7 @@ class _Rows:
 
     def __init__(self, works: list[Any], due_at: float) -> None:
         self.msgs: list[dict[str, Any]] = []
+        self.bodies: list[dict[str, Any]] = []
         self.rcpts: list[dict[str, Any]] = []
         self.categories: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
@@ -325,8 +336,9 @@ class _Rows:
         self.batch_ids: list[str] = []
         for work in works:
             for record in _records(work):
-                m, r = record.rows(due_at)
+                m, b, r = record.rows(due_at)
                 self.msgs.append(m)
+                self.bodies.append(b)
                 self.rcpts.extend(r)
                 self.categories.extend(record.category_rows())
                 if record.processed_event:
@@ -342,6 +354,7 @@ class _Rows:
         if not self.msgs:
             return
         conn.execute(messages.insert(), self.msgs)
+        conn.execute(message_bodies.insert(), self.bodies)
         conn.execute(recipients.insert(), self.rcpts)
         if self.categories:
             conn.execute(message_categories.insert(), self.categories)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # The newest revision in migrations/versions. Kept here so that the common case, a database
 # already at head, is checked without importing alembic (a third of a CLI command's start-up).
 # tests/integration/store/test_migrate.py fails when a new revision forgets to update it.
-HEAD_REVISION = "0015"
+HEAD_REVISION = "0016"
 VERSION_TABLE = "alembic_version"
 _version_table = sa.table(VERSION_TABLE, sa.column("version_num", sa.String))
 

@@ -1,9 +1,10 @@
 """Retention: finished mail's bodies cleared, then finished mail deleted, in small batches.
 
 Four kinds, each with its own period (settings `[retention]`): `bodies` (outbound mail whose
-every recipient is final: the body and trace headers become empty, the rest stays for the
-activity page), `messages` (the same mail deleted with its recipients, attempts, events and
-categories), `sandbox` (captured mail) and `inbound` (received mail, posted, expired or kept).
+every recipient is final: its body row is deleted, which frees its pages (store.bodies), the
+rest stays for the activity page), `messages` (the same mail deleted with its body,
+recipients, attempts, events and categories), `sandbox` (captured mail) and `inbound`
+(received mail, posted, expired or kept).
 
 A message qualifies only when it arrived before the cutoff, none of its recipients changed
 since, every recipient has its kind's final status, none waits for its DSN (`dsn_pending`) and
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailrelay.core import status
+from mailrelay.store import bodies
 from mailrelay.store.schema import attempts, events, message_categories, messages, recipients
 
 DAY: Final = 86_400.0
@@ -47,7 +49,7 @@ class Removed:
     recipients: int = 0
     attempts: int = 0
     events: int = 0
-    bytes: int = 0  # body and trace-header bytes freed
+    bytes: int = 0  # body and trace-header bytes freed, as stored (compressed bodies compressed)
     batches: int = 0
 
     def add(self, other: Removed) -> None:
@@ -80,7 +82,7 @@ def _qualifies(kind: str, cutoff: float, spare: float | None = None) -> sa.Colum
     unposted = sa.select(sa.literal(1)).where(events.c.message_id == m.c.id, events.c.webhook_due_at.is_not(None))
     cond = sa.and_(which, m.c.created_at < cutoff, ~unfinished.exists(), ~unposted.exists())
     if kind == "bodies":
-        cond = sa.and_(cond, sa.func.length(m.c.body) + sa.func.length(m.c.trace_headers) > 0)
+        cond = sa.and_(cond, bodies.present())
         if spare is not None:
             cond = sa.and_(cond, ~_qualifies("messages", spare))
     return cond
@@ -117,14 +119,11 @@ def apply(conn: Connection, kind: str, cutoff: float, ids: list[str], *, dry_run
     if not keep:
         return out
     out.messages = len(keep)
+    out.bytes = bodies.stored_bytes(conn, keep)
     if kind == "bodies":
-        out.bytes = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(
-            sa.func.length(m.c.body) + sa.func.length(m.c.trace_headers)), 0)).where(m.c.id.in_(keep))).scalar_one())
         if not dry_run:
-            conn.execute(m.update().where(m.c.id.in_(keep)).values(body=b"", trace_headers=b""))
+            bodies.clear(conn, keep)
         return out
-    out.bytes = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(
-        sa.func.length(m.c.body) + sa.func.length(m.c.trace_headers)), 0)).where(m.c.id.in_(keep))).scalar_one())
     children = ((events, "events"), (attempts, "attempts"), (message_categories, None), (recipients, "recipients"))
     for table, name in children:
         where = table.c.message_id.in_(keep)
@@ -135,6 +134,7 @@ def apply(conn: Connection, kind: str, cutoff: float, ids: list[str], *, dry_run
         if name is not None:
             setattr(out, name, int(n))
     if not dry_run:
+        bodies.delete(conn, keep)
         conn.execute(m.delete().where(m.c.id.in_(keep)))
     return out
 

@@ -88,8 +88,11 @@ messages = sa.Table(
     sa.Column("tls_cipher", sa.String(128), nullable=True),
     sa.Column("listener", sa.String(64), nullable=False),
     sa.Column("size", sa.Integer, nullable=False),  # len(trace_headers) + len(body)
-    sa.Column("trace_headers", sa.LargeBinary, nullable=False),  # headers we add, a prefix
-    sa.Column("body", sa.LargeBinary, nullable=False),  # bytes exactly as received (unstuffed)
+    # The content of a message written before migration 0016: the headers we add (a prefix) and
+    # the bytes exactly as received (unstuffed). Since then both are in `message_bodies`, and
+    # these two are empty.
+    sa.Column("trace_headers", sa.LargeBinary, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
     # Header values events and webhooks need without parsing the body again.
     sa.Column("message_id_header", sa.String(998), nullable=True),  # Message-ID, as SendGrid's smtp-id
@@ -172,6 +175,17 @@ message_categories = sa.Table(
     sa.Column("category", sa.String(255), primary_key=True),
     sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
     sa.Index("ix_message_categories_message_id", "message_id"),  # deleting a message (retention) finds them
+)
+
+# A message's content (mailrelay.store.bodies), in a row of its own so that retention frees its
+# pages by deleting it: the headers we add (a prefix, as written) and the body exactly as received
+# (unstuffed), compressed as one zstd frame. One row per message written since migration 0016.
+message_bodies = sa.Table(
+    "message_bodies",
+    metadata,
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("trace_headers", sa.LargeBinary, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
 )
 
 # The processes that hold leases, each under a name unique to one start of one process

@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from mailrelay.sandbox import chaos
 from mailrelay.sandbox.inbox import CapturedMessage, Inbox, InboxEntry, NoSuchCapture
 from mailrelay.sandbox.preview import attachment_count, framed_html, part_at, preview
-from mailrelay.store.schema import messages
+from mailrelay.store import bodies
 from mailrelay.web import activity
 from mailrelay.web.common import NOTICES, back, not_found, page, posted, run, services, signed_in, signed_in_page
 from mailrelay.web.security import CSP
@@ -84,9 +84,7 @@ def _rows(engine: sa.Engine, entries: Sequence[InboxEntry]) -> list[dict[str, An
     raws: dict[str, bytes] = {}
     if entries:
         with engine.connect() as conn:
-            for r in conn.execute(sa.select(messages.c.id, messages.c.trace_headers, messages.c.body)
-                                  .where(messages.c.id.in_([e.id for e in entries]))):
-                raws[r.id] = bytes(r.trace_headers) + bytes(r.body)
+            raws = {qid: content.data for qid, content in bodies.load(conn, [e.id for e in entries]).items()}
     return [{"e": e, "to": e.recipients[0] + (f" +{len(e.recipients) - 1}" if len(e.recipients) > 1 else "")
              if e.recipients else "-", "attachments": attachment_count(raws.get(e.id, b""))} for e in entries]
 

@@ -13,10 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailrelay.spool.writer import SpoolRecord
-from mailrelay.store.schema import accounts, attempts, events, messages, nodes, recipients
+from mailrelay.store.schema import accounts, attempts, events, message_bodies, messages, nodes, recipients
 from tests.integration.delivery.conftest import Behaviour, RemoteMX, delivery_toml
 from tests.integration.smtp.conftest import PASSWORD, Node
 from tests.support.dnsserver import FakeDNS
+from tests.support.samplemail import sample_message
 
 MSG = (b"From: alice@sender.test\r\nTo: bob@dest.test\r\nSubject: hello\r\n"
        b"Message-ID: <m1@sender.test>\r\n\r\nHello over SMTP.\r\n.leading dot line\r\n")
@@ -55,6 +56,21 @@ def wait_status(node: Node, queue_id: str, want: dict[str, str], timeout: float 
             return got
         time.sleep(0.05)
     raise AssertionError(f"statuses {got}, expected {want}")
+
+
+def test_a_large_message_stored_compressed_arrives_byte_for_byte(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
+                                                                 remote_mx: Callable[..., RemoteMX]) -> None:
+    mx = remote_mx("127.0.0.2")
+    fake_dns.mx("dest.test", (10, "mx.dest.test"))
+    fake_dns.a("mx.dest.test", "127.0.0.2")
+    node = start_node(node_factory, fake_dns, mx_port)
+    msg = sample_message(50_000, 3)  # text, HTML and a base64 attachment
+    qid = submit(node, ["bob@dest.test"], msg)
+    [got] = mx.wait_for(1)
+    with node.app.engine.connect() as conn:
+        stored = conn.execute(sa.select(message_bodies).where(message_bodies.c.message_id == qid)).one()
+    assert len(stored.body) < 0.8 * len(msg), "kept compressed"
+    assert got.data == bytes(stored.trace_headers) + msg
 
 
 def test_delivered_through_mx_with_envelope_intact(node_factory: Any, fake_dns: FakeDNS, mx_port: int,
@@ -343,8 +359,9 @@ def test_leases_of_a_node_on_another_machine_are_taken_over_when_its_heartbeat_s
                              recipients=[("bob@dest.test", {})], client_ip="127.0.0.1", helo="client.test",
                              auth_user="alice", tls_version=None, tls_cipher=None, listener="submission",
                              trace_headers=b"Received: by far with ESMTP id QFAR1\r\n", body=MSG, created_at=now)
-        message, rcpts = record.rows()
+        message, body, rcpts = record.rows()
         conn.execute(messages.insert(), [message])
+        conn.execute(message_bodies.insert(), [body])
         conn.execute(recipients.insert(), [r | {"lease_owner": "far.1.abcdef-d0", "lease_until": now + 900,
                                                 "attempts": 1} for r in rcpts])
     qid = "QFAR1"
@@ -374,8 +391,9 @@ def test_a_failure_left_waiting_for_its_bounce_is_reported_by_the_sweep(
                              recipients=[("nobody@a.test", {}), ("fine@b.test", {})], client_ip="127.0.0.1",
                              helo="client.test", auth_user="alice", tls_version=None, tls_cipher=None,
                              listener="submission", trace_headers=b"", body=MSG, created_at=now)
-        message, rcpts = record.rows()
+        message, body, rcpts = record.rows()
         conn.execute(messages.insert(), [message])
+        conn.execute(message_bodies.insert(), [body])
         conn.execute(recipients.insert(), [
             rcpts[0] | {"status": "bounced", "next_attempt_at": None, "dsn_pending": waiting},
             rcpts[1] | {"status": "dropped", "next_attempt_at": None, "dsn_pending": None}])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mailrelay.store import bodies
+from mailrelay.store.db import create_engine
 from tests.support.ports import free_port
 from tests.support.serve import Server, base_env, run_cli, write_config
 
@@ -96,6 +98,14 @@ def test_kill_9_loses_no_accepted_message(tmp_path: Path, db_url: str, servers: 
     assert listed == set(queue_ids)
     table = run_cli(tmp_path, config, "queue", "list", "--limit", "1000")
     assert sum(1 for line in table.stdout.splitlines() if line.split()[:1] and line.split()[0] in listed) == 50
+    engine = create_engine(db_url)  # every body whole: committed with its message, before the 250
+    try:
+        with engine.connect() as conn:
+            content = bodies.load(conn, queue_ids)
+    finally:
+        engine.dispose()
+    assert {c.body for c in content.values()} == {b"Subject: durable\r\n\r\n" + b"x" * 2000 + b"\r\n"}
+    assert len(content) == 50
 
 
 def test_sigterm_finishes_the_transaction_in_flight(tmp_path: Path, servers: list[Server]) -> None:

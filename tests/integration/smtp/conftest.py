@@ -21,6 +21,7 @@ import trustme
 
 from mailrelay.app import App
 from mailrelay.settings import load_settings
+from mailrelay.store import bodies
 from mailrelay.store.schema import messages, recipients
 from tests.integration.smtp.rawclient import RawClient, auth_plain
 from tests.support.serve import merge_toml
@@ -82,12 +83,17 @@ class Node:
         return client
 
     def stored(self) -> list[dict[str, Any]]:
+        """Every message's row, with its content read back (store.bodies) as `trace_headers`
+        and `body`, and its recipients."""
         with self.app.engine.connect() as conn:
             rows = conn.execute(sa.select(messages).order_by(messages.c.created_at)).mappings().all()
+            content = bodies.load(conn, [row["id"] for row in rows])
             out = []
             for row in rows:
                 rcpts = conn.execute(sa.select(recipients).where(recipients.c.message_id == row["id"])).mappings().all()
-                out.append({**row, "recipients": [dict(r) for r in rcpts]})
+                stored = content[row["id"]]
+                out.append({**row, "trace_headers": stored.trace_headers, "body": stored.body,
+                            "recipients": [dict(r) for r in rcpts]})
             return out
 
 

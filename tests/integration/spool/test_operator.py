@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from mailrelay.delivery import operator
 from mailrelay.spool import nodes
 from mailrelay.spool.reader import QueueReader
+from mailrelay.store import bodies
 from mailrelay.store.schema import attempts, events, messages, recipients
 
 T0 = 1_700_000_000.0
@@ -123,9 +124,9 @@ def test_unknown_queue_id_raises(engine: sa.Engine) -> None:
 
 def _dsns(engine: sa.Engine) -> list[tuple[str, str, bytes, str]]:
     with engine.connect() as conn:
-        return [(m.id, m.mail_from, bytes(m.body), m.address) for m in conn.execute(
-            sa.select(messages.c.id, messages.c.mail_from, messages.c.body, recipients.c.address)
-            .join(recipients, recipients.c.message_id == messages.c.id)
+        return [(m.id, m.mail_from, bodies.Content.of(m).body, m.address) for m in conn.execute(
+            sa.select(messages.c.id, messages.c.mail_from, *bodies.CONTENT_COLUMNS, recipients.c.address)
+            .select_from(bodies.with_content(messages.join(recipients, recipients.c.message_id == messages.c.id)))
             .where(messages.c.listener == "bounce"))]
 
 

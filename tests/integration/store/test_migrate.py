@@ -12,14 +12,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from mailrelay.events import activity
-from mailrelay.store import migrate
+from mailrelay.store import bodies, migrate
 from mailrelay.store.db import StorageError, create_engine
-from mailrelay.store.schema import metadata
+from mailrelay.store.schema import message_bodies, metadata
 
 TABLES = {"accounts", "api_keys", "messages", "recipients", "attempts", "events", "suppressions", "domains",
           "usage", "addresses", "auth_failures", "nodes", "asm_groups", "asm_suppressions", "templates",
           "template_versions", "mail_batches", "web_sessions", "webhook_posts",
-          "message_categories", "send_rates", "alembic_version"}
+          "message_categories", "message_bodies", "send_rates", "alembic_version"}
 
 
 def migrate_to(engine: sa.Engine, revision: str, step: str = "upgrade") -> None:
@@ -42,12 +42,12 @@ def test_upgrade_from_empty_to_head_then_no_op(db_url: str) -> None:
     try:
         assert migrate.current_revision(engine) is None
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == migrate.head_revision() == "0015"
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0016"
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO accounts (name, password_hash, created_at, "
                                  "updated_at) VALUES ('keep', 'h', 1, 1)"))
         migrate.upgrade(engine)  # second run: nothing recreated, nothing lost
-        assert migrate.current_revision(engine) == "0015"
+        assert migrate.current_revision(engine) == "0016"
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT name, plan, status FROM accounts")).all() == [
                 ("keep", "free", "active")]
@@ -61,7 +61,7 @@ def test_head_constant_matches_the_revision_files() -> None:
     # update it, or databases would stop one revision short.
     assert migrate.head_revision() == migrate.script_head()
     assert migrate.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009",
-                                         "0010", "0011", "0012", "0013", "0014", "0015"}
+                                         "0010", "0011", "0012", "0013", "0014", "0015", "0016"}
 
 
 def test_migrated_database_equals_schema_py(engine: sa.Engine) -> None:
@@ -100,7 +100,7 @@ def test_concurrent_upgrades_on_an_empty_database_both_succeed(db_url: str) -> N
         t.join(30)
     try:
         assert errors == []
-        assert migrate.current_revision(engines[0]) == "0015"
+        assert migrate.current_revision(engines[0]) == "0016"
     finally:
         for e in engines:
             e.dispose()
@@ -216,5 +216,36 @@ def test_migration_0012_gives_old_recipients_their_account_and_old_messages_thei
                 ("A" * 16, "news"), ("A" * 16, "weekly"), ("B" * 16, "one")]
         found = activity.activity_page(engine, 7, activity.Search(equals={"category": "weekly"}), 50)
         assert [r["queue_id"] for r in found.rows] == ["A" * 16]
+    finally:
+        engine.dispose()
+
+
+def test_0015_old_messages_keep_their_content_inline_and_a_downgrade_puts_new_ones_back(db_url: str) -> None:
+    old_trace, old_body = b"Received: by old\r\n", b"Subject: old\r\n\r\n" + bytes(range(256)) + b"\r\n"
+    new_trace, new_body = b"Received: by new\r\n", b"Subject: new\r\n\r\n" + b"\xe9t\xe9 " * 500 + b"\r\n"
+    insert = sa.text("INSERT INTO messages (id, account_id, mail_from, client_ip, helo, listener, size, "
+                     "trace_headers, body, created_at) VALUES (:id, 7, 'a@b.test', '127.0.0.1', 'h', 'smtp', "
+                     ":size, :trace, :body, 1)")
+    engine = create_engine(db_url)
+    try:
+        migrate_to(engine, "0015")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO accounts (id, name, password_hash, created_at, updated_at) "
+                                 "VALUES (7, 'keep', 'h', 1, 1)"))
+            conn.execute(insert, {"id": "OLD", "size": 1, "trace": old_trace, "body": old_body})
+        migrate.upgrade(engine)
+        with engine.begin() as conn:  # a message written since, as the spool writer writes it
+            conn.execute(insert, {"id": "NEW", "size": 1, "trace": b"", "body": b""})
+            conn.execute(message_bodies.insert().values(bodies.row("NEW", new_trace, new_body)))
+        with engine.connect() as conn:
+            assert bodies.load(conn, ["OLD", "NEW"]) == {"OLD": bodies.Content(old_trace, old_body),
+                                                         "NEW": bodies.Content(new_trace, new_body)}
+            assert len(conn.execute(sa.select(message_bodies.c.body)).scalar_one()) < len(new_body) / 10
+        migrate_to(engine, "0015", "downgrade")
+        with engine.connect() as conn:
+            assert "message_bodies" not in sa.inspect(conn).get_table_names()
+            assert sorted((r.id, bytes(r.trace_headers), bytes(r.body)) for r in conn.execute(
+                sa.text("SELECT id, trace_headers, body FROM messages"))) == [
+                ("NEW", new_trace, new_body), ("OLD", old_trace, old_body)]
     finally:
         engine.dispose()
