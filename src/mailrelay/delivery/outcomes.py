@@ -11,7 +11,7 @@ at another domain), and whoever records the last of them queues one DSN listing 
 On PostgreSQL the message row is locked first, so two nodes finishing the same message at
 once cannot both leave the report to the other.
 
-An outcome is written only by the lease it was attempted under (`_still_ours`): a node taken
+An outcome is written only by the lease it was attempted under (`_OURS`): a node taken
 for dead whose recipients were handed back and claimed again (or finished, or bounced by an
 operator) cannot overwrite the newer outcome with its late one. Such an outcome is kept only as
 an attempt row, the history of what happened on the wire (a late 250 is a duplicate delivery an
@@ -25,6 +25,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -91,10 +92,14 @@ def record_outcomes(conn: Connection, claim: Claim, outcomes: Sequence[Recipient
 
 # One statement each, run with executemany for a whole batch of outcomes: a final status also
 # clears the next attempt time; a deferral keeps the one written when the recipient was claimed.
-# Each repeats `_still_ours`'s check, so a row taken meanwhile by a writer that did not wait
-# for ours (SQLite) is left alone.
+# Only under the lease the attempt was made with: still pending, with the attempt count our
+# claim wrote (a claim since, ours or another node's, counted one more), and leased to us or,
+# handed back meanwhile, to nobody (then our outcome saves a second send). The statement decides
+# row by row (PostgreSQL re-checks a row another transaction changed meanwhile), and its total
+# row count says whether every one was ours (both drivers sum executemany's counts).
 _OURS = (recipients.c.id == sa.bindparam("rid"), recipients.c.attempts == sa.bindparam("tries"),
-         sa.or_(*(recipients.c.status == s for s in PENDING)),  # executemany takes no IN list
+         # Literal: executemany takes no IN list, and a bound value costs each row its binding.
+         sa.text("recipients.status IN ({})".format(", ".join(f"'{s}'" for s in PENDING))),
          sa.or_(recipients.c.lease_owner == sa.bindparam("owner"), recipients.c.lease_owner.is_(None)))
 _SET_FINAL = recipients.update().where(*_OURS).values(
     status=sa.bindparam("st"), last_reply=sa.bindparam("reply"), updated_at=sa.bindparam("now"),
@@ -104,96 +109,100 @@ _SET_OPEN = recipients.update().where(*_OURS).values(
     lease_owner=None, lease_until=None)
 
 
-def _still_ours(conn: Connection, owner: str, rcpts: Iterable[ClaimedRecipient]) -> tuple[set[int], set[int]]:
-    """(ours, existing): the recipients whose outcome `owner` may still write, and those that
-    still exist. Ours: still pending, with the attempt count our claim wrote (a claim since,
-    ours or another node's, counted one more), and leased to us or, handed back meanwhile,
-    to nobody (then our outcome saves a second send). On PostgreSQL the rows stay locked until
-    commit, so nobody claims or buries them between this read and our write; on SQLite the
-    spool writers of one file take turns (spool.writer), and the statements repeat the check."""
-    r = recipients
-    tries = {x.id: x.attempts + 1 for x in rcpts}
-    query = sa.select(r.c.id, r.c.lease_owner, r.c.attempts, r.c.status).where(r.c.id.in_(sorted(tries)))
-    if conn.dialect.name == "postgresql":
-        query = query.order_by(r.c.id).with_for_update()
-    ours: set[int] = set()
-    existing: set[int] = set()
-    for row in conn.execute(query):
-        existing.add(row.id)
-        if row.attempts == tries[row.id] and row.status in PENDING and row.lease_owner in (owner, None):
-            ours.add(row.id)
-    return ours, existing
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    item: int  # index into record_many's items
+    out: RecipientOutcome
+    status: str
+    reply: str
+    delayed: FailedRecipient | None  # a "delayed" DSN is due for it
+
+
+def _write_statuses(conn: Connection, final_rows: list[dict[str, object]], open_rows: list[dict[str, object]],
+                    now: float) -> tuple[set[int], set[int]] | None:
+    """Run the status updates; None if every row was ours, else (ours, still existing)."""
+    written = 0
+    if final_rows:
+        written += conn.execute(_SET_FINAL, final_rows).rowcount
+    if open_rows:
+        written += conn.execute(_SET_OPEN, open_rows).rowcount
+    if written == len(final_rows) + len(open_rows):
+        return None
+    # Rare (a node taken for dead, a message deleted): which ones did we write? Those stamped
+    # with our `now`, read inside our own write transaction.
+    ids = sorted(cast(int, row["rid"]) for row in final_rows + open_rows)
+    found = conn.execute(sa.select(recipients.c.id, recipients.c.updated_at).where(recipients.c.id.in_(ids))).all()
+    return {row.id for row in found if row.updated_at == now}, {row.id for row in found}
 
 
 def record_many(conn: Connection, items: Sequence[tuple[Claim, Sequence[RecipientOutcome]]], *, owner: str,
                 now: float, hostname: str, max_lifetime: float, delay_warning: float = 0.0) -> list[Recorded]:
     """Store the outcomes of several attempts made under `owner`'s leases in a few bulk
     statements; per item, the bounce it queued and the recipients whose lease was lost."""
-    ours, existing = _still_ours(conn, owner, (out.recipient for _, outs in items for out in outs))
-    refused: dict[int, list[ClaimedRecipient]] = {}
     final_rows: list[dict[str, object]] = []
     open_rows: list[dict[str, object]] = []
-    attempt_rows: list[dict[str, object]] = []
-    event_rows: list[dict[str, object]] = []
-    reports: list[tuple[Claim, list[FailedRecipient], list[FailedRecipient]]] = []
+    planned: list[_Planned] = []
     for index, (claim, outcomes) in enumerate(items):
         msg = claim.message
-        failed: list[FailedRecipient] = []
-        delayed: list[FailedRecipient] = []
         for out in outcomes:
-            failures_before = len(failed)
             v = out.verdict
             status: str = v.outcome
             reply = v.diagnostic if v.remote else f"{v.status} {v.diagnostic}"
-            rid = out.recipient.id
-            if rid not in ours:
-                refused.setdefault(index, []).append(out.recipient)
-                if rid in existing:
-                    attempt_rows.append(_attempt_row(msg.id, out, reply, now))
-                continue
+            failure: FailedRecipient | None = None
+            delayed: FailedRecipient | None = None
             if status == DEFERRED and expired(msg.created_at, now, max_lifetime):
                 status = EXPIRED
-                failed.append(FailedRecipient(out.recipient.address, "4.4.7", "failed",
-                                              f"message expired after {max_lifetime / 86400:g} days; last error: "
-                                              f"{v.diagnostic}", _remote(out), now))
+                failure = FailedRecipient(out.recipient.address, "4.4.7", "failed",
+                                          f"message expired after {max_lifetime / 86400:g} days; last error: "
+                                          f"{v.diagnostic}", _remote(out), now)
             elif status == DEFERRED and warn_delay(msg.created_at, now, delay_warning) \
                     and not _warned(conn, msg.id, out.recipient.address):
-                delayed.append(FailedRecipient(out.recipient.address, v.status, "delayed", v.diagnostic,
-                                               _remote(out), now))
+                delayed = FailedRecipient(out.recipient.address, v.status, "delayed", v.diagnostic, _remote(out), now)
             elif status == BOUNCED:
-                failed.append(FailedRecipient(out.recipient.address, v.status, "failed",
-                                              v.diagnostic, _remote(out), now))
-                if is_hard_bounce(v):
-                    _suppress(conn, msg.account_id, out.recipient.address, v.diagnostic, now)
-            row: dict[str, object] = {"rid": rid, "st": status, "reply": reply, "now": now, "owner": owner,
-                                      "tries": out.recipient.attempts + 1}
+                failure = FailedRecipient(out.recipient.address, v.status, "failed", v.diagnostic, _remote(out), now)
+            row: dict[str, object] = {"rid": out.recipient.id, "st": status, "reply": reply, "now": now,
+                                      "owner": owner, "tries": out.recipient.attempts + 1}
             if status in FINAL:
-                row["dsn"] = (json.dumps(dataclasses.asdict(failed[-1])) if len(failed) > failures_before
-                              and should_send_dsn(msg.mail_from) else None)
+                row["dsn"] = (json.dumps(dataclasses.asdict(failure))
+                              if failure is not None and should_send_dsn(msg.mail_from) else None)
                 final_rows.append(row)
             else:
                 open_rows.append(row)
-            attempt_rows.append(_attempt_row(msg.id, out, reply, now))
-            event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
-                               "recipient": out.recipient.address, "type": status,
-                               "detail": f"{reply} ({out.host}[{out.ip}])" if out.host else reply, "at": now,
-                               "attempt": out.recipient.attempts + 1, "reply": reply, "mx_host": out.host})
-        reports.append((claim, failed, delayed))
-    if final_rows:
-        conn.execute(_SET_FINAL, final_rows)
-    if open_rows:
-        conn.execute(_SET_OPEN, open_rows)
+            planned.append(_Planned(index, out, status, reply, delayed))
+    lost = _write_statuses(conn, final_rows, open_rows, now)
+    refused: dict[int, list[ClaimedRecipient]] = {}
+    delayed_by_item: dict[int, list[FailedRecipient]] = {}
+    attempt_rows: list[dict[str, object]] = []
+    event_rows: list[dict[str, object]] = []
+    for p in planned:
+        msg, out = items[p.item][0].message, p.out
+        if lost is not None and out.recipient.id not in lost[0]:
+            refused.setdefault(p.item, []).append(out.recipient)
+            if out.recipient.id in lost[1]:
+                attempt_rows.append(_attempt_row(msg.id, out, p.reply, now))
+            continue
+        if p.status == BOUNCED and is_hard_bounce(out.verdict):
+            _suppress(conn, msg.account_id, out.recipient.address, out.verdict.diagnostic, now)
+        if p.delayed is not None:
+            delayed_by_item.setdefault(p.item, []).append(p.delayed)
+        attempt_rows.append(_attempt_row(msg.id, out, p.reply, now))
+        event_rows.append({"account_id": msg.account_id, "message_id": msg.id,
+                           "recipient": out.recipient.address, "type": p.status,
+                           "detail": f"{p.reply} ({out.host}[{out.ip}])" if out.host else p.reply, "at": now,
+                           "attempt": out.recipient.attempts + 1, "reply": p.reply, "mx_host": out.host})
     if attempt_rows:
         conn.execute(attempts.insert(), attempt_rows)
     add_events(conn, event_rows)
     sent = _report_failures(conn, {claim.message.id: claim for claim, _ in items}, now=now, hostname=hostname)
     recorded: list[Recorded] = []
-    for index, (claim, _failed, delayed) in enumerate(reports):
+    for index, (claim, _) in enumerate(items):
         recorded.append(Recorded(sent.pop(claim.message.id, None), tuple(refused.get(index, ()))))
-        if delayed and queue_bounce(conn, claim, delayed, now=now, hostname=hostname, action_note=" (delayed)"):
+        delayed_list = delayed_by_item.get(index)
+        if delayed_list and queue_bounce(conn, claim, delayed_list, now=now, hostname=hostname,
+                                         action_note=" (delayed)"):
             add_events(conn, [
                 {"account_id": claim.message.account_id, "message_id": claim.message.id, "recipient": d.address,
-                 "type": EV_DELAY_WARNING, "detail": d.diagnostic or "", "at": now} for d in delayed])
+                 "type": EV_DELAY_WARNING, "detail": d.diagnostic or "", "at": now} for d in delayed_list])
     return recorded
 
 

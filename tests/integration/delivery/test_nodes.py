@@ -319,7 +319,7 @@ def test_mail_accepted_by_one_node_is_delivered_by_another_at_once_through_notif
     one.mkdir()
     two.mkdir()
     port1, port2 = free_port(), free_port()
-    config1 = write_config(one, db_url, port1, "[delivery]\nenabled = false\n")
+    config1 = write_config(one, db_url, port1, "[server]\ndemo_account = false\n")  # node 2 makes it
     # Delivery inside node 2's SMTP process (processes = 0): up when the node is (a worker
     # process may take many seconds to start on a busy machine); the listener is the same.
     config2 = write_config(two, db_url, port2, f"""
@@ -332,9 +332,10 @@ poll_seconds = 30
 mx_port = {mx_port}
 allow_private_destinations = true
 """)
-    for cwd, config in ((two, config2), (one, config1)):  # one after the other: the first makes the account
+    for cwd, config in ((two, config2), (one, config1)):  # side by side: migrations take turns
         nodes.append(Server(cwd, ["-c", str(config), "serve"], base_env(cwd)))
-        nodes[-1].wait_ready()
+    for node in nodes:
+        node.wait_ready()
     time.sleep(0.5)  # node 2's first claims (at start, and once listening) are behind it
     for i in range(3):
         [queue_id] = _send(port1, i, 1)
