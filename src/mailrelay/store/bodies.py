@@ -37,7 +37,7 @@ if sys.version_info >= (3, 14):
 else:  # the same module, packaged for older Pythons (PEP 784)
     from backports import zstd
 
-LEVEL: Final = 3  # zstd's default: level 1 saved ~10 % of the CPU and stored 2-4 % more
+LEVEL: Final = 3  # zstd's default: level 1 saved 13-22 % of the CPU and stored 2-4 % more
 _MAGIC: Final = b"\x28\xb5\x2f\xfd"  # RFC 8878 §3.1.1: every zstd frame starts with it
 _local = threading.local()
 
@@ -95,9 +95,9 @@ class Content:
 # What `Content.of` reads: the body row's columns (NULL for a message written before 0016) and
 # the old inline ones (empty for one written since).
 CONTENT_COLUMNS: Final = (message_bodies.c.trace_headers.label("stored_trace_headers"),
-                  message_bodies.c.body.label("stored_body"),
-                  messages.c.trace_headers.label("inline_trace_headers"),
-                  messages.c.body.label("inline_body"))
+                          message_bodies.c.body.label("stored_body"),
+                          messages.c.trace_headers.label("inline_trace_headers"),
+                          messages.c.body.label("inline_body"))
 
 
 def with_content(source: sa.FromClause = messages) -> sa.Join:
@@ -123,11 +123,11 @@ def present() -> sa.ColumnElement[bool]:
 
 def stored_bytes(conn: Connection, ids: list[str]) -> int:
     """Bytes of content the messages `ids` hold on disk (compressed bodies as compressed)."""
-    b, m = message_bodies.c, messages.c
-    new = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(b.body) + sa.func.length(b.trace_headers)),
-                                                  0)).where(b.message_id.in_(ids))).scalar_one()
-    old = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(m.body) + sa.func.length(m.trace_headers)),
-                                                  0)).where(m.id.in_(ids))).scalar_one()
+    def total(table: sa.Table) -> sa.ColumnElement[int]:
+        return sa.func.coalesce(sa.func.sum(sa.func.length(table.c.body) + sa.func.length(table.c.trace_headers)), 0)
+
+    new = conn.execute(sa.select(total(message_bodies)).where(message_bodies.c.message_id.in_(ids))).scalar_one()
+    old = conn.execute(sa.select(total(messages)).where(messages.c.id.in_(ids))).scalar_one()
     return int(new) + int(old)
 
 
