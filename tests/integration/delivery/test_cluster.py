@@ -94,13 +94,14 @@ mx_port = {mx_port}
     assert not problems
 
 
-def test_outcomes_recorded_just_before_a_database_crash_survive_it(
+def test_recipients_in_hand_when_the_database_crashes_are_neither_stuck_nor_sent_twice(
         tmp_path: Path, private_pg: PrivatePostgres, fake_dns: FakeDNS, mx_port: int,
         remote_mx: Callable[..., RemoteMX]) -> None:
-    """A delivery worker's outcomes, once their commit returned, are there after the database
-    server crashed: lost, a recipient already sent stayed leased to a worker that took it for
-    recorded (sent again when that worker stops). Seen with asynchronous commits: 9 of 400
-    recipients left leased after a crash."""
+    """A delivery worker mid-flow when the database server crashes: an outcome whose commit
+    returned is there afterwards (asynchronous commits were lost: 9 of 400 recipients already
+    sent stayed leased to the live worker, which took them for recorded), and a claim whose
+    commit went through with its answer lost is handed back (6 of 300 stayed leased to a worker
+    that never knew them). Either way only the worker's stop ended the lease."""
     fake_dns.mx("a.test", (10, "mx.a.test"))
     fake_dns.a("mx.a.test", "127.0.0.2")
     mx = remote_mx("127.0.0.2")
