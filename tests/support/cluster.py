@@ -62,6 +62,8 @@ SENDER = "app@load.test"
 # The Received line a node adds names the queue id (SMTP: "with ESMTP id", API: "with HTTP id").
 _TRACE_ID = re.compile(rb"\(mailrelay\) with \w+ id (\w+)")
 _QUEUED_AS = re.compile(r"queued as (\w+)")
+_LEASED_TO = sa.text("SELECT message_id, address FROM recipients WHERE lease_owner IN :o").bindparams(
+    sa.bindparam("o", expanding=True))
 
 
 def trace_queue_id(data: bytes) -> str | None:
@@ -89,6 +91,7 @@ class Scenario:
     api_every: int = 5  # every this-th message goes through the API (0: none)
     rate: float = 40.0  # messages offered a second in all (0: as fast as they are taken)
     size: int = 400  # bytes of body per message
+    faults: tuple[str, ...] = ("mx", "crash", "kill")  # which of the three happen
     # The share of the messages offered when each fault begins. The kill comes last: its node
     # restarts while the rest of the mail flows (no later fault waits for it).
     tempfail_at: float = 0.1
@@ -163,13 +166,14 @@ daily_limit = {PLAN_LIMIT}
 class Cluster:
     """`count` nodes on `db_url`, each in a folder of its own under `root`."""
 
-    def __init__(self, root: Path, db_url: str, delivery: str, *, count: int = 3, api: bool = True) -> None:
+    def __init__(self, root: Path, db_url: str, delivery: str, *, count: int = 3, api: bool = True,
+                 port: Callable[[], int] = free_port) -> None:
         self.db_url = db_url
         self.nodes: list[Node] = []
         for i in range(count):
             folder = root / f"node{i}"
             folder.mkdir(parents=True, exist_ok=True)
-            smtp_port, http_port = free_port(), free_port()
+            smtp_port, http_port = port(), port()
             config = write_config(folder, db_url, smtp_port, node_toml(http_port, delivery, api=api))
             self.nodes.append(Node(i, folder, config, smtp_port, http_port, api=api))
         self.api_key = ""
@@ -500,6 +504,7 @@ class Outcome:
     drain: dict[str, float]  # fault -> seconds from its end until all mail accepted before then was delivered
     load_seconds: float
     errors: list[str]
+    drained_after_load: float = 0.0  # seconds from the last message accepted until every recipient was final
 
     @property
     def lost(self) -> list[tuple[str, str]]:
@@ -569,7 +574,7 @@ class Outcome:
             out.append(f"{len(self.not_final)} recipients not delivered in the database, e.g. {self.not_final[:5]}")
         if self.leased:
             out.append(f"{len(self.leased)} recipients still leased, e.g. {self.leased[:5]}")
-        if not any(address.endswith("@" + FAILING) for _, address in self.deferred):
+        if "mx" in self.scenario.faults and not any(a.endswith("@" + FAILING) for _, a in self.deferred):
             out.append(f"the failing MX ({FAILING}) deferred no recipient")
         bad = {k: v for k, v in self.deferred.items() if v[0] != "delivered" or v[1] < 2}
         if bad:
@@ -605,6 +610,7 @@ class Outcome:
             "accept_rate_during_faults": round(during, 1),
             "accept_rate_outside_faults": round(outside, 1),
             "load_seconds": round(self.load_seconds, 1),
+            "drained_after_load_seconds": round(self.drained_after_load, 1),
             "held_seconds": round(sum(e - b for b, e in self.held), 1),
             "refusals": dict(self.refusals),
             "problems": self.problems(),
@@ -632,8 +638,9 @@ class Run:
     def run(self) -> Outcome:
         s = self.s
         load = Load(self.cluster, s)
-        steps = sorted([(s.tempfail_at, self._tempfail), (s.kill_at, self._kill), (s.crash_at, self._crash)],
-                       key=lambda step: step[0])
+        steps = sorted([(share, fault) for name, share, fault in (
+            ("mx", s.tempfail_at, self._tempfail), ("kill", s.kill_at, self._kill), ("crash", s.crash_at, self._crash))
+            if name in s.faults], key=lambda step: step[0])
         gates = [(load.gate(share), fault) for share, fault in steps]
         load.start()
         for gate, fault in gates:
@@ -645,10 +652,14 @@ class Run:
         load_seconds = time.monotonic() - load.t0
         self.log(f"load done in {load_seconds:.1f} s: {len(load.accepted)} accepted")
         errors = [repr(e) for e in load.errors] + ([] if finished else ["the load did not finish"])
+        t0 = time.monotonic()
         self._drain(s.drain_timeout)
+        drained = time.monotonic() - t0
         time.sleep(1.0)  # a duplicate on its way comes now
         held = [(g.held_from, g.opened_at) for g, _ in gates if g.held_from is not None and g.opened_at is not None]
-        return self._outcome(load, load_seconds, held, errors)
+        outcome = self._outcome(load, load_seconds, held, errors)
+        outcome.drained_after_load = drained
+        return outcome
 
     # -- the faults --------------------------------------------------------------------------
 
@@ -686,7 +697,7 @@ class Run:
         deadline = time.monotonic() + 30
         while True:
             trees = self._freeze()
-            at_risk, outstanding = self._at_kill(trees[self.s.victim])
+            at_risk, outstanding, owners = self._at_kill(trees[self.s.victim])
             if at_risk or time.monotonic() > deadline:
                 break
             self._thaw(trees)
@@ -700,7 +711,14 @@ class Run:
         self.at_risk, self.outstanding_at_kill = at_risk, outstanding
         victim.server.proc.wait(30)
         self.log(f"node {victim.index} killed holding {len(at_risk)} leased recipients")
-        time.sleep(self.s.node_down)
+        # The other nodes find its processes gone (same machine) at their next heartbeat and
+        # hand its leases back; after 30 s the restart would do it.
+        t0 = time.monotonic()
+        while owners and self._leased_to(owners) and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
+        if owners and not self._leased_to(owners):
+            fault.note["handed_back_after"] = round(time.monotonic() - t0, 2)
+        time.sleep(max(0.0, self.s.node_down - (time.monotonic() - t0)))
         t0 = time.monotonic()
         victim.start()
         victim.wait_ready()
@@ -723,22 +741,29 @@ class Run:
         for pids in trees:
             _signal_all(pids, signal.SIGCONT)
 
-    def _at_kill(self, victim: list[int]) -> tuple[set[tuple[str, str]], int]:
-        def read(conn: sa.Connection) -> tuple[set[tuple[str, str]], int]:
+    def _at_kill(self, victim: list[int]) -> tuple[set[tuple[str, str]], int, list[str]]:
+        """What the victim leases, the SMTP account's reservations without a stored message,
+        and the victim's lease owner names."""
+        def read(conn: sa.Connection) -> tuple[set[tuple[str, str]], int, list[str]]:
             names = [r.name for r in conn.execute(sa.text("SELECT name, pid FROM nodes")) if r.pid in victim]
+            owners = owned_by(names)
             at_risk: set[tuple[str, str]] = set()
-            if names:
-                rows = conn.execute(sa.text("SELECT message_id, address FROM recipients WHERE lease_owner IN :o")
-                                    .bindparams(sa.bindparam("o", expanding=True)), {"o": owned_by(names)})
+            if owners:
+                rows = conn.execute(_LEASED_TO, {"o": owners})
                 at_risk = {(r.message_id, r.address) for r in rows}
             usage = _usage(conn, ACCOUNT)
-            return at_risk, max(usage.day, usage.month) - usage.stored
-        result: tuple[set[tuple[str, str]], int] = self.db.read(read)
+            return at_risk, max(usage.day, usage.month) - usage.stored, owners
+        result: tuple[set[tuple[str, str]], int, list[str]] = self.db.read(read)
         return result
 
+    def _leased_to(self, owners: list[str]) -> bool:
+        return bool(self.db.read(lambda conn: conn.execute(_LEASED_TO, {"o": owners}).first()))
+
     def _crash(self, gate: Gate, load: Load) -> None:
-        gate.open()
+        # While the load waits at its gate: no new mail commits (whose WAL flush would carry
+        # the workers' along), only the workers' claims and outcomes are in flight.
         self.crash()
+        gate.open()
         fault = Fault("database crash", time.time())
         self.faults.append(fault)
         self.log("database crashed")
@@ -783,7 +808,7 @@ class Run:
                 f.note["first_accept_after"] = round(min(after), 2) if after else None
             if f.name == "node kill":  # until the last recipient it had in hand was delivered
                 taken = [r.updated_at for r in rows if (r.message_id, r.address) in self.at_risk]
-                f.note["taken_over_after"] = round(max(taken, default=f.began) - f.began, 2)
+                f.note["its_work_delivered_after"] = round(max(taken, default=f.began) - f.began, 2)
         return Outcome(
             scenario=self.s, accepted=load.accepted, refusals=dict(load.refusals), given_up=len(load.given_up),
             faults=self.faults, held=held, stored=stored, usage=usage, outstanding_at_kill=self.outstanding_at_kill,

@@ -46,7 +46,7 @@ from mailrelay.resolver.base import Resolver
 from mailrelay.sandbox.capture import record_captures
 from mailrelay.settings import DeliverySettings
 from mailrelay.spool import nodes
-from mailrelay.spool.leases import Claim, claim_due, hand_back
+from mailrelay.spool.leases import Claim, claim_due, hand_back, hand_back_unknown
 from mailrelay.spool.schedule import backoff, expired
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store.health import is_unavailable
@@ -81,7 +81,10 @@ class DeliveryAgent:
         self.routes = RouteCache(resolver=resolver, settings=settings)
         self._total = asyncio.Semaphore(settings.max_connections)
         self._per_domain: dict[str, asyncio.Semaphore] = {}
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._jobs: dict[asyncio.Task[None], Claim] = {}  # each job and the recipients it holds
+        # A claim failed as the database went away: it may have committed all the same, and
+        # those recipients are leased to us without our knowing (hand_back_unknown).
+        self._claim_in_doubt = False
         self._finished: list[_Finished] = []  # outcomes waiting for the next write
         self._captured: list[_Captured] = []  # sandbox captures waiting for the next write
         # Keep about two jobs per connection slot in hand: enough to keep every slot busy, few
@@ -123,7 +126,7 @@ class DeliveryAgent:
         deadline = time.monotonic() + timeout
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=timeout)
-        for task in self._jobs - self._sending:
+        for task in set(self._jobs) - self._sending:
             task.cancel()
         if self._jobs:
             _, pending = await asyncio.wait(set(self._jobs), timeout=max(0.1, deadline - time.monotonic()))
@@ -236,10 +239,14 @@ class DeliveryAgent:
             claims: list[Claim] = []
             if room > 0 and not self._held:  # outcomes first: the database is back when they are in
                 try:
+                    if self._claim_in_doubt:
+                        await self._hand_back_unknown()
                     claims = await self.writer.run(functools.partial(
                         self._claim, node=self.node, now=self.writer.now(), limit=min(room, 500)))
                 except Exception as exc:
-                    if not is_unavailable(exc):  # an outage is logged once, by the writer
+                    if is_unavailable(exc):  # an outage is logged once, by the writer
+                        self._claim_in_doubt = True
+                    else:
                         log.exception("claiming due recipients failed; retrying shortly")
                     claims = []
             if self._stopping:
@@ -247,7 +254,7 @@ class DeliveryAgent:
                 claims = []
             for claim in claims:
                 task = asyncio.get_running_loop().create_task(self._job(claim))
-                self._jobs.add(task)
+                self._jobs[task] = claim
                 task.add_done_callback(self._job_done)
             if time.monotonic() - last_expire > 1.0:
                 last_expire = time.monotonic()
@@ -258,8 +265,18 @@ class DeliveryAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
 
+    async def _hand_back_unknown(self) -> None:
+        """After a claim that may have committed unseen: give back what we lease and no job
+        holds (a job holds its recipients until their outcome is written)."""
+        keep = [r.id for claim in self._jobs.values() for r in claim.recipients]
+        n = await self.writer.run(functools.partial(hand_back_unknown, node=self.node, keep=keep, now=time.time()))
+        self._claim_in_doubt = False
+        if n:
+            log.warning("%d recipients claimed as the database went away, unknown to this agent, are due again now",
+                        n)
+
     def _job_done(self, task: asyncio.Task[None]) -> None:
-        self._jobs.discard(task)
+        self._jobs.pop(task, None)
         self._sending.discard(task)
         # Half the jobs in hand are done: claim more now rather than at the next poll, or a
         # busy queue would be worked through one poll interval at a time.

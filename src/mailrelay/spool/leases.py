@@ -156,3 +156,18 @@ def hand_back(conn: Connection, *, node: str, ids: list[int], now: float) -> int
         r.update().where(r.c.id.in_(ids), r.c.lease_owner == node, r.c.status.in_(PENDING))
         .values(lease_owner=None, lease_until=None, next_attempt_at=now, attempts=r.c.attempts - 1, updated_at=now))
     return int(result.rowcount or 0)
+
+
+def hand_back_unknown(conn: Connection, *, node: str, keep: Iterable[int], now: float) -> int:
+    """Recipients leased to `node` that it does not know it holds (not in `keep`): a claim whose
+    commit went through with its answer lost (the database crashed in between). Never
+    attempted: due now, and the attempt counted at the claim taken back. Without this they
+    stayed leased to a live node, whose lease only its stop or death ends."""
+    r = recipients
+    kept = sorted(set(keep))
+    query = r.update().where(r.c.lease_owner == node, r.c.status.in_(PENDING))
+    if kept:
+        query = query.where(r.c.id.not_in(kept))
+    result = conn.execute(query.values(lease_owner=None, lease_until=None, next_attempt_at=now,
+                                       attempts=r.c.attempts - 1, updated_at=now))
+    return int(result.rowcount or 0)
