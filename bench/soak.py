@@ -72,9 +72,9 @@ def messages_held(db: Path) -> tuple[int, int]:
     """(messages, of which with a body) in the database, read-only beside the server."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        total, bodies = con.execute(
-            "SELECT count(*), count(*) - sum(body IS NULL OR length(body) = 0) FROM messages").fetchone()
-        return int(total), int(bodies or 0)
+        total, inline = con.execute("SELECT count(*), sum(length(body) > 0) FROM messages").fetchone()
+        own = con.execute("SELECT count(*) FROM message_bodies").fetchone()[0]  # since migration 0016
+        return int(total), int(inline or 0) + int(own)
     finally:
         con.close()
 
