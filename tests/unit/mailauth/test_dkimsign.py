@@ -325,10 +325,10 @@ def test_signing_cost(capsys: Any) -> None:
         signer = DKIMSigner([key])
         signer.sign(message)
         n = 200
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(n):
             signer.sign(message)
-        results[name] = (time.perf_counter() - start) / n * 1e6
+        results[name] = (time.process_time() - start) / n * 1e6
     with capsys.disabled():
         print("\nDKIM sign, 2 KB message: " + ", ".join(f"{k} {v:.0f} µs" for k, v in results.items()))
     assert all(v < 5000 for v in results.values())

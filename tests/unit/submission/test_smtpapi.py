@@ -116,10 +116,10 @@ def test_cost_per_message_without_the_header() -> None:
     msg = HEAD + b"Date: Thu, 1 Jan 2026 00:00:00 +0000\r\nContent-Type: text/plain\r\n" + b"\r\n" + b"x" * 70 * 26
     assert 1900 < len(msg) < 2200
     n = 5000
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(n):
         inspect(msg)
-    per = (time.perf_counter() - start) / n
+    per = (time.process_time() - start) / n
     assert per < 100e-6, f"{per * 1e6:.1f} µs per message"
 
 
@@ -128,7 +128,7 @@ def test_subjects_email_header_cannot_decode_or_would_take_minutes() -> None:
     assert inspect(b"Subject: =?utf-8?b?a?=\r\n\r\nx").subject == "=?utf-8?b?a?="
     # email.header's cost is quadratic: a 4 MB Subject of encoded words took minutes.
     msg = b"Subject: " + b"=?utf-8?q?a?= " * 300_000 + b"\r\n\r\nx"
-    start = time.perf_counter()
+    start = time.process_time()
     got = inspect(msg)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert got.subject == "a" * 500
