@@ -145,8 +145,8 @@ class App:
                                       sender_domains=self.signer if s.submission.require_own_domain else None,
                                       plans=s.plans, default_plan=s.accounts.default_plan)
         # Every listener both sends and receives: the router picks the policy per session.
-        policy = PolicyRouter(submission, inbound=self.receiver,
-                              space=disk_space_for(s.storage_url, min_free=s.storage.min_free))
+        self.space = disk_space_for(s.storage_url, min_free=s.storage.min_free)
+        policy = PolicyRouter(submission, inbound=self.receiver, space=self.space)
         listeners = [
             Listener(
                 name=ls.name,
@@ -181,10 +181,13 @@ class App:
         child (for /readyz); by default this process's own listeners."""
         s = self.settings
         self._serves_logins = True
-        services = Services(settings=s, accounts=self.accounts, submission=APISubmission(self.submission),
+        # Below storage.min_free the API refuses mail too: the rest is for what is queued already.
+        submission = APISubmission(self.submission, space=self.space)
+        services = Services(settings=s, accounts=self.accounts, submission=submission,
                             auth_limiter=self.lockout, executor=self.auth_executor,
                             engine=self.engine, operator_keys=OperatorKeys(key_path(s.data_dir), self.hasher),
-                            listeners=self.smtp.state if listeners is None else lambda: listeners)
+                            listeners=self.smtp.state if listeners is None else lambda: listeners,
+                            health=self.writer.health)
         api = build_api(services)
         web.install(api, WebServices(settings=s, accounts=self.accounts, sessions=WebSessions(self.engine),
                                      lockout=self.lockout, engine=self.engine, executor=self.auth_executor,

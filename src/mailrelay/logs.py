@@ -62,6 +62,13 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
     logging.getLogger("mailrelay").critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
 
 
+def _first_error_only(record: logging.LogRecord) -> bool:
+    """Drops psycopg's "error ignored terminating/in rollback ..." warnings: a clean-up that
+    failed after the error the caller got and handled (a database outage is one line of
+    store.health), one more line per connection in use when the database went away."""
+    return not str(record.msg).startswith("error ignored")
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
     """Log at `level` to stderr in `fmt` ("text" or "json"); the same in every process."""
     handler = logging.StreamHandler(sys.stderr)
@@ -73,3 +80,6 @@ def setup_logging(level: str, fmt: str = "text") -> None:
         sys.excepthook = _log_uncaught
     # alembic narrates every migration step at INFO; we log what matters ourselves.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    psycopg = logging.getLogger("psycopg")
+    if _first_error_only not in psycopg.filters:
+        psycopg.addFilter(_first_error_only)

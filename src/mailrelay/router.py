@@ -17,14 +17,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from mailrelay.core.address import Path
-from mailrelay.core.reply import Refusal, Reply
+from mailrelay.core.reply import INSUFFICIENT_STORAGE, Refusal, Reply
 from mailrelay.inbound.receive import InboundReceiver
 from mailrelay.smtp.handler import Identity, Session, Transaction, relay_denied
 from mailrelay.store.space import DiskSpace
 from mailrelay.submission.policy import SubmissionPolicy
-
-# RFC 5321 §4.2.2 452 "insufficient system storage"; RFC 3463 §3.4 X.3.1 "mail system full".
-INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 
 
 def sends(session: Session) -> bool:

@@ -68,7 +68,14 @@ class TCPProxy:
                 client.close()
                 continue
             with self._lock:
-                self._pairs.append((client, upstream))
+                up = self._up
+                if up:
+                    self._pairs.append((client, upstream))
+            if not up:  # cut while this one was connecting: it must not outlive the cut
+                self.refused += 1
+                client.close()
+                upstream.close()
+                continue
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailrelay.logs import TEXT_FORMAT, JSONFormatter
+from mailrelay.logs import TEXT_FORMAT, JSONFormatter, setup_logging
 from mailrelay.settings import ConfigError, load_settings
 
 Stream = tuple[logging.Logger, io.StringIO, "logging.StreamHandler[io.StringIO]"]
@@ -78,3 +78,18 @@ def test_log_format_setting_file_environment_and_refusal(tmp_path: Path) -> None
         load_settings(path, env={})
     assert err.value.key == "server.log_format" and str(path) in str(err.value)
     assert '"text", "json"' in err.value.expected
+
+
+def test_psycopgs_warnings_about_a_clean_up_after_the_error_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    psycopg = logging.getLogger("psycopg")
+    before = list(psycopg.filters)
+    setup_logging("info")
+    try:
+        caplog.set_level(logging.WARNING, "psycopg")
+        # One per connection in use when the database went away, after the error we log once.
+        psycopg.warning("error ignored terminating %r: %s", "<psycopg.Pipeline [BAD]>", "the connection is lost")
+        psycopg.warning("error ignored in rollback on %s: %s", "<psycopg.Connection [BAD]>", "connection lost")
+        psycopg.warning("unknown PostgreSQL timezone: %r; will use UTC", "Mars/Olympus")
+        assert [r.getMessage() for r in caplog.records] == ["unknown PostgreSQL timezone: 'Mars/Olympus'; will use UTC"]
+    finally:
+        psycopg.filters[:] = before

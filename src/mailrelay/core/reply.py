@@ -72,6 +72,8 @@ TOO_MANY_FROM_YOU = Reply(421, "4.7.0", "Too many connections from your address,
 AUTH_LOCKED_OUT = Reply(421, "4.7.0", "Too many failed logins from your address, try again later")
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 STORAGE_ERROR = Reply(451, "4.3.0", "Queue storage unavailable, try again later")
+# RFC 5321 §4.2.2 452 "insufficient system storage"; RFC 3463 §3.4 X.3.1 "mail system full".
+INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 AUTH_TEMP_FAIL = Reply(454, "4.7.0", "Temporary authentication failure")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")

@@ -32,6 +32,7 @@ from mailrelay import metrics
 from mailrelay.core.linelength import fit_lines, has_long_line
 from mailrelay.delivery.classify import Verdict
 from mailrelay.delivery.outcomes import RecipientOutcome, filter_suppressed, record_many, report_waiting_failures
+from mailrelay.delivery.providers import provider_of
 from mailrelay.delivery.routing import RouteCache, RoutingError
 from mailrelay.delivery.transfer import ConnectionPool, HostFailed, TransactionResult, connect, send
 from mailrelay.resolver.base import Resolver
@@ -100,6 +101,7 @@ class DeliveryAgent:
         await self.writer.run(functools.partial(nodes.register, name=self.node, host=host, now=time.time()))
         log.info("delivery agent %s started", self.node)
         loop = asyncio.get_running_loop()
+        self.writer.health.on_back.append(functools.partial(self._database_back, loop))
         self._heartbeat_task = loop.create_task(self._heartbeat(host), name="delivery-heartbeat")
         self._task = loop.create_task(self._run(), name="delivery-agent")
 
@@ -287,9 +289,12 @@ class DeliveryAgent:
             self._given_back.extend(r.id for r in claim.recipients)
             return
         except Exception as exc:  # a bug must defer one message, not stop the agent
-            log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain,
-                          extra={"queue_id": claim.message.id, "account": claim.message.account})
-            verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
+            if is_unavailable(exc):  # before sending (DKIM keys unread): deferred, no traceback
+                verdict = Verdict("deferred", "4.3.0", "not sent: the database is unavailable", remote=False)
+            else:
+                log.exception("delivery of %s to %s failed unexpectedly", claim.message.id, claim.domain,
+                              extra={"queue_id": claim.message.id, "account": claim.message.account})
+                verdict = Verdict("deferred", "4.3.0", f"internal error: {type(exc).__name__}", remote=False)
             outcomes = [RecipientOutcome(r, verdict) for r in claim.recipients]
         for out in outcomes:
             log.info("%s: to=<%s> relay=%s[%s] tls=%s status=%s (%s %s)", claim.message.id, out.recipient.address,
@@ -367,6 +372,13 @@ class DeliveryAgent:
             self._held_delay = min(max(0.25, 2 * self._held_delay), HELD_RETRY_MAX)
             asyncio.get_running_loop().call_later(self._held_delay, self._retry_held)
 
+    def _database_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer saw the database answer again (a heartbeat, a webhook claim): held
+        outcomes are written now, not at their next backoff step (up to HELD_RETRY_MAX later),
+        and claiming goes on. Called on the writer's thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is stopping
+            loop.call_soon_threadsafe(self._retry_held)
+
     def _held_take(self) -> list[_Finished]:
         batch, self._held = self._held, []
         return batch
@@ -374,6 +386,7 @@ class DeliveryAgent:
     def _retry_held(self) -> None:
         if self._held:
             self._flush_outcomes(self._held_take())
+            self._wake.set()  # claims wait while outcomes are held: look again once they are in
 
     async def _capture(self, claim: Claim) -> None:
         """A sandbox account's message: signed exactly as for delivery, then kept, never sent
@@ -473,6 +486,6 @@ def _count(claim: Claim, outcomes: list[RecipientOutcome], max_lifetime: float) 
         outcome: str = out.verdict.outcome
         if outcome == "deferred" and expired(claim.message.created_at, now, max_lifetime):
             outcome = "expired"
-        metrics.child(metrics.recipients, outcome, plan).inc()
+        metrics.count(metrics.recipients, outcome, plan, provider_of(out.host))
         if outcome == "delivered":
-            metrics.child(metrics.delivery_seconds, plan).observe(max(0.0, now - claim.message.created_at))
+            metrics.observe(metrics.delivery_seconds, max(0.0, now - claim.message.created_at), plan)

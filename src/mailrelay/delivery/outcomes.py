@@ -37,6 +37,7 @@ from mailrelay.core.status import (
     EXPIRED,
     FINAL,
 )
+from mailrelay.delivery import providers
 from mailrelay.delivery.classify import Verdict, is_hard_bounce
 from mailrelay.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from mailrelay.spool.leases import Claim, ClaimedRecipient, load_messages
@@ -251,7 +252,7 @@ def filter_suppressed(conn: Connection, claims: Sequence[Claim], *, now: float) 
             out.append(claim)
             continue
         record_dropped(conn, claim, dropped, now=now)
-        metrics.child(metrics.recipients, "dropped", msg.plan).inc(len(dropped))
+        metrics.count(metrics.recipients, "dropped", msg.plan, providers.NONE, n=len(dropped))
         rest = tuple(r for r in claim.recipients if r not in dropped)
         if rest:
             out.append(Claim(claim.message, claim.domain, rest))

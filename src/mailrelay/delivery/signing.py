@@ -7,6 +7,9 @@ message is sent. Verified domains and loaded signers are cached (`cache_seconds`
 costs one RSA signature (about 0.4 ms), not a database query and a key load. A From: domain not
 in an account's cached set is looked up again if the set is over a second old, so a domain just
 verified is usable at once, at most one query a second per account for mail from other domains.
+While the database is away, what was last read goes on being used (read again a second later):
+mail is signed as it was a moment ago rather than deferred or sent unsigned; with nothing read
+yet, the outage is raised.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mailrelay.accounts.domains import DomainService
 from mailrelay.core.domains import owner_domain
 from mailrelay.core.headers import from_domains
 from mailrelay.mailauth.dkimsign import DKIMError, DKIMSigner
+from mailrelay.store.health import is_unavailable
 
 log = logging.getLogger("mailrelay.delivery")
 
@@ -39,7 +43,12 @@ class DomainSigner:
         now = time.monotonic()
         hit = self._owned.get(account_id)
         if hit is None or hit[0] < now or (older_than is not None and hit[1] + older_than < now):
-            hit = (now + self.cache_seconds, now, self.domains.verified_domains_of(account_id))
+            try:
+                hit = (now + self.cache_seconds, now, self.domains.verified_domains_of(account_id))
+            except Exception as exc:
+                if hit is None or not is_unavailable(exc):
+                    raise
+                hit = (now + MISS_REFRESH, now, hit[2])  # as last read; tried again in a second
             self._owned[account_id] = hit
         return hit[2]
 
@@ -57,7 +66,13 @@ class DomainSigner:
         now = time.monotonic()
         hit = self._signers.get(domain)
         if hit is None or hit[0] < now:
-            keys = self.domains.signing_keys(domain)
+            try:
+                keys = self.domains.signing_keys(domain)
+            except Exception as exc:
+                if hit is None or not is_unavailable(exc):
+                    raise
+                self._signers[domain] = (now + MISS_REFRESH, hit[1])  # as last read
+                return hit[1]
             hit = (now + self.cache_seconds, DKIMSigner(keys) if keys else None)
             self._signers[domain] = hit
         return hit[1]

@@ -96,7 +96,7 @@ class WebhookDispatcher(Poster[outbox.AccountBatch, int]):
             error, answer = await self._post(batch.url, batch.secret, encode_batch(rows), batch.signing_key)
             log_rows.append(postlog.PostRecord(at=at, url=batch.url, events=len(rows), status=answer.status,
                                                seconds=answer.seconds, error=error))
-            metrics.child(metrics.webhook_posts, outcome(answer)).inc()
+            metrics.count(metrics.webhook_posts, outcome(answer))
             if error is None:
                 sent.extend(r.id for r in rows)
                 continue

@@ -26,7 +26,7 @@ def build_api(services: Services) -> FastAPI:
                               "`Authorization: Bearer <API key>`.")
     api.state.services = services
     api.state.openapi_paths = {}  # operations of routes FastAPI does not document itself
-    errors.install(api)
+    errors.install(api, services.health)
     mail.install(api)
     api.include_router(keys.router)
     api.include_router(suppression_routes.router)

@@ -3,6 +3,10 @@
 Every refusal of the API goes through `APIError`, and the handlers here turn FastAPI's own
 errors (validation, unknown route, wrong method, a crash) into the same shape, so a client
 library that reads `errors[0].message` never meets another format.
+
+A database outage met by any route (a key check, a list, a dashboard page) is not a crash:
+503 with Retry-After, no traceback, and one log line per outage for the process (its
+StorageHealth, shared with the spool writer, which also says when the database is back).
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailrelay.store.health import StorageHealth, StorageUnavailable, is_unavailable
 
 log = logging.getLogger("mailrelay.http")
 
 # SendGrid's exact body for a bad, revoked or missing key.
 BAD_KEY = "The provided authorization grant is invalid, expired, or revoked"
 FORBIDDEN = "access forbidden"
+# While the database is away: what a client is told, and when to try again (seconds).
+UNAVAILABLE = "storage unavailable, try again later"
+RETRY_AFTER = "5"
+_UNAVAILABLE_PAGE = ("<!doctype html><title>Unavailable</title><p>The database cannot be reached just now. "
+                     "This page works again as soon as it is back: try again in a few seconds.</p>")
 
 
 # The error body in the OpenAPI document: what every route may answer besides its own.
@@ -33,7 +45,8 @@ ERROR_BODY: dict[str, Any] = {"type": "object", "required": ["errors"], "propert
 ERRORS_CONTENT: dict[str, Any] = {"application/json": {"schema": ERROR_BODY}}
 _EVERY_ROUTE = {"400": "invalid request", "401": "missing, bad or revoked key",
                 "403": "the key lacks the route's scope", "413": "request body too large",
-                "429": "too many failed keys from this address, or the plan's rate"}
+                "429": "too many failed keys from this address, or the plan's rate",
+                "503": "the database is unavailable; try again after Retry-After seconds"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +99,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, health: StorageHealth | None = None) -> None:
+    """The handlers; `health`: the process's outage bookkeeping, told of outages met here."""
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, APIError)
         return response(exc.status, exc.problems, exc.headers)
@@ -106,8 +120,22 @@ def install(app: FastAPI) -> None:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
         return response(500, [Problem("internal error; the request was not carried out")])
 
+    async def database_error(request: Request, exc: Exception) -> Response:
+        # Handled here rather than by the catch-all `crashed` (Starlette's last resort, which
+        # re-raises for the server to log a traceback besides).
+        if not is_unavailable(exc):
+            return await crashed(request, exc)
+        if health is not None:
+            health.failed(exc)
+        headers = {"Retry-After": RETRY_AFTER, "Cache-Control": "no-store"}
+        if "text/html" in request.headers.get("accept", ""):  # a dashboard page in a browser
+            return HTMLResponse(_UNAVAILABLE_PAGE, status_code=503, headers=headers)
+        return response(503, [Problem(UNAVAILABLE)], headers)
+
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(StorageUnavailable, database_error)
     app.add_exception_handler(Exception, crashed)
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]

@@ -18,10 +18,10 @@ from fastapi import FastAPI, Request, Response
 from starlette.routing import Route
 
 from mailrelay.core.ids import random_id
-from mailrelay.core.reply import Refusal
+from mailrelay.core.reply import INSUFFICIENT_STORAGE, Refusal
 from mailrelay.http.auth import Caller, client_ip, needs, services
 from mailrelay.http.batches import check_batch
-from mailrelay.http.errors import ERRORS_CONTENT, APIError, Problem
+from mailrelay.http.errors import ERRORS_CONTENT, RETRY_AFTER, APIError, Problem
 from mailrelay.http.templates import template_renderer
 from mailrelay.submission.api import APIMessage, RateRefusal
 from mailrelay.submission.v3errors import MailSendError
@@ -61,11 +61,11 @@ def _refusal(reply_code: int, enhanced: str, text: str) -> APIError:
         return APIError(413, [Problem(text)])
     if reply_code == 550 and enhanced == "5.7.1" and "sender domain" in text:
         return APIError(403, [Problem(NOT_VERIFIED_SENDER, "from", text)])
-    if reply_code == 452:
+    if reply_code == 452 and enhanced != INSUFFICIENT_STORAGE.status:  # too many recipients
         return APIError(400, [Problem(text, "personalizations")])
     if reply_code >= 500:
         return APIError(400, [Problem(text)])
-    return APIError(503, [Problem(text)], headers={"Retry-After": "5"})
+    return APIError(503, [Problem(text)], headers={"Retry-After": RETRY_AFTER})
 
 
 def _prepare(raw: bytes, now: float, hostname: str, x_message_id: str, engine: sa.Engine,

@@ -34,7 +34,7 @@ from mailrelay.core.status import DEFERRED, OUTBOUND
 from mailrelay.http.services import Services
 from mailrelay.metrics import ENV
 from mailrelay.spool.nodes import by_host, listing
-from mailrelay.spool.reader import QueueReader
+from mailrelay.spool.reader import SHAPE_BUCKETS, QueueReader
 from mailrelay.store.health import describe
 
 log = logging.getLogger("mailrelay.http")
@@ -43,6 +43,8 @@ SCRAPE_TIMEOUT = 2.0  # seconds a scrape waits for the database's numbers
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 router = APIRouter(include_in_schema=False)
+AGE_LABELS = (*(f"{low}-{high}m" for low, high in zip((0, *SHAPE_BUCKETS[:-1]), SHAPE_BUCKETS, strict=True)),
+              f"{SHAPE_BUCKETS[-1]}m+")  # the label of each SHAPE_BUCKETS column
 
 
 @dataclass
@@ -53,6 +55,7 @@ class _Reading:
     queue: dict[str, int] = field(default_factory=dict)
     oldest_deferred: float | None = None
     hosts: list[tuple[str, int, int]] = field(default_factory=list)  # (host, alive, with a row)
+    ages: dict[tuple[str, int], int] = field(default_factory=dict)  # (status, SHAPE_BUCKETS column) -> n
 
 
 class _Database(Collector):
@@ -70,6 +73,12 @@ class _Database(Collector):
         for status in (*OUTBOUND, *sorted(set(r.queue) - set(OUTBOUND))):
             queue.add_metric([status], r.queue.get(status, 0))
         yield queue
+        ages = GaugeMetricFamily("mailrelay_queue_recipients_by_age",
+                                 "Recipients waiting (queued, deferred), by status and the age of their message "
+                                 "(qshape's columns, in minutes)", labels=["status", "age"])
+        for (status, column), n in sorted(r.ages.items()):
+            ages.add_metric([status, AGE_LABELS[column]], n)
+        yield ages
         yield GaugeMetricFamily("mailrelay_queue_oldest_deferred_seconds",
                                 "Age of the oldest message with a deferred recipient (0: none)",
                                 value=0.0 if r.oldest_deferred is None else max(0.0, self._now - r.oldest_deferred))
@@ -131,6 +140,7 @@ class Scraper:
             reader = QueueReader(engine)
             queue = reader.by_state()
             oldest = reader.oldest(DEFERRED)
+            ages = reader.by_age(time.time())
             with engine.connect() as conn:
                 hosts = by_host(listing(conn), time.time(), self._services.settings.delivery.dead_after)
         except Exception as exc:
@@ -139,7 +149,7 @@ class Scraper:
         if self._failing:
             self._failing = False
             log.info("/metrics: the database answers again")
-        return _Reading(True, queue, oldest, [(h.host, h.up, h.workers) for h in hosts])
+        return _Reading(True, queue, oldest, [(h.host, h.up, h.workers) for h in hosts], ages)
 
     def _note(self, detail: str) -> None:
         """Logged once per change: a scrape every 15 s must not fill the log during an outage."""

@@ -13,6 +13,7 @@ from mailrelay.accounts.service import AccountService
 from mailrelay.settings import Settings
 from mailrelay.smtp.limits import AuthFailureLimiter
 from mailrelay.smtp.server import ListenerState
+from mailrelay.store.health import StorageHealth
 from mailrelay.submission.api import APISubmission
 
 
@@ -26,3 +27,4 @@ class Services:
     engine: sa.Engine  # read-only queries (stats, email activity) from sync handlers
     operator_keys: OperatorKeys  # the keys of /admin/v1, in this node's data_dir
     listeners: Callable[[], ListenerState] = ListenerState  # the node's SMTP listeners, for /readyz
+    health: StorageHealth | None = None  # the process's database outage bookkeeping (the writer's)

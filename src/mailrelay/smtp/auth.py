@@ -123,6 +123,9 @@ class AuthPhase(SessionBase):
     async def _finish_auth(self, aw: Awaitable[Identity | None], username: str) -> None:
         try:
             identity = await aw
+        except Refusal as refusal:  # the policy's own answer (e.g. 454 while its database is away)
+            self._resume(refusal.reply)
+            return
         except Exception:
             log.exception("authentication backend failed")
             self._resume(R.AUTH_TEMP_FAIL)
@@ -150,7 +153,7 @@ class AuthPhase(SessionBase):
         self._resume(R.AUTH_OK)
 
     def _auth_failed(self, reply: Reply, *, counted: bool = False) -> None:
-        metrics.child(metrics.auth_failures, self.listener.name).inc()
+        metrics.count(metrics.auth_failures, self.listener.name)
         if not counted:
             self.server.auth_limiter.record_failure(self.client_key)
         if self.server.auth_limiter.locked(self.client_key):

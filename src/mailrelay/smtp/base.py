@@ -38,6 +38,7 @@ log = logging.getLogger("mailrelay.smtp")
 MAX_AUTH_LINE = 12288  # RFC 4954 §4: the longest line we read at all (AUTH and its responses)
 MAX_ERRORS = 20  # like Postfix smtpd_hard_error_limit
 MAX_PENDING_INPUT = 65536  # input held while a step is awaited; beyond it we stop reading
+_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx")  # reply code // 100
 
 # What the connection is reading: commands, DATA, an AUTH response, nothing until the TLS
 # handshake (_TLS: after the 220 to STARTTLS; _HANDSHAKE: during it), nothing ever again.
@@ -134,14 +135,14 @@ class SessionBase(asyncio.Protocol):
         self.session = Session(self.listener.name, ip, int(peer[1]), self.listener.is_trusted(ip))
         self.client_key = client_key(ip)
         self._note_tls()
-        metrics.child(metrics.connections, self.listener.name).inc()
+        metrics.count(metrics.connections, self.listener.name)
         refusal = self.server.admit(self)
         if refusal is not None:
             self._state = CLOSED
             transport.write(self._said(refusal))  # type: ignore[attr-defined]
             transport.close()
             return
-        metrics.child(metrics.replies, self.listener.name, "2xx").inc()  # the greeting
+        metrics.count(metrics.replies, self.listener.name, "2xx")  # the greeting
         transport.write(  # type: ignore[attr-defined]
             f"220 {self.server.hostname} {self.server.banner}\r\n".encode()
         )
@@ -316,7 +317,7 @@ class SessionBase(asyncio.Protocol):
 
     def _said(self, reply: Reply) -> bytes:
         """`reply` on the wire, counted by class."""
-        metrics.child(metrics.replies, self.listener.name, f"{reply.code // 100}xx").inc()
+        metrics.count(metrics.replies, self.listener.name, _CLASSES[reply.code // 100])
         return reply.render()
 
     def _reply(self, reply: Reply) -> None:

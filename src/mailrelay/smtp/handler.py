@@ -55,7 +55,9 @@ class Handler(Protocol):
     """The policy behind a listener. Refuse by raising `mailrelay.core.reply.Refusal`."""
 
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
-        """Check credentials (off the event loop); None when they are wrong."""
+        """Check credentials (off the event loop); None when they are wrong. A Refusal (454
+        when they cannot be checked now) is the answer as it is; any other exception is 454
+        with a traceback in the log."""
 
     def max_message_size(self, session: Session) -> int | None:
         """The largest message this session may send, when the policy knows one (a logged-in

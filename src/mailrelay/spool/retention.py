@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from mailrelay.settings import RetentionSettings
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store import retention as R
+from mailrelay.store.health import is_unavailable
 
 log = logging.getLogger("mailrelay.spool")
 
@@ -61,6 +62,9 @@ class RetentionSweeper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away, a deadlock: the next sweep tries again
+                if is_unavailable(exc):  # one line per outage, the writer's, not one per sweep
+                    self.writer.health.failed(exc)
+                    continue
                 log.warning("retention sweep failed: %s; next in %gs", str(exc).splitlines()[0] if str(exc) else
                             type(exc).__name__, self.settings.interval)
 

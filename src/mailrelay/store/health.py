@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy
 import sqlalchemy.exc
@@ -52,34 +54,49 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 class StorageHealth:
-    """Outage bookkeeping of one process: logs the changes of state, counts in between."""
+    """Outage bookkeeping of one process: logs the changes of state, counts in between.
+
+    Told by the spool writer's thread and by request handlers on the event loop (a read that
+    met the outage): a lock keeps the two from both writing the line of one change."""
 
     def __init__(self) -> None:
         self.down_since: float | None = None  # monotonic
-        self.failed_writes = 0
+        self.failures = 0
         self.refused_messages = 0
+        self._lock = threading.Lock()
+        # Called (on the thread that saw it) when the database is back: work paused by the
+        # outage resumes at once instead of at its next backoff step.
+        self.on_back: list[Callable[[], None]] = []
 
     @property
     def down(self) -> bool:
         return self.down_since is not None
 
     def failed(self, exc: BaseException, *, messages: int = 0) -> None:
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-            self.failed_writes = 0
-            self.refused_messages = 0
+        with self._lock:
+            first = self.down_since is None
+            if first:
+                self.down_since = time.monotonic()
+                self.failures = 0
+                self.refused_messages = 0
+            self.failures += 1
+            self.refused_messages += messages
+        if first:
             log.error("database unavailable: %s; new mail is refused with 451 and delivery waits until it "
                       "is back (one line when it is)", describe(exc))
-        self.failed_writes += 1
-        self.refused_messages += messages
 
     def succeeded(self) -> None:
-        if self.down_since is None:
+        if self.down_since is None:  # the common case, without the lock
             return
-        took = time.monotonic() - self.down_since
-        self.down_since = None
-        log.warning("database back after %.1f s; %d messages refused and %d writes failed meanwhile",
-                    took, self.refused_messages, self.failed_writes)
+        with self._lock:
+            if self.down_since is None:
+                return
+            took = time.monotonic() - self.down_since
+            self.down_since = None
+        log.warning("database back after %.1f s; %d messages refused and %d database calls failed meanwhile",
+                    took, self.refused_messages, self.failures)
+        for callback in self.on_back:
+            callback()
 
 
 def ping(engine: sqlalchemy.Engine) -> None:

@@ -4,12 +4,15 @@ submission (mailrelay.submission.policy), applied to whole messages instead of S
 A request is accepted whole or not at all: every message is checked (size, recipients per
 message, From: domain), the plan's per-minute rate and daily/monthly limits are taken for all
 its recipients at once, and the messages are committed together before the caller answers 202.
-A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer maps it.
+A refusal is a `Refusal` with the SMTP reply SMTP would give; the HTTP layer maps it. That
+includes storage: below storage.min_free (plus the request's size) free, 452 4.3.1 as SMTP's
+MAIL gets, and a commit the database could not take (disk full, database down) 451 4.3.0.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,7 @@ from mailrelay.quota.usage import Period, release, reserve
 from mailrelay.sandbox.chaos import chaos_reply
 from mailrelay.spool.writer import SpoolRecord
 from mailrelay.store.health import StorageUnavailable
+from mailrelay.store.space import DiskSpace
 from mailrelay.submission.policy import SubmissionPolicy, exceeded
 
 log = logging.getLogger("mailrelay.submission")
@@ -57,13 +61,15 @@ class RateRefusal(Exception):
 
 
 class APISubmission:
-    def __init__(self, policy: SubmissionPolicy) -> None:
+    def __init__(self, policy: SubmissionPolicy, *, space: DiskSpace | None = None) -> None:
         self.policy = policy
+        self.space = space  # None: free space is not checked (PostgreSQL, storage.min_free = 0)
 
     async def submit(self, account: Account, messages: Sequence[APIMessage], *, client_ip: str,
                      auth_user: str, tls_version: str | None = None) -> list[str]:
         """Queue `messages` for `account`; their queue ids once committed. Raises Refusal (or
         RateRefusal) with nothing queued and nothing counted."""
+        started = time.monotonic()
         p = self.policy
         plan = p.plans.get(account.plan)
         now = p.clock()
@@ -79,6 +85,8 @@ class APISubmission:
                     f"Too many recipients: plan {plan.name} allows {limit} per message"))
             if p.sender_domains is not None:
                 p.check_from_domain(account, msg.body)
+        if self.space is not None and not self.space.room_for(sum(len(m.body) for m in messages)):
+            raise Refusal(R.INSUFFICIENT_STORAGE)
         total = sum(len(m.recipients) for m in messages)
         taken = self._take_rate(account, plan.rate_per_minute, total, now)
         reserved = 0
@@ -90,14 +98,18 @@ class APISubmission:
                                     tls_version=tls_version, now=now, count_usage=not reserved)
                        for m in messages]
             ids = [r.queue_id for r in records]
-            await p.writer.submit_many(records, ids)
+            try:
+                await p.writer.submit_many(records, ids)
+            except StorageUnavailable:  # logged once per outage, by the writer
+                raise Refusal(R.STORAGE_ERROR) from None
         except BaseException:
             for _ in range(taken):
                 p.rate.give_back(account.id)
             if reserved:
                 p.writer.run(lambda conn: release(conn, account.id, reserved, now))
             raise
-        metrics.child(metrics.accepted, "http", account.plan).inc(len(records))
+        metrics.count(metrics.accepted, "http", account.plan, n=len(records))
+        metrics.observe(metrics.accept_seconds, time.monotonic() - started, "http")
         for r in records:
             log.info("%s: queued from=<%s> nrcpt=%d size=%d account=%s client=%s via=http",
                      r.queue_id, r.mail_from, len(r.recipients), len(r.trace_headers) + len(r.body),

@@ -100,7 +100,15 @@ class SubmissionPolicy:
 
     async def authenticate(self, session: Session, username: str, password: str) -> Identity | None:
         loop = asyncio.get_running_loop()
-        account = await loop.run_in_executor(self.executor, self.accounts.authenticate, username, password)
+        try:
+            account = await loop.run_in_executor(self.executor, self.accounts.authenticate, username, password)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Not a wrong password: RFC 4954 §6's temporary failure, not counted against the
+            # client; the outage is one line of the writer's health, not a traceback per AUTH.
+            self.writer.health.failed(exc)
+            raise Refusal(R.AUTH_TEMP_FAIL) from None
         return Identity(username, account) if account is not None else None
 
     def _trusted_principal(self) -> Account | None:
@@ -249,6 +257,7 @@ class SubmissionPolicy:
                                 "`mailrelay domain verify`"))
 
     def accept(self, session: Session, txn: Transaction, body: bytes) -> Awaitable[Reply]:
+        ended = time.monotonic()
         account = self.sender_account(session)
         if account is None:  # the account went away between MAIL and DATA
             raise Refusal(TRUSTED_ACCOUNT_UNAVAILABLE)
@@ -289,7 +298,7 @@ class SubmissionPolicy:
             count_usage=len(txn.recipients) - reserved,
         )
         fut = self.writer.submit(record, R.OK.with_text(f"Ok: queued as {queue_id}"))
-        fut.add_done_callback(functools.partial(_count_queued, account.plan, record.tls_version))
+        fut.add_done_callback(functools.partial(_count_queued, account.plan, record.tls_version, ended))
         if log.isEnabledFor(logging.INFO):
             fut.add_done_callback(functools.partial(_log_queued, record, account.name))
         return fut
@@ -314,10 +323,11 @@ def _log_release(held: Held, fut: asyncio.Future[None]) -> None:
                   held.total, held.account_id, exc)
 
 
-def _count_queued(plan: str, tls_version: str | None, fut: asyncio.Future[Reply]) -> None:
+def _count_queued(plan: str, tls_version: str | None, ended: float, fut: asyncio.Future[Reply]) -> None:
     if not fut.cancelled() and fut.exception() is None:
-        metrics.child(metrics.accepted, "smtp", plan).inc()
-        metrics.child(metrics.accepted_tls, tls_version or "none").inc()
+        metrics.count(metrics.accepted, "smtp", plan)
+        metrics.count(metrics.accepted_tls, tls_version or "none")
+        metrics.observe(metrics.accept_seconds, time.monotonic() - ended, "smtp")
 
 
 def _log_queued(record: SpoolRecord, account: str, fut: asyncio.Future[Reply]) -> None:

@@ -118,7 +118,14 @@ allow_private_destinations = true
         assert _value(samples, "mailrelay_messages_accepted_total", listener="http", plan="free") == N_API
         assert _total(samples, "mailrelay_recipients_total", outcome="delivered") \
             == N_SMTP + N_API + 1 == len(mx.messages)
-        assert _value(samples, "mailrelay_recipients_total", outcome="bounced", plan="free") == 1
+        assert _value(samples, "mailrelay_recipients_total", outcome="bounced", plan="free", provider="other") == 1
+        # mx.dest.test is no big provider's; each delivery is labelled with the MX's provider
+        assert _total(samples, "mailrelay_recipients_total", outcome="delivered", provider="other") \
+            == N_SMTP + N_API + 1
+        # Time to the 250 (SMTP) and to the 202 (API): one observation per message / request.
+        assert _total(samples, "mailrelay_accept_latency_seconds_count", listener="smtp") == N_SMTP + 1
+        assert _total(samples, "mailrelay_accept_latency_seconds_count", listener="http") == N_API
+        assert _value(samples, "mailrelay_accept_latency_seconds_bucket", listener="smtp", le="+Inf") == N_SMTP + 1
         assert _total(samples, "mailrelay_recipients_total", outcome="deferred") == 0
         assert _total(samples, "mailrelay_delivery_latency_seconds_count") == N_SMTP + N_API + 1
         assert _value(samples, "mailrelay_smtp_connections_total", listener="smtp") == 1

@@ -46,6 +46,7 @@ def test_metrics_answer_loopback_with_the_queue_read_from_the_database(api: APIN
     for name in ("mailrelay_messages_accepted", "mailrelay_recipients", "mailrelay_smtp_replies"):
         assert families[name].type == "counter", name
     assert families["mailrelay_delivery_latency_seconds"].type == "histogram"
+    assert families["mailrelay_accept_latency_seconds"].type == "histogram"
 
 
 def test_metrics_are_a_404_to_clients_outside_metrics_networks(api_factory: Callable[..., APINode]) -> None:
@@ -78,6 +79,10 @@ def test_smtp_auth_failures_and_tls_versions_are_counted(api: APINode) -> None:
     assert after.get(failures, 0) - before.get(failures, 0) == 1
     assert after.get(tls13, 0) - before.get(tls13, 0) == 1
     assert after[("mailrelay_queue_recipients", frozenset({("status", "queued")}))] == 1
+    # ... and by age: a message of just now is in qshape's first column
+    assert after[("mailrelay_queue_recipients_by_age", frozenset({("status", "queued"), ("age", "0-5m")}))] == 1
+    assert not any(name == "mailrelay_queue_recipients_by_age" and dict(labels)["age"] != "0-5m"
+                   for name, labels in after)
 
 
 def test_counters_are_served_while_the_database_does_not_answer(

@@ -38,7 +38,9 @@ def test_serve_against_a_silent_database_logs_then_exits_2_with_one_line(tmp_pat
         "is running and the URL")
     assert sum("error" in line for line in lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr + proc.stdout
-    assert 2 <= elapsed < 10, elapsed
+    # Bounded by the 2 s timeout, not the 131 s the driver waited before; the rest is the
+    # interpreter's start, which takes several seconds on a loaded 2-core machine.
+    assert 2 <= elapsed < 30, elapsed
 
 
 def test_serve_with_a_mysql_url_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from mailrelay.spool.retention import RetentionSweeper
 from mailrelay.spool.writer import SpoolWriter
 from mailrelay.store import bodies
 from mailrelay.store import retention as R
+from mailrelay.store.db import create_engine
 from mailrelay.store.schema import attempts, events, message_bodies, message_categories, messages, recipients
 from tests.integration.smtp.conftest import Node
 
@@ -151,6 +154,33 @@ def test_background_sweeper_goes_through_the_writer(engine: sa.Engine, mail: dic
     totals = asyncio.run(run())
     assert {k: t.messages for k, t in totals.items()} == {"messages": 1, "sandbox": 1, "inbound": 1, "bodies": 2}
     assert len(_state(engine)) == len(mail) - 3
+
+
+def test_background_sweeps_during_an_outage_are_one_line_of_the_writers_not_one_per_sweep(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = create_engine(f"postgresql://mailrelay@127.0.0.1:{closed}/mailrelay", connect_timeout=2)
+
+    async def run() -> RetentionSweeper:
+        writer = SpoolWriter(refused)
+        writer.start(asyncio.get_running_loop())
+        sweeper = RetentionSweeper(RetentionSettings(interval=0.02), refused, writer)
+        sweeper.start()
+        while writer.health.failures < 5:
+            await asyncio.sleep(0.01)
+        await sweeper.stop()
+        await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        return sweeper
+
+    caplog.set_level(logging.INFO)
+    try:
+        assert asyncio.run(asyncio.wait_for(run(), 10)).sweeps == 0
+    finally:
+        refused.dispose()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].startswith("database unavailable:"), lines
 
 
 def _cli(config: Path, *args: str) -> dict[str, R.Removed]:

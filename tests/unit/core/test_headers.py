@@ -35,9 +35,10 @@ def test_from_field_is_unfolded() -> None:
     b"a@b.test,\r\n " * 300_000,
 ])
 def test_a_huge_from_field_is_not_parsed(value: bytes) -> None:
-    start = time.perf_counter()
+    # CPU time, not wall time: a machine busy with other work must not decide a test of complexity
+    start = time.process_time()
     assert from_domains(b"From: " + value + b"\r\nTo: x@y.test\r\n\r\nbody") == []
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 0.5
 
 
 def test_the_limit_is_exact_and_deep_nesting_is_no_crash() -> None:

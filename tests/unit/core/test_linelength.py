@@ -279,10 +279,10 @@ def test_deep_nesting_is_fast() -> None:
     sibling = b"Content-Type: text/plain\r\n\r\n" + b"s" * 2600 + b"\r\n"  # 400 of them: 1 MB
     msg = nested(400, b"Content-Type: text/plain\r\n\r\ninnermost\r\n", sibling=sibling)
     assert len(msg) > 1 << 20
-    start = time.perf_counter()
+    start = time.process_time()
     left: list[str] = []
     out = fit_lines(msg, left=left)
-    took = time.perf_counter() - start
+    took = time.process_time() - start
     assert took < 1.0, f"{took:.3f} s"  # about 0.1 s on the 2-core test machine (3.3 s before)
     assert left == ["MIME nesting over 100"]
     fitted, kept = out.split(b"\r\n--n100\r\n", 1)
@@ -294,9 +294,9 @@ def test_deep_nesting_is_fast() -> None:
 def test_absurd_nesting_returns_promptly() -> None:
     msg = nested(2000, b"Content-Type: text/plain\r\n\r\n" + LONG + b"\r\n",
                  sibling=b"Content-Type: text/plain\r\n\r\n" + b"s" * 1200 + b"\r\n")
-    start = time.perf_counter()
+    start = time.process_time()
     out = fit_lines(msg)  # no RecursionError
-    assert time.perf_counter() - start < 2.0  # about 0.4 s on the 2-core test machine
+    assert time.process_time() - start < 2.0  # about 0.4 s on the 2-core test machine
     assert out.count(b"Content-Transfer-Encoding: quoted-printable") == 100
     assert out.endswith(msg[-len(LONG) * 2:])
 
@@ -372,9 +372,9 @@ def test_header_without_whitespace_is_left_as_it_is() -> None:
 def test_a_30_mb_header_line_is_folded_in_linear_time(value: bytes, fits: bool) -> None:
     # This runs on the delivery event loop, whose heartbeat must not stop: 57 s before.
     msg = b"From: a@b.test\r\nX-Long: " + value + b"\r\nSubject: s\r\n\r\nbody\r\n"
-    start = time.perf_counter()
+    start = time.process_time()
     out = fit_lines(msg)
-    took = time.perf_counter() - start
+    took = time.process_time() - start
     assert took < 2.0, f"{took:.3f} s"  # about 0.3 s on the 2-core test machine
     assert out.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t") == msg, "unfolding gives the field back"
     assert out.endswith(b"\r\nSubject: s\r\n\r\nbody\r\n")
