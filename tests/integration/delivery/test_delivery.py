@@ -432,8 +432,9 @@ def test_a_claim_that_committed_unseen_as_the_database_went_away_is_handed_back(
                                  mail_params={}, recipients=[("bob@dest.test", {})], client_ip="127.0.0.1",
                                  helo="client.test", auth_user="alice", tls_version=None, tls_cipher=None,
                                  listener="submission", trace_headers=b"", body=MSG, created_at=now)
-            message, rcpts = record.rows()
+            message, body, rcpts = record.rows()
             conn.execute(messages.insert(), [message])
+            conn.execute(message_bodies.insert(), [body])
             conn.execute(recipients.insert(), [r | {"lease_owner": node.app.agent.node, "lease_until": now + 900,
                                                     "attempts": 1, "next_attempt_at": now + 60} for r in rcpts])
         outage.begin(node)  # the agent's next claims fail: any of them may have committed unseen
