@@ -105,8 +105,12 @@ allow_private_destinations = true
             assert r.status_code == 200, r.text
             assert r.headers["content-type"].startswith("text/plain")
             samples = _samples(r.text)
-            if _total(samples, "mailrelay_recipients_total", outcome="delivered") >= N_SMTP + N_API + 1 \
-                    or time.monotonic() > deadline:
+            # Each process writes its batch twice a second: wait for the last of them (the
+            # scraping process writes its own first).
+            if (_total(samples, "mailrelay_recipients_total", outcome="delivered") >= N_SMTP + N_API + 1
+                    and _total(samples, "mailrelay_recipients_total", outcome="bounced") >= 1
+                    and _value(samples, "mailrelay_smtp_replies_total", listener="smtp", code="2xx")
+                    >= 3 + 3 * (N_SMTP + 1)) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         with engine.connect() as conn:
