@@ -53,6 +53,18 @@ def is_unavailable(exc: BaseException) -> bool:
     return True  # psycopg's connection failures carry no SQLSTATE
 
 
+# A transaction that lost to another: deadlock victim, serialization failure, lock not
+# available. Nothing is wrong with it; run again, it succeeds.
+_PG_CONFLICTS = ("40P01", "40001", "55P03")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """PostgreSQL aborted the transaction for a conflict with another one (run it again)."""
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return False
+    return getattr(exc.orig, "sqlstate", None) in _PG_CONFLICTS
+
+
 class StorageHealth:
     """Outage bookkeeping of one process: logs the changes of state, counts in between.
 
