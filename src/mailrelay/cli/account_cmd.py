@@ -30,8 +30,8 @@ from mailrelay.cli.output import format_table, format_time, to_json
 SHOWN_ONCE = "Store it now: it cannot be shown again."
 
 
-def add_arguments(sub: Any) -> None:
-    account = sub.add_parser("account", help="manage accounts and their API keys")
+def add_arguments(account: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay account` (its parser made by cli/main.py)."""
     acc = account.add_subparsers(dest="account_command", metavar="COMMAND", required=True)
 
     p = acc.add_parser("create", help="create an account (password from TTY, stdin, or generated)")

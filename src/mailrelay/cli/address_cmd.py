@@ -17,8 +17,8 @@ from mailrelay.cli.output import format_table, format_time, to_json
 from mailrelay.core.domains import split_address
 
 
-def add_arguments(sub: Any) -> None:
-    address = sub.add_parser("address", help="manage the known recipients of inbound domains")
+def add_arguments(address: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay address` (its parser made by cli/main.py)."""
     a = address.add_subparsers(dest="address_command", metavar="COMMAND", required=True)
 
     p = a.add_parser("add", help="accept mail for an address (its domain must be added)")

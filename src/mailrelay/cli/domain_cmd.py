@@ -40,8 +40,8 @@ TXT_NOTE = ("TXT values longer than 255 characters are split into several string
             "most DNS providers do this for you.")
 
 
-def add_arguments(sub: Any) -> None:
-    domain = sub.add_parser("domain", help="manage sender domains and their DKIM keys")
+def add_arguments(domain: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay domain` (its parser made by cli/main.py)."""
     dom = domain.add_subparsers(dest="domain_command", metavar="COMMAND", required=True)
 
     p = dom.add_parser("add", help="add a sender domain to an account, with DKIM keys")

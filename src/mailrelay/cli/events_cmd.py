@@ -18,9 +18,8 @@ FOLLOW_POLL = 0.5  # seconds between looks for new events
 HEADERS = ("time", "account", "message", "recipient", "event", "attempt", "mx", "reply")
 
 
-def add_arguments(sub: Any) -> None:
-    """Add this module's command to `mailrelay`."""
-    p = sub.add_parser("events", help="show the event log (processed, delivered, deferred, bounced...)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay events` (its parser made by cli/main.py)."""
     p.add_argument("--account", metavar="NAME", help="only this account's events")
     p.add_argument("--message", metavar="ID", help="only events of this queue id")
     p.add_argument("--type", metavar="TYPE", help="only events of this type, e.g. delivered")

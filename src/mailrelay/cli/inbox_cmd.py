@@ -24,9 +24,8 @@ from mailrelay.sandbox.summary import Summary, summarize
 TEXT_LINES = 20  # of the text part, in `show`
 
 
-def add_arguments(sub: Any) -> None:
-    """Add this module's command to `mailrelay`."""
-    inbox = sub.add_parser("inbox", help="mail captured by sandbox accounts, and received mail kept or posted")
+def add_arguments(inbox: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay inbox` (its parser made by cli/main.py)."""
     i = inbox.add_subparsers(dest="inbox_command", metavar="COMMAND", required=True)
 
     def account_option(p: argparse.ArgumentParser) -> None:

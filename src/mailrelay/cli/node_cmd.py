@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from mailrelay.cli.common import open_from_args
 from mailrelay.cli.output import format_table, format_time, to_json
@@ -12,8 +11,8 @@ from mailrelay.core.dates import format_age
 from mailrelay.spool.nodes import listing, node_json, node_state
 
 
-def add_arguments(sub: Any) -> None:
-    node = sub.add_parser("node", help="the delivering processes of the nodes sharing this database")
+def add_arguments(node: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay node` (its parser made by cli/main.py)."""
     cmds = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
     p = cmds.add_parser("list", help="each delivery process: host, pid, last heartbeat, recipients it holds "
                                      "(ages by this machine's clock; nodes judge each other by change, not by age)")

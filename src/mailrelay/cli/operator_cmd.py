@@ -22,9 +22,8 @@ from mailrelay.cli.output import format_table, format_time, to_json
 SHOWN_ONCE = "Store it now: it cannot be shown again."
 
 
-def add_arguments(sub: Any) -> None:
-    operator = sub.add_parser("operator", help="operator accounts of the dashboard; keys of the operator's "
-                                               "HTTP API (/admin/v1)")
+def add_arguments(operator: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay operator` (its parser made by cli/main.py)."""
     op = operator.add_subparsers(dest="operator_command", metavar="COMMAND", required=True)
 
     p = op.add_parser("grant", help="let an account use the dashboard's operator pages (/operator)")

@@ -26,8 +26,8 @@ from mailrelay.spool.batches import HOLD
 from mailrelay.spool.reader import MessageDetail, QueueEntry, QueueReader, why_waiting
 
 
-def add_arguments(sub: Any) -> None:
-    queue = sub.add_parser("queue", help="inspect and manage the mail queue")
+def add_arguments(queue: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay queue` (its parser made by cli/main.py)."""
     q = queue.add_subparsers(dest="queue_command", metavar="COMMAND", required=True)
 
     p = q.add_parser("list", help="list messages, newest first")

@@ -12,7 +12,6 @@ import argparse
 import sys
 import time
 from dataclasses import asdict
-from typing import Any
 
 from mailrelay.cli.common import open_from_args
 from mailrelay.cli.output import format_size, format_table, to_json
@@ -23,8 +22,8 @@ WHAT = {"bodies": "bodies of finished mail", "messages": "finished mail, with it
         "sandbox": "sandbox captures", "inbound": "received mail"}
 
 
-def add_arguments(sub: Any) -> None:
-    ret = sub.add_parser("retention", help="delete finished mail past its [retention] period")
+def add_arguments(ret: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay retention` (its parser made by cli/main.py)."""
     cmds = ret.add_subparsers(dest="retention_command", metavar="COMMAND", required=True)
     p = cmds.add_parser("run", help="sweep once now and print what was removed, per kind")
     p.add_argument("--dry-run", action="store_true", help="count what would be removed; change nothing")

@@ -35,9 +35,8 @@ from mailrelay.store.health import ping
 from mailrelay.store.open import engine_for
 
 
-def add_arguments(sub: Any) -> None:
-    p = sub.add_parser("status", help="database, schema, delivery processes and queue at a glance; "
-                                      "exit code 1 when something is wrong")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay status` (its parser made by cli/main.py)."""
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 

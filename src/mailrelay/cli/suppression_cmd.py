@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
 
 from mailrelay.accounts.suppressions import SuppressionService, normalize_address
 from mailrelay.cli.common import open_from_args
 from mailrelay.cli.output import format_table, format_time, to_json
 
 
-def add_arguments(sub: Any) -> None:
-    suppression = sub.add_parser("suppression", help="manage suppression lists (addresses not sent to)")
+def add_arguments(suppression: argparse.ArgumentParser) -> None:
+    """The arguments of `mailrelay suppression` (its parser made by cli/main.py)."""
     s = suppression.add_subparsers(dest="suppression_command", metavar="COMMAND", required=True)
 
     p = s.add_parser("list", help="list suppressed addresses")

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import psycopg
 from sqlalchemy.engine import Connection, Engine
 
 from mailrelay.store.db import connect_timeout_seconds
@@ -84,6 +83,8 @@ class QueueListener:
         self._wake()
 
     async def _run(self) -> None:
+        import psycopg  # here: PostgreSQL's driver costs every command that imports this ~0.1 s
+
         delay = RETRY_FIRST
         lost_since: float | None = None
         while True:
