@@ -21,9 +21,11 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -38,6 +40,17 @@ PG_SCHEMA_PREFIX = "mailrelay_bench_"
 
 class BenchError(Exception):
     """A benchmark cannot run; the message says what to fix."""
+
+
+def run_script(name: str, main: Callable[[], int]) -> NoReturn:
+    """Exit with `main()`'s status: a BenchError as one line naming the script, Ctrl-C as 130."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 # ---------------------------------------------------------------- environment

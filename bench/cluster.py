@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import REPO, BenchError, machine, save_json
+from benchkit import REPO, BenchError, machine, run_script, save_json
 
 sys.path.insert(0, str(REPO))  # the scenario lives with the tests
 # tests/support/ports.py gives each pytest worker a block of ports: this run takes the last
@@ -43,7 +43,16 @@ sys.path.insert(0, str(REPO))  # the scenario lives with the tests
 os.environ.setdefault("PYTEST_XDIST_WORKER", "gw11")
 
 from aiosmtpd.controller import Controller
-from tests.support.cluster import DOMAINS, FAILING, Cluster, Database, Run, Scenario, trace_queue_id
+from tests.support.cluster import (
+    DOMAINS,
+    FAILING,
+    Cluster,
+    Database,
+    Run,
+    Scenario,
+    loopback_world,
+    trace_queue_id,
+)
 from tests.support.dnsserver import FakeDNS
 from tests.support.pgserver import PrivatePostgres, why_unusable
 from tests.support.ports import free_port
@@ -136,13 +145,7 @@ def main() -> int:
             mxes[domain].start()
         pg.init()
         pg.start()
-        cluster = Cluster(scratch, pg.url, f"""
-[dns]
-nameservers = ["{dns.address}"]
-timeout = 2
-[delivery]
-mx_port = {mx_port}
-""")
+        cluster = Cluster(scratch, pg.url, loopback_world(dns.address, mx_port))
         db = Database(pg.url)
         cluster.start()
         print(f"three nodes ready in {cluster.start_seconds:.1f} s", flush=True)
@@ -186,10 +189,4 @@ mx_port = {mx_port}
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"cluster: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_script("cluster", main)

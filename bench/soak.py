@@ -38,6 +38,7 @@ from benchkit import (
     memory,
     python_bin,
     raise_nofile,
+    run_script,
     save_json,
     smtp_source,
     tree,
@@ -162,10 +163,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"soak: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_script("soak", main)

@@ -163,6 +163,18 @@ daily_limit = {PLAN_LIMIT}
 """
 
 
+def loopback_world(dns_address: str, mx_port: int) -> str:
+    """The `delivery` settings of `Cluster` that send every domain's mail through the loopback
+    DNS server at `dns_address` to MXes listening on `mx_port`."""
+    return f"""
+[dns]
+nameservers = ["{dns_address}"]
+timeout = 2
+[delivery]
+mx_port = {mx_port}
+"""
+
+
 class Cluster:
     """`count` nodes on `db_url`, each in a folder of its own under `root`."""
 

@@ -26,6 +26,7 @@ from tests.support.cluster import (
     Database,
     Run,
     Scenario,
+    loopback_world,
     trace_queue_id,
 )
 from tests.support.dnsserver import FakeDNS
@@ -56,13 +57,7 @@ def test_three_nodes_lose_nothing_through_a_failing_mx_a_killed_node_and_a_datab
         fake_dns.a(f"mx.{domain}", ip)
         # A 0.1 s answer to DATA: the nodes always have transactions in flight to kill.
         mxes[domain] = RecordingMX(remote_mx(ip, Behaviour(data_delay=0.1)))
-    cluster = Cluster(tmp_path, private_pg.url, f"""
-[dns]
-nameservers = ["{fake_dns.address}"]
-timeout = 2
-[delivery]
-mx_port = {mx_port}
-""")
+    cluster = Cluster(tmp_path, private_pg.url, loopback_world(fake_dns.address, mx_port))
     db = Database(private_pg.url)
     scenario = Scenario()
     try:
